@@ -1,0 +1,3 @@
+from vmlfs.cli.main import main
+
+main()

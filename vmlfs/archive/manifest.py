@@ -1,0 +1,314 @@
+"""The manifest: the complete tree of one backup, as an indexed SQLite file.
+
+A manifest answers "what is at this path", "what is in this directory" and
+"where are this file's bytes" with indexed queries, so a mount or a restore
+never loads a whole manifest into memory. Readers open it read-only and
+immutable (no locks, no journal), lazily.
+
+Every row read is validated (types, name rules), so a tampered or damaged
+manifest surfaces as :class:`CorruptData` naming the backup, never as a
+wrong path. The schema is documented in docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from typing import Iterator
+
+from vmlfs import names
+from vmlfs.errors import CorruptData, NotFound, StorageFull, UnsupportedVersion
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+ROOT_ID = 1
+FILE, DIR, SYMLINK = "f", "d", "l"
+
+SCHEMA = """
+CREATE TABLE format (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE nodes (
+    id          INTEGER PRIMARY KEY,
+    parent      INTEGER NOT NULL,
+    name        BLOB    NOT NULL,
+    type        TEXT    NOT NULL CHECK (type IN ('f', 'd', 'l')),
+    mode        INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    gid         INTEGER NOT NULL,
+    uname       TEXT    NOT NULL,
+    gname       TEXT    NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,
+    target      BLOB,
+    link_group  INTEGER,
+    nlink       INTEGER NOT NULL,
+    sha256      BLOB,
+    layer       TEXT,
+    data_offset INTEGER
+) STRICT;
+"""
+INDEXES = """
+CREATE UNIQUE INDEX nodes_by_parent ON nodes (parent, name);
+CREATE INDEX nodes_by_hash ON nodes (sha256) WHERE type = 'f';
+CREATE INDEX nodes_by_size ON nodes (size) WHERE type = 'f';
+"""
+COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns, target, link_group, nlink, sha256, layer, data_offset"
+
+
+@dataclass(slots=True)
+class Node:
+    """One path of a backup's tree.
+
+    ``link_group`` is the id of the first node of a hardlink group (every
+    member, the first included, carries it); ``nlink`` is the group's size.
+    ``layer`` is the timestamp of the backup whose layer holds the bytes and
+    ``data_offset`` their offset in that layer's uncompressed tar stream.
+    ``ctime_ns`` is only used to detect changes (restore cannot set it).
+    """
+
+    id: int
+    parent: int
+    name: bytes
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    uname: str
+    gname: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int = 0
+    target: bytes | None = None
+    link_group: int | None = None
+    nlink: int = 1
+    sha256: bytes | None = None
+    layer: str | None = None
+    data_offset: int | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == DIR
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == FILE
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.type == SYMLINK
+
+    def as_row(self) -> tuple:
+        return (
+            self.id, self.parent, self.name, self.type, self.mode, self.uid, self.gid, self.uname, self.gname,
+            self.size, self.mtime_ns, self.ctime_ns, self.target, self.link_group, self.nlink, self.sha256, self.layer,
+            self.data_offset,
+        )
+
+
+def _node_from_row(row: tuple, where: str) -> Node:
+    node = Node(*row)
+    try:
+        ints = (node.id, node.parent, node.mode, node.uid, node.gid, node.size, node.mtime_ns, node.ctime_ns, node.nlink)
+        if not all(type(v) is int for v in ints) or node.size < 0 or node.nlink < 1:
+            raise CorruptData("wrong types or negative sizes")
+        if node.type not in (FILE, DIR, SYMLINK) or not isinstance(node.name, bytes):
+            raise CorruptData(f"unknown node type {node.type!r}")
+        if node.id != ROOT_ID:
+            names.component(node.name)
+        if node.type == SYMLINK and not isinstance(node.target, bytes):
+            raise CorruptData("symlink without target")
+        if node.type == FILE:
+            if not (isinstance(node.sha256, bytes) and len(node.sha256) == 32):
+                raise CorruptData("file without a sha256")
+            if node.size and not (isinstance(node.layer, str) and type(node.data_offset) is int and node.data_offset >= 0):
+                raise CorruptData("file without a data location")
+            if node.layer is not None:
+                names.timestamp(node.layer)
+    except (CorruptData, names.InvalidRequest) as exc:
+        raise CorruptData(f"{where}: damaged manifest row {row[0]!r}: {exc}") from None
+    return node
+
+
+class ManifestWriter:
+    """Build a manifest file; rows go in DFS order, indexes are built at the end."""
+
+    def __init__(self, path: str | os.PathLike[str], backup: str) -> None:
+        self.path = os.fspath(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.executescript(SCHEMA)
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO format VALUES (?, ?)",
+            [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}"), ("backup", backup)],
+        )
+        self._rows: list[tuple] = []
+        self.next_id = ROOT_ID
+
+    def allocate_id(self) -> int:
+        node_id = self.next_id
+        self.next_id += 1
+        return node_id
+
+    def add(self, node: Node) -> None:
+        self._rows.append(node.as_row())
+        if len(self._rows) >= 4096:
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self._db.executemany(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 18)})", self._rows)
+        except sqlite3.OperationalError as exc:
+            raise StorageFull(f"cannot write manifest: {exc}") from exc
+        self._rows.clear()
+
+    def set_nlink(self, counts: dict[int, int]) -> None:
+        """Record each hardlink group's final size on all its members."""
+        self._flush()
+        self._db.executemany("UPDATE nodes SET nlink = ? WHERE link_group = ?", [(n, g) for g, n in counts.items()])
+
+    def close(self) -> None:
+        try:
+            self._flush()
+            self._db.executescript(INDEXES)
+            self._db.execute("COMMIT")
+            self._db.close()
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            raise StorageFull(f"cannot write manifest: {exc}") from exc
+
+    def abort(self) -> None:
+        self._db.close()
+
+
+class Manifest:
+    """Read-only, lazily opened view of one manifest file. Thread-safe."""
+
+    def __init__(self, path: str | os.PathLike[str], where: str) -> None:
+        self.path = os.fspath(path)
+        self.where = where
+        self._lock = threading.Lock()
+        try:
+            self._db = self._connect()
+            fmt = dict(self._db.execute("SELECT key, value FROM format").fetchall())
+        except (sqlite3.Error, UnicodeDecodeError, ValueError) as exc:
+            raise CorruptData(f"{where}: manifest unreadable: {exc}") from None
+        if fmt.get("format") != "vmlfs-manifest":
+            raise CorruptData(f"{where}: not a vmlfs manifest")
+        try:
+            major = int(str(fmt.get("version", "")).split(".")[0])
+        except ValueError:
+            raise CorruptData(f"{where}: manifest version {fmt.get('version')!r} is malformed") from None
+        if major != FORMAT_MAJOR:
+            raise UnsupportedVersion(
+                f"{where}: manifest format {fmt.get('version')} is not supported (this vmlfs reads {FORMAT_MAJOR}.x)",
+                hint="upgrade vmlfs",
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        if not os.path.isfile(self.path):
+            raise CorruptData(f"{self.where}: manifest file is missing")
+        uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro&immutable=1"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        db.text_factory = lambda b: b.decode("utf-8")
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
+                raise CorruptData(f"{self.where}: manifest query failed: {exc}") from None
+
+    def _nodes(self, sql: str, args: tuple = ()) -> list[Node]:
+        return [_node_from_row(r, self.where) for r in self._query(f"SELECT {COLUMNS} FROM nodes {sql}", args)]
+
+    def root(self) -> Node:
+        return self.get(ROOT_ID)
+
+    def get(self, node_id: int) -> Node:
+        found = self._nodes("WHERE id = ?", (node_id,))
+        if not found:
+            raise NotFound(f"{self.where}: no node {node_id}")
+        return found[0]
+
+    def child(self, parent: int, name: bytes) -> Node:
+        found = self._nodes("WHERE parent = ? AND name = ?", (parent, name))
+        if not found:
+            raise NotFound(f"{self.where}: {name!r} not found")
+        return found[0]
+
+    def children(self, parent: int, after: bytes | None = None, limit: int = -1) -> list[Node]:
+        """Children of a directory in name order, optionally those after a name (for paging)."""
+        if after is None:
+            return self._nodes("WHERE parent = ? AND id != ? ORDER BY name LIMIT ?", (parent, ROOT_ID, limit))
+        return self._nodes("WHERE parent = ? AND name > ? AND id != ? ORDER BY name LIMIT ?", (parent, after, ROOT_ID, limit))
+
+    def lookup(self, path: bytes | tuple[bytes, ...]) -> Node:
+        """The node at a relative path; symlinks are never followed."""
+        parts = names.relative_path(path) if isinstance(path, bytes) else path
+        node = self.root()
+        for i, part in enumerate(parts):
+            if not node.is_dir:
+                raise NotFound(f"{b'/'.join(parts[:i]).decode(errors='replace')} is not a directory")
+            try:
+                node = self.child(node.id, part)
+            except NotFound:
+                raise NotFound(f"{b'/'.join(parts).decode(errors='replace')}: no such file in this backup") from None
+        return node
+
+    def count(self) -> int:
+        return self._query("SELECT count(*) FROM nodes")[0][0]
+
+    def by_hash(self, digest: bytes) -> Node | None:
+        found = self._nodes("WHERE type = 'f' AND sha256 = ? LIMIT 1", (digest,))
+        return found[0] if found else None
+
+    def same_size_exists(self, size: int) -> bool:
+        return bool(self._query("SELECT 1 FROM nodes WHERE type = 'f' AND size = ? LIMIT 1", (size,)))
+
+    def files_in_layer_order(self) -> Iterator[Node]:
+        """Every regular file with data, ordered by layer and offset (sequential reads).
+
+        Streams from its own connection so a million-file manifest is never
+        held in memory; SQLite's sorter spills to disk if it must.
+        """
+        db = self._connect()
+        try:
+            cursor = db.execute(
+                f"SELECT {COLUMNS} FROM nodes WHERE type = 'f' AND size > 0 ORDER BY layer, data_offset, id"
+            )
+            for row in cursor:
+                yield _node_from_row(row, self.where)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise CorruptData(f"{self.where}: manifest query failed: {exc}") from None
+        finally:
+            db.close()
+
+    def walk(self, start: int = ROOT_ID) -> Iterator[tuple[tuple[bytes, ...], Node]]:
+        """Depth-first (path, node) pairs below ``start``, parents before children."""
+        stack: list[tuple[tuple[bytes, ...], Node]] = [((), self.get(start))]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            if node.is_dir:
+                kids = self.children(node.id)
+                stack.extend((path + (k.name,), k) for k in reversed(kids))
+
+    def path_of(self, node: Node) -> tuple[bytes, ...]:
+        parts = []
+        seen = 0
+        while node.id != ROOT_ID:
+            parts.append(node.name)
+            node = self.get(node.parent)
+            seen += 1
+            if seen > names.MAX_PATH:
+                raise CorruptData(f"{self.where}: manifest has a parent cycle")
+        return tuple(reversed(parts))

@@ -1,0 +1,306 @@
+"""The zstd seekable format: independent frames plus a seek table.
+
+Layout (facebook/zstd ``contrib/seekable_format``, version 0.1): the data is a
+sequence of ordinary zstd frames, followed by one *skippable* frame holding the
+seek table::
+
+    skippable magic 0x184D2A5E | u32 frame size
+    per frame: u32 compressed size | u32 decompressed size
+    footer: u32 number of frames | u8 descriptor | u32 magic 0x8F92EAB1
+
+All integers are little-endian. Plain ``zstd -d`` and ``tar --zstd`` skip the
+skippable frame, so a layer stays an ordinary ``.tar.zst``; vmlfs reads the
+table to decompress only the frames covering a byte range. We do not set the
+descriptor's checksum flag: each frame carries zstd's own XXH64 content
+checksum instead, which the decompressor verifies.
+
+This module is pure: it works on file objects and bytes, no policy.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+
+from vmlfs.errors import CorruptData, StorageFull
+
+SKIPPABLE_MAGIC = 0x184D2A5E
+SEEKABLE_MAGIC = 0x8F92EAB1
+FOOTER = struct.Struct("<IBI")
+ENTRY = struct.Struct("<II")
+FRAME_SIZE = 1 << 20
+MAX_FRAME_SIZE = 1 << 30  # the format's limit on one frame's decompressed size
+MAX_FRAMES = 0x8000000
+
+
+@dataclass(frozen=True)
+class SeekTable:
+    """Cumulative offsets of every frame, compressed and decompressed.
+
+    ``c_offsets[i]``/``d_offsets[i]`` is where frame i starts; the last element
+    of each is the total size, so there are ``frames + 1`` elements.
+    """
+
+    c_offsets: tuple[int, ...]
+    d_offsets: tuple[int, ...]
+
+    @property
+    def frames(self) -> int:
+        return len(self.c_offsets) - 1
+
+    @property
+    def compressed_size(self) -> int:
+        return self.c_offsets[-1]
+
+    @property
+    def decompressed_size(self) -> int:
+        return self.d_offsets[-1]
+
+    def frames_covering(self, offset: int, length: int) -> range:
+        """Indices of the frames that hold bytes ``[offset, offset+length)``."""
+        if length <= 0 or offset >= self.decompressed_size:
+            return range(0)
+        first = bisect.bisect_right(self.d_offsets, offset) - 1
+        end = min(offset + length, self.decompressed_size)
+        last = bisect.bisect_left(self.d_offsets, end) - 1
+        return range(first, last + 1)
+
+
+def encode_seek_table(sizes: list[tuple[int, int]]) -> bytes:
+    body = b"".join(ENTRY.pack(c, d) for c, d in sizes)
+    body += FOOTER.pack(len(sizes), 0, SEEKABLE_MAGIC)
+    return struct.pack("<II", SKIPPABLE_MAGIC, len(body)) + body
+
+
+def read_seek_table(f: BinaryIO, file_size: int) -> SeekTable:
+    """Parse and sanity-check the seek table at the end of ``f``."""
+    if file_size < FOOTER.size + 8:
+        raise CorruptData("layer too short to hold a seek table")
+    f.seek(file_size - FOOTER.size)
+    frames, descriptor, magic = FOOTER.unpack(f.read(FOOTER.size))
+    if magic != SEEKABLE_MAGIC:
+        raise CorruptData("layer has no zstd seek table (bad footer magic: truncated or trailing garbage?)")
+    if descriptor & 0x7C:
+        raise CorruptData("seek table descriptor has reserved bits set")
+    entry_size = 12 if descriptor & 0x80 else 8
+    if frames > MAX_FRAMES:
+        raise CorruptData(f"seek table claims {frames} frames")
+    table_size = 8 + frames * entry_size + FOOTER.size
+    if table_size > file_size:
+        raise CorruptData("seek table larger than the layer")
+    f.seek(file_size - table_size)
+    raw = f.read(table_size)
+    magic, size = struct.unpack_from("<II", raw)
+    if magic != SKIPPABLE_MAGIC or size != table_size - 8:
+        raise CorruptData("seek table frame header is damaged")
+    c_offsets, d_offsets = [0], [0]
+    for i in range(frames):
+        c, d = struct.unpack_from("<II", raw, 8 + i * entry_size)
+        if d > MAX_FRAME_SIZE or c == 0:
+            raise CorruptData(f"seek table entry {i} is implausible (compressed {c}, decompressed {d})")
+        c_offsets.append(c_offsets[-1] + c)
+        d_offsets.append(d_offsets[-1] + d)
+    if c_offsets[-1] != file_size - table_size:
+        raise CorruptData(
+            f"frames add up to {c_offsets[-1]} bytes but the layer holds {file_size - table_size} before its seek table"
+            " (truncated or extended)"
+        )
+    return SeekTable(tuple(c_offsets), tuple(d_offsets))
+
+
+_local = threading.local()
+
+
+def _compress_frame(data: bytes, level: int) -> bytes:
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None or _local.level != level:
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+        _local.compressor, _local.level = compressor, level
+    return compressor.compress(data)
+
+
+def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
+    """Decompress exactly one frame and check it ended cleanly at the expected size.
+
+    ``ZstdDecompressor.decompress`` stops after the first frame and streaming
+    readers may return short data silently, so the size is checked here; the
+    frame's own checksum is verified by zstd.
+    """
+    try:
+        params = zstandard.get_frame_parameters(data)
+        if params.content_size != expected_size:
+            raise CorruptData(f"{where}: frame declares {params.content_size} bytes, seek table says {expected_size}")
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptData(f"{where}: damaged zstd frame ({exc})") from None
+    if len(out) != expected_size:
+        raise CorruptData(f"{where}: frame decompressed to {len(out)} bytes, expected {expected_size}")
+    return out
+
+
+class SeekableWriter:
+    """Write a byte stream as independent zstd frames, then the seek table.
+
+    Frames are compressed by a small thread pool (zstd releases the GIL), so
+    reading and hashing the guest's files overlaps with compression. Output
+    order is preserved. ``position`` is the number of uncompressed bytes
+    written so far, which the tar writer uses for data offsets.
+    """
+
+    def __init__(self, f: BinaryIO, *, level: int = 3, frame_size: int = FRAME_SIZE, threads: int = 2) -> None:
+        self._f = f
+        self._level = level
+        self._frame_size = frame_size
+        self._buffer = bytearray()
+        self._sizes: list[tuple[int, int]] = []
+        self._pending: list[tuple[Future[bytes], int]] = []
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="zstd")
+        self._max_pending = max(2, threads * 2)
+        self.position = 0
+        self.compressed_bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+        self.position += len(data)
+        while len(self._buffer) >= self._frame_size:
+            chunk = bytes(self._buffer[: self._frame_size])
+            del self._buffer[: self._frame_size]
+            self._submit(chunk)
+
+    def _submit(self, chunk: bytes) -> None:
+        self._pending.append((self._pool.submit(_compress_frame, chunk, self._level), len(chunk)))
+        while len(self._pending) > self._max_pending:
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        future, size = self._pending.pop(0)
+        frame = future.result()
+        try:
+            self._f.write(frame)
+        except OSError as exc:
+            raise StorageFull(f"cannot write layer: {os.strerror(exc.errno or 0)}") from exc
+        self._sizes.append((len(frame), size))
+        self.compressed_bytes += len(frame)
+
+    def close(self) -> None:
+        """Flush the last frame and append the seek table. The file stays open."""
+        try:
+            if self._buffer:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            while self._pending:
+                self._drain_one()
+            table = encode_seek_table(self._sizes)
+            try:
+                self._f.write(table)
+            except OSError as exc:
+                raise StorageFull(f"cannot write layer: {os.strerror(exc.errno or 0)}") from exc
+            self.compressed_bytes += len(table)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class FrameCache:
+    """A bounded LRU of decompressed frames, shared by readers, thread-safe."""
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._frames: OrderedDict[tuple[object, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, int]) -> bytes | None:
+        with self._lock:
+            frame = self._frames.get(key)
+            if frame is not None:
+                self._frames.move_to_end(key)
+            return frame
+
+    def put(self, key: tuple[object, int], frame: bytes) -> None:
+        if len(frame) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._frames:
+                return
+            self._frames[key] = frame
+            self._bytes += len(frame)
+            while self._bytes > self.max_bytes:
+                _, old = self._frames.popitem(last=False)
+                self._bytes -= len(old)
+
+
+class SeekableReader:
+    """Random access into a seekable zstd file by uncompressed offset.
+
+    ``frames_decompressed`` counts the frames actually decompressed (cache
+    misses), which tests use to prove a read touched only what it needed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, cache: FrameCache | None = None, name: str = "") -> None:
+        self.path = os.fspath(path)
+        self.name = name or self.path
+        self._cache = cache if cache is not None else FrameCache()
+        self._lock = threading.Lock()
+        self.frames_decompressed = 0
+        try:
+            self._f = open(self.path, "rb")
+        except FileNotFoundError:
+            raise CorruptData(f"{self.name}: layer file is missing") from None
+        except OSError as exc:
+            raise CorruptData(f"{self.name}: cannot open layer: {exc.strerror}") from None
+        try:
+            self.table = read_seek_table(self._f, os.fstat(self._f.fileno()).st_size)
+        except CorruptData as exc:
+            self._f.close()
+            raise CorruptData(f"{self.name}: {exc}") from None
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "SeekableReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return self.table.decompressed_size
+
+    def frame(self, index: int) -> bytes:
+        key = (self.path, index)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        t = self.table
+        start, end = t.c_offsets[index], t.c_offsets[index + 1]
+        data = os.pread(self._f.fileno(), end - start, start)
+        if len(data) != end - start:
+            raise CorruptData(f"{self.name}: frame {index} is truncated")
+        frame = decompress_frame(data, t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")
+        with self._lock:
+            self.frames_decompressed += 1
+        self._cache.put(key, frame)
+        return frame
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes from uncompressed ``offset`` (short only at EOF)."""
+        t = self.table
+        parts = []
+        for i in t.frames_covering(offset, length):
+            frame = self.frame(i)
+            lo = max(offset - t.d_offsets[i], 0)
+            hi = min(offset + length - t.d_offsets[i], len(frame))
+            parts.append(frame[lo:hi] if (lo, hi) != (0, len(frame)) else frame)
+        return b"".join(parts)

@@ -1,0 +1,168 @@
+"""A guest that is a directory on this machine (the embedded demo, tests, a mounted guest disk)."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import stat
+from functools import lru_cache
+from typing import Iterable, Iterator
+
+from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
+from vmlfs.engine.rules import Rules
+from vmlfs.errors import GuestError, NotFound
+
+CHUNK = 1 << 20
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def entry_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None) -> ScanEntry | None:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        kind = "f"
+    elif stat.S_ISDIR(mode):
+        kind = "d"
+    elif stat.S_ISLNK(mode):
+        kind = "l"
+    else:
+        return None
+    return ScanEntry(
+        path=path, type=kind, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
+        uname=user_name(st.st_uid), gname=group_name(st.st_gid),
+        size=st.st_size if kind == "f" else 0, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+        nlink=st.st_nlink, dev=st.st_dev, ino=st.st_ino, target=target,
+    )
+
+
+class LocalGuest:
+    """Reads a home directory on the local file system."""
+
+    def __init__(self, home: str | os.PathLike[str], *, env_file: str | None = None, release: str | None = None) -> None:
+        self.home = os.fsencode(os.path.abspath(home))
+        self.description = os.fsdecode(self.home)
+        self._env_file = env_file
+        self._release = release
+        if not os.path.isdir(self.home):
+            raise NotFound(f"guest home {self.description} is not a directory")
+
+    def _abs(self, rel: bytes) -> bytes:
+        return os.path.join(self.home, rel) if rel else self.home
+
+    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+        root = entry_from_stat(b"", os.lstat(self.home))
+        assert root is not None
+        yield root
+        yield from self._scan_dir(b"", rules, report)
+
+    def _scan_dir(self, rel: bytes, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+        try:
+            with os.scandir(self._abs(rel)) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            report.unreadable += 1
+            report.warn(f"cannot list {os.fsdecode(rel) or '.'}: {exc.strerror}; its contents are left out")
+            return
+        for child in children:
+            path = rel + b"/" + child.name if rel else child.name
+            try:
+                st = child.stat(follow_symlinks=False)
+                target = os.readlink(child.path) if stat.S_ISLNK(st.st_mode) else None
+            except FileNotFoundError:
+                continue  # vanished between listing and stat: it simply is not in this backup
+            except OSError as exc:
+                report.unreadable += 1
+                report.warn(f"cannot stat {os.fsdecode(path)}: {exc.strerror}")
+                continue
+            entry = entry_from_stat(path, st, target)
+            if entry is None:
+                report.skipped_special += 1
+                report.warn(f"skipped {os.fsdecode(path)}: not a regular file, directory or symlink")
+                continue
+            if rules.excluded(path, entry.type == "d"):
+                continue
+            yield entry
+            if entry.type == "d":
+                yield from self._scan_dir(path, rules, report)
+
+    def _open(self, entry: ScanEntry) -> int:
+        try:
+            fd = os.open(self._abs(entry.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FileChanged(f"{os.fsdecode(entry.path)}: cannot open ({exc.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+            os.close(fd)
+            raise FileChanged(f"{os.fsdecode(entry.path)}: changed since it was scanned")
+        return fd
+
+    def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:
+        fd = self._open(entry)
+        try:
+            remaining = entry.size
+            while remaining > 0:
+                chunk = os.read(fd, min(CHUNK, remaining))
+                if not chunk:
+                    raise FileChanged(f"{os.fsdecode(entry.path)}: shrank while it was read")
+                remaining -= len(chunk)
+                yield chunk
+            st = os.fstat(fd)
+            if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+                raise FileChanged(f"{os.fsdecode(entry.path)}: changed while it was read")
+        finally:
+            os.close(fd)
+
+    def read_many(self, entries: Iterable[ScanEntry]) -> Iterator[tuple[ScanEntry, Iterator[bytes]]]:
+        for entry in entries:
+            yield entry, self._chunks(entry)
+
+    def digest(self, entry: ScanEntry) -> bytes:
+        h = hashlib.sha256()
+        for chunk in self._chunks(entry):
+            h.update(chunk)
+        return h.digest()
+
+    def environment(self) -> bytes:
+        if self._env_file:
+            try:
+                with open(self._env_file, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise GuestError(f"cannot read env file {self._env_file}: {exc.strerror}") from None
+        return b"".join(k + b"=" + v + b"\n" for k, v in sorted(os.environb.items()))
+
+    def history(self) -> bytes | None:
+        for name in (b".bash_history", b".zsh_history"):
+            try:
+                with open(os.path.join(self.home, name), "rb", opener=_nofollow) as f:
+                    return f.read()
+            except OSError:
+                continue
+        return None
+
+    def release(self) -> str | None:
+        """A local directory has no OS of its own: report the release it was declared with."""
+        return self._release
+
+    def close(self) -> None:
+        pass
+
+
+def _nofollow(path: str | bytes, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)

@@ -1,0 +1,61 @@
+"""The ``vmlfs`` command: one click group, errors mapped to messages and exit codes here only.
+
+Each command module registers its commands on :data:`cli`; every command
+calls one library function and lets :class:`VmlfsError` propagate to
+:func:`main`, which prints one line (plus the hint) and exits with the
+error's exit code. ``--debug`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from vmlfs.cli.options import Context
+from vmlfs.errors import VmlfsError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", envvar="VMLFS_STORE", metavar="PATH", help="Store directory [env VMLFS_STORE; default $XDG_DATA_HOME/vmlfs].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks.")
+@click.version_option(package_name="vmlfs")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, quiet: bool, debug: bool) -> None:
+    """vmlfs: a logbook of CernVM environments, backed up, browsable and restorable."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+        format="vmlfs: %(message)s" if not debug else "%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    ctx.obj = Context(store_path=store, quiet=quiet, debug=debug)
+
+
+def _register() -> None:
+    from vmlfs.cli import backups, entries  # noqa: F401  (modules add their commands to `cli`)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="vmlfs", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("vmlfs: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except VmlfsError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"vmlfs: error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"vmlfs: hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vmlfs: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,55 @@
+"""What every command shares: the resolved store, quiet/debug, entry@timestamp parsing."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from vmlfs import names
+from vmlfs.backends.local_store import LocalStore, default_store_path
+from vmlfs.errors import InvalidRequest, NotFound
+
+
+@dataclass
+class Context:
+    store_path: str | None
+    quiet: bool = False
+    debug: bool = False
+    _store: LocalStore | None = field(default=None, repr=False)
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.quiet and sys.stderr.isatty()
+
+    def store(self, *, create: bool = True) -> LocalStore:
+        if self._store is None:
+            self._store = LocalStore(self.store_path or default_store_path(), create=create)
+        return self._store
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME[@TS]`` -> (name, ts-or-prefix or None for latest)."""
+    name, _, ts = ref.partition("@")
+    names.entry_name(name)
+    return name, (ts or None)
+
+
+def resolve_backup(store: LocalStore, ref: str) -> tuple[str, str]:
+    """``NAME[@TS]``: the newest backup, ``@latest``, or a unique timestamp prefix."""
+    name, ts = split_ref(ref)
+    stamps = [r.timestamp for r in store.backups(name)]
+    if not stamps:
+        raise NotFound(f"entry {name!r} has no backups yet", hint=f"take one with 'vmlfs backup {name}'")
+    if ts is None or ts == "latest":
+        return name, stamps[-1]
+    matches = [s for s in stamps if s.startswith(ts)]
+    if len(matches) == 1:
+        return name, matches[0]
+    if not matches:
+        raise NotFound(f"entry {name!r} has no backup matching {ts!r}", hint=f"see 'vmlfs list {name}'")
+    raise InvalidRequest(f"{ts!r} matches {len(matches)} backups of {name!r}: {', '.join(matches[:5])}", hint="give more digits")

@@ -1,0 +1,368 @@
+"""Take one backup: scan the guest, diff against the base manifest, pack, commit.
+
+The new manifest lists every path of the guest at backup time. A file whose
+size, mtime and ctime match the base keeps pointing at the layer that already
+holds its bytes; anything else is read, hashed, and stored in the new layer
+unless a file with the same sha256 is already stored (rename, copy). Paths
+absent from the scan are absent from the manifest: that is how deletions work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from vmlfs.archive.layer import LayerWriter, MemberInfo
+from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, Manifest, ManifestWriter, Node
+from vmlfs.backends.local_store import LAYER, MANIFEST, META, LocalStore
+from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
+from vmlfs.engine.model import BackupMeta, EntryConfig
+from vmlfs.engine.plan import choose_base, content_unchanged, metadata_unchanged, next_timestamp
+from vmlfs.engine.rules import Rules
+from vmlfs.errors import CorruptData, StorageFull
+
+log = logging.getLogger(__name__)
+
+SMALL_FILE = 4 << 20  # read whole into memory: hash before deciding to store
+BATCH_FILES = 4096  # changed files handed to the guest per bulk read
+BATCH_BYTES = 256 << 20
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
+
+
+class Progress(Protocol):
+    def scanned(self, count: int) -> None: ...
+    def packed(self, files: int, nbytes: int) -> None: ...
+
+
+class NoProgress:
+    def scanned(self, count: int) -> None:
+        pass
+
+    def packed(self, files: int, nbytes: int) -> None:
+        pass
+
+
+@dataclass
+class Stats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    unchanged_files: int = 0
+    packed_files: int = 0
+    packed_bytes: int = 0
+    deduplicated_files: int = 0
+    changed_while_read: int = 0
+    skipped_special: int = 0
+    unreadable: int = 0
+
+
+class HashingFile:
+    """A write-only file wrapper that keeps a running sha256 and size."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._f.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def _member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
+    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target)
+
+
+@dataclass
+class _Pending:
+    node: Node
+    entry: ScanEntry
+    followers: list[tuple[Node, ScanEntry]] = field(default_factory=list)
+
+
+class _Builder:
+    """Streams one backup's manifest and layer; holds only the current batch in memory."""
+
+    def __init__(self, ts: str, guest: Guest, base: Manifest | None, layer: LayerWriter,
+                 manifest: ManifestWriter, progress: Progress, checksum: bool) -> None:
+        self.ts, self.guest, self.base, self.layer, self.manifest = ts, guest, base, layer, manifest
+        self.progress, self.checksum = progress, checksum
+        self.stats = Stats()
+        self.warnings: list[str] = []
+        self.pending: list[_Pending] = []
+        self.pending_bytes = 0
+        self.stored: dict[bytes, tuple[int, bytes]] = {}  # sha256 -> (offset, path) in this layer
+        self.big_sizes: set[int] = set()
+        self.leaders: dict[tuple[int, int], _Pending | Node] = {}
+        self.group_sizes: dict[int, int] = {}
+
+    def run(self, rules: Rules) -> None:
+        report = ScanReport()
+        stack: list[tuple[bytes, int, dict[bytes, Node] | None]] = []
+        count = 0
+        for entry in self.guest.scan(rules, report):
+            count += 1
+            if count % 1000 == 0:
+                self.progress.scanned(count)
+            if entry.path == b"":
+                parent_id, name = 0, b""
+                base_node = self.base.root() if self.base else None
+            else:
+                slash = entry.path.rfind(b"/")
+                parent_path, name = (entry.path[:slash], entry.path[slash + 1:]) if slash >= 0 else (b"", entry.path)
+                while stack[-1][0] != parent_path:
+                    stack.pop()
+                parent_id = stack[-1][1]
+                siblings = stack[-1][2]
+                base_node = siblings.get(name) if siblings is not None else None
+            node = Node(
+                id=self.manifest.allocate_id(), parent=parent_id, name=name, type=entry.type, mode=entry.mode,
+                uid=entry.uid, gid=entry.gid, uname=entry.uname, gname=entry.gname, size=entry.size,
+                mtime_ns=entry.mtime_ns, ctime_ns=entry.ctime_ns, target=entry.target,
+            )
+            if entry.type == FILE:
+                self._file(node, entry, base_node)
+                continue
+            if entry.type == DIR:
+                self.stats.dirs += 1
+                kids = None
+                if base_node is not None and base_node.is_dir:
+                    kids = {k.name: k for k in self.base.children(base_node.id)}  # type: ignore[union-attr]
+                stack.append((entry.path, node.id, kids))
+            else:
+                self.stats.symlinks += 1
+            if entry.path and not metadata_unchanged(entry, base_node):
+                self.layer.add(_member(entry.path, entry.type, entry, entry.target))
+            self.manifest.add(node)
+        self._flush()
+        self.manifest.set_nlink(self.group_sizes)
+        self.progress.scanned(count)
+        self.stats.skipped_special = report.skipped_special
+        self.stats.unreadable = report.unreadable
+        self.warnings[:0] = report.warnings
+
+    def _file(self, node: Node, entry: ScanEntry, base_node: Node | None) -> None:
+        self.stats.files += 1
+        self.stats.bytes += entry.size
+        if entry.nlink > 1:
+            key = (entry.dev, entry.ino)
+            leader = self.leaders.get(key)
+            if leader is not None:
+                lead_id = leader.node.id if isinstance(leader, _Pending) else leader.id
+                node.link_group = lead_id
+                self.group_sizes[lead_id] += 1
+                if isinstance(leader, _Pending):
+                    leader.followers.append((node, entry))
+                else:
+                    node.sha256, node.layer, node.data_offset = leader.sha256, leader.layer, leader.data_offset
+                    self.manifest.add(node)
+                return
+            node.link_group = node.id
+            self.group_sizes[node.id] = 1
+        if not self.checksum and content_unchanged(entry, base_node):
+            assert base_node is not None
+            node.sha256, node.layer, node.data_offset = base_node.sha256, base_node.layer, base_node.data_offset
+            self.stats.unchanged_files += 1
+            self.manifest.add(node)
+            if entry.nlink > 1:
+                self.leaders[(entry.dev, entry.ino)] = node
+            return
+        pending = _Pending(node, entry)
+        if entry.nlink > 1:
+            self.leaders[(entry.dev, entry.ino)] = pending
+        self.pending.append(pending)
+        self.pending_bytes += entry.size
+        if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        by_entry = {id(p.entry): p for p in batch}
+        for entry, chunks in self.guest.read_many(p.entry for p in batch):
+            item = by_entry[id(entry)]
+            try:
+                stored = self._pack(item.node, entry, chunks)
+            except FileChanged as exc:
+                self.stats.changed_while_read += 1
+                self.warnings.append(f"{exc}; left out of this backup")
+                log.warning("%s; left out of this backup", exc)
+                if self.leaders.get((entry.dev, entry.ino)) is item:
+                    del self.leaders[(entry.dev, entry.ino)]
+                continue
+            self.manifest.add(item.node)
+            for node, follower in item.followers:
+                node.sha256, node.layer, node.data_offset = item.node.sha256, item.node.layer, item.node.data_offset
+                if stored:
+                    self.layer.add(_member(follower.path, "h", follower, entry.path))
+                self.manifest.add(node)
+            self.progress.packed(1, entry.size)
+        for item in batch:
+            if item.entry.nlink > 1 and self.leaders.get((item.entry.dev, item.entry.ino)) is item:
+                self.leaders[(item.entry.dev, item.entry.ino)] = item.node
+
+    def _known(self, digest: bytes) -> tuple[str, int] | None:
+        if digest in self.stored:
+            return self.ts, self.stored[digest][0]
+        if self.base is not None:
+            hit = self.base.by_hash(digest)
+            if hit is not None and hit.layer is not None and hit.data_offset is not None:
+                return hit.layer, hit.data_offset
+        return None
+
+    def _pack(self, node: Node, entry: ScanEntry, chunks) -> bool:
+        """Store a file's bytes unless already stored; return whether this layer got a member."""
+        if entry.size <= SMALL_FILE:
+            data = b"".join(chunks)
+            digest = hashlib.sha256(data).digest()
+            return self._place(node, entry, digest, data)
+        has_peer = entry.size in self.big_sizes or (self.base is not None and self.base.same_size_exists(entry.size))
+        self.big_sizes.add(entry.size)
+        if has_peer:
+            digest = self.guest.digest(entry)
+            if self._known(digest) is not None:
+                chunks.close()
+                return self._place(node, entry, digest, None)
+        offset = self.layer.begin_file(_member(entry.path, "f", entry))
+        h = hashlib.sha256()
+        written = 0
+        try:
+            for chunk in chunks:
+                self.layer.write(chunk)
+                h.update(chunk)
+                written += len(chunk)
+        except FileChanged:
+            # The header promised entry.size bytes: pad so the tar stays well-formed.
+            # The manifest will not list this member (docs/FORMAT.md, "dead members").
+            remaining = entry.size - written
+            while remaining > 0:
+                self.layer.write(bytes(min(remaining, 1 << 20)))
+                remaining -= min(remaining, 1 << 20)
+            self.layer.end_file()
+            raise
+        self.layer.end_file()
+        self._record(node, entry, h.digest(), offset)
+        return True
+
+    def _place(self, node: Node, entry: ScanEntry, digest: bytes, data: bytes | None) -> bool:
+        known = self._known(digest)
+        if known is not None:
+            node.sha256, (node.layer, node.data_offset) = digest, known
+            self.stats.deduplicated_files += 1
+            if digest in self.stored:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
+                self.layer.add(_member(entry.path, "h", entry, self.stored[digest][1]))
+                return True
+            return False
+        if entry.size == 0:
+            node.sha256 = EMPTY_SHA256
+            self.layer.add(_member(entry.path, "f", entry))
+            return True
+        assert data is not None
+        offset = self.layer.begin_file(_member(entry.path, "f", entry))
+        self.layer.write(data)
+        self.layer.end_file()
+        self._record(node, entry, digest, offset)
+        return True
+
+    def _record(self, node: Node, entry: ScanEntry, digest: bytes, offset: int) -> None:
+        node.sha256, node.layer, node.data_offset = digest, self.ts, offset
+        self.stored.setdefault(digest, (offset, entry.path))
+        self.stats.packed_files += 1
+        self.stats.packed_bytes += entry.size
+
+
+def _file_record(path: Path) -> dict[str, object]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _write(path: Path, data: bytes) -> dict[str, object]:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise StorageFull(f"cannot write {path.name}: {exc.strerror}") from exc
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str | None = None,
+               checksum: bool = False, progress: Progress | None = None, now: datetime | None = None,
+               threads: int = 2) -> BackupMeta:
+    """Take one backup of ``cfg`` from ``guest`` into ``store`` and commit it atomically."""
+    progress = progress or NoProgress()
+    with store.lock(cfg.name):
+        store.clean_tmp(cfg.name)
+        records = store.backups(cfg.name)
+        history = [r.meta for r in records if r.meta is not None]
+        kind, base_ts, notes = choose_base(history, kind)
+        for note in notes:
+            log.warning("%s: %s", cfg.name, note)
+        ts = next_timestamp([r.timestamp for r in records], now)
+        started, t0 = datetime.now(timezone.utc), time.monotonic()
+        work = store.new_work_dir(cfg.name, ts)
+        base = None
+        try:
+            if base_ts is not None:
+                try:
+                    base = store.open_manifest(cfg.name, base_ts)
+                except CorruptData as exc:
+                    raise CorruptData(f"the base backup is damaged: {exc}", hint="take a full backup with --kind full") from None
+            meta = _build(store, cfg, guest, ts, kind, base_ts, base, work, progress, checksum, threads, started, t0)
+            meta.warnings[:0] = notes
+            (work / META).write_bytes(meta.to_json())
+            store.commit(cfg.name, work, ts)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        finally:
+            if base is not None:
+                base.close()
+    return meta
+
+
+def _build(store: LocalStore, cfg: EntryConfig, guest: Guest, ts: str, kind: str, base_ts: str | None,
+           base: Manifest | None, work: Path, progress: Progress, checksum: bool, threads: int,
+           started: datetime, t0: float) -> BackupMeta:
+    manifest = ManifestWriter(work / MANIFEST, ts)
+    with open(work / LAYER, "wb") as raw:
+        out = HashingFile(raw)
+        layer = LayerWriter(out, threads=threads)  # type: ignore[arg-type]
+        builder = _Builder(ts, guest, base, layer, manifest, progress, checksum)
+        try:
+            builder.run(Rules(tuple(cfg.include), tuple(cfg.exclude)))
+            layer.close()
+            manifest.close()
+        except BaseException:
+            layer.abort()
+            manifest.abort()
+            raise
+        try:
+            raw.flush()
+        except OSError as exc:
+            raise StorageFull(f"cannot write layer: {exc.strerror}") from exc
+    files = {"env.txt": _write(work / "env.txt", guest.environment())}
+    history = guest.history()
+    if history is not None:
+        files["history.txt"] = _write(work / "history.txt", history)
+    release = guest.release() or cfg.release
+    if cfg.release and release != cfg.release:
+        builder.warnings.append(f"guest runs release {release}, the entry records {cfg.release}")
+    stats = builder.stats.__dict__ | {"layer_members": layer.members, "layer_uncompressed": layer.uncompressed_bytes}
+    return BackupMeta(
+        timestamp=ts, kind=kind, base=base_ts, started=started.isoformat(timespec="milliseconds"),
+        completed=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        duration_s=round(time.monotonic() - t0, 3), guest=guest.description, release=release,
+        stats=stats, layer={"file": LAYER, "size": out.size, "sha256": out.sha256.hexdigest()},
+        manifest={"file": MANIFEST, **_file_record(work / MANIFEST)}, files=files, warnings=builder.warnings,
+    )

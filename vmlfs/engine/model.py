@@ -1,0 +1,133 @@
+"""The JSON documents of a store: store header, entry config, backup metadata.
+
+Each document carries a ``version``; readers refuse an unknown major version
+and treat malformed content as :class:`CorruptData` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vmlfs import names
+from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
+
+STORE_VERSION = "1.0"
+ENTRY_VERSION = "1.0"
+BACKUP_VERSION = "1.0"
+KINDS = ("full", "incremental", "differential")
+
+
+def check_version(doc: dict[str, Any], expected: str, where: str) -> None:
+    version = doc.get("version")
+    if not isinstance(version, str) or not version.split(".")[0].isdigit():
+        raise CorruptData(f"{where}: missing or malformed version")
+    if version.split(".")[0] != expected.split(".")[0]:
+        raise UnsupportedVersion(
+            f"{where}: format version {version} is newer than this vmlfs understands ({expected})",
+            hint="upgrade vmlfs to read this store",
+        )
+
+
+def parse_json(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptData(f"{where}: not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CorruptData(f"{where}: expected a JSON object")
+    return doc
+
+
+def dump_json(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+@dataclass
+class EntryConfig:
+    """One logbook: where its guest is and what to back up."""
+
+    name: str
+    guest: str
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    release: str | None = None
+    domain: str | None = None
+    env_file: str | None = None
+    vm: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return dump_json({"format": "vmlfs-entry", "version": ENTRY_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> "EntryConfig":
+        doc = parse_json(data, where)
+        check_version(doc, ENTRY_VERSION, where)
+        try:
+            cfg = cls(
+                name=names.entry_name(doc["name"]),
+                guest=_str(doc["guest"]),
+                include=[_str(p) for p in doc.get("include", [])],
+                exclude=[_str(p) for p in doc.get("exclude", [])],
+                release=_opt_str(doc.get("release")),
+                domain=_opt_str(doc.get("domain")),
+                env_file=_opt_str(doc.get("env_file")),
+                vm=dict(doc.get("vm") or {}),
+            )
+        except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
+            raise CorruptData(f"{where}: malformed entry ({exc})") from None
+        return cfg
+
+
+@dataclass
+class BackupMeta:
+    """What ``meta.json`` says about one committed backup."""
+
+    timestamp: str
+    kind: str
+    base: str | None
+    started: str
+    completed: str
+    duration_s: float
+    guest: str
+    release: str | None
+    stats: dict[str, int]
+    layer: dict[str, Any]
+    manifest: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    vm_snapshot: str | None = None
+
+    def to_json(self) -> bytes:
+        return dump_json({"format": "vmlfs-backup", "version": BACKUP_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> "BackupMeta":
+        doc = parse_json(data, where)
+        check_version(doc, BACKUP_VERSION, where)
+        try:
+            meta = cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+            names.timestamp(meta.timestamp)
+            if meta.kind not in KINDS:
+                raise ValueError(f"unknown kind {meta.kind!r}")
+            if meta.base is not None:
+                names.timestamp(meta.base)
+            if not isinstance(meta.stats, dict) or not isinstance(meta.layer, dict) or not isinstance(meta.manifest, dict):
+                raise TypeError("stats, layer and manifest must be objects")
+            for part in (meta.layer, meta.manifest, *meta.files.values()):
+                if not isinstance(part.get("sha256"), str) or not isinstance(part.get("size"), int):
+                    raise TypeError("a file record lacks its sha256 or size")
+        except (TypeError, ValueError, InvalidRequest) as exc:
+            raise CorruptData(f"{where}: malformed backup metadata ({exc})") from None
+        return meta
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)

@@ -1,0 +1,80 @@
+"""The one validator for every name that becomes a path component or a remote argument.
+
+Entry names and backup timestamps are chosen by users or read from a store
+that may have been tampered with; member names come from the guest. All of
+them pass through here before they touch a file system or a command line.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from vmlfs.errors import UnsafePath, InvalidRequest
+
+ENTRY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+TIMESTAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+MAX_COMPONENT = 255
+MAX_PATH = 4096
+
+
+def entry_name(name: str) -> str:
+    """Return ``name`` if it is a safe entry name, else raise InvalidRequest."""
+    if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidRequest(
+            f"invalid entry name {name!r}",
+            hint="use 1-64 characters from A-Z a-z 0-9 . _ - (not '.' or '..')",
+        )
+    return name
+
+
+def timestamp(ts: str) -> str:
+    """Return ``ts`` if it is a well-formed backup timestamp ``YYYYMMDDTHHMMSSZ``."""
+    if not isinstance(ts, str) or not TIMESTAMP.fullmatch(ts):
+        raise InvalidRequest(f"invalid backup timestamp {ts!r}", hint="expected YYYYMMDDTHHMMSSZ")
+    try:
+        datetime.strptime(ts, TIMESTAMP_FORMAT)
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid backup timestamp {ts!r}: {exc}") from None
+    return ts
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(ts: str) -> datetime:
+    return datetime.strptime(timestamp(ts), TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def component(name: bytes) -> bytes:
+    """Return ``name`` if it is one safe path component (guest names, as bytes)."""
+    if not name or name in (b".", b".."):
+        raise UnsafePath(f"invalid name component {name!r}")
+    if b"/" in name or b"\0" in name:
+        raise UnsafePath(f"name component contains '/' or NUL: {name!r}")
+    if len(name) > MAX_COMPONENT:
+        raise UnsafePath(f"name component longer than {MAX_COMPONENT} bytes: {name[:40]!r}...")
+    return name
+
+
+def relative_path(path: bytes) -> tuple[bytes, ...]:
+    """Split a relative guest path into validated components.
+
+    Refuses absolute paths (``/x``, ``//x``, ``C:\\x``, ``\\x``), climbing
+    (``..`` anywhere, including ``a\\..\\x``), empty components and over-long
+    paths. ``.`` components are dropped. The empty path means the root.
+    """
+    if b"\0" in path:
+        raise UnsafePath(f"path contains NUL: {path!r}")
+    if len(path) > MAX_PATH:
+        raise UnsafePath(f"path longer than {MAX_PATH} bytes: {path[:40]!r}...")
+    if path.startswith((b"/", b"\\")) or re.match(rb"^[A-Za-z]:[\\/]", path):
+        raise UnsafePath(f"absolute path refused: {path!r}")
+    if b".." in re.split(rb"[\\/]", path):
+        raise UnsafePath(f"path climbs out with '..': {path!r}")
+    parts = tuple(p for p in path.split(b"/") if p not in (b"", b"."))
+    for part in parts:
+        component(part)
+    return parts
