@@ -174,7 +174,8 @@ class ManifestWriter:
     def close(self) -> None:
         try:
             self._flush()
-            self._db.executescript(INDEXES)
+            for statement in INDEXES.strip().split(";\n"):
+                self._db.execute(statement)
             self._db.execute("COMMIT")
             self._db.close()
         except sqlite3.OperationalError as exc:
@@ -248,8 +249,10 @@ class Manifest:
     def children(self, parent: int, after: bytes | None = None, limit: int = -1) -> list[Node]:
         """Children of a directory in name order, optionally those after a name (for paging)."""
         if after is None:
-            return self._nodes("WHERE parent = ? AND id != ? ORDER BY name LIMIT ?", (parent, ROOT_ID, limit))
-        return self._nodes("WHERE parent = ? AND name > ? AND id != ? ORDER BY name LIMIT ?", (parent, after, ROOT_ID, limit))
+            return self._nodes("WHERE parent = ? AND id != parent AND id != ? ORDER BY name LIMIT ?", (parent, ROOT_ID, limit))
+        return self._nodes(
+            "WHERE parent = ? AND name > ? AND id != parent AND id != ? ORDER BY name LIMIT ?", (parent, after, ROOT_ID, limit)
+        )
 
     def lookup(self, path: bytes | tuple[bytes, ...]) -> Node:
         """The node at a relative path; symlinks are never followed."""

@@ -15,6 +15,7 @@ store works on any file system. Only a committed directory (renamed out of
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -205,6 +206,16 @@ class LocalStore:
 
     def open_layer(self, entry: str, ts: str) -> SeekableReader:
         return SeekableReader(self.backup_dir(entry, ts) / LAYER, cache=self.frame_cache, name=f"layer of {entry}@{ts}")
+
+    def file_digest(self, entry: str, ts: str, name: str) -> tuple[int, str]:
+        """(size, sha256 hex) of a file of a backup directory, for verify."""
+        h = hashlib.sha256()
+        size = 0
+        with open(self.backup_dir(entry, ts) / name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+        return size, h.hexdigest()
 
     def read_backup_file(self, entry: str, ts: str, name: str) -> bytes:
         """A small file of the backup directory (env.txt, history.txt)."""

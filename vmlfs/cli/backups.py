@@ -1,0 +1,142 @@
+"""``vmlfs backup|list|ls|restore|verify``: take, inspect, restore and check backups."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from vmlfs.backends.factory import open_guest
+from vmlfs.cli import humanize
+from vmlfs.cli.main import cli
+from vmlfs.cli.options import Context, pass_context, resolve_backup, split_ref
+from vmlfs.cli.progress import BackupProgress, byte_bar
+from vmlfs.engine.backup import run_backup
+from vmlfs.engine.restore import restore_tree
+from vmlfs.engine.verify import verify_store
+from vmlfs.errors import CorruptData
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["full", "incremental", "differential"]), help="Default: full for the first backup, incremental after.")
+@click.option("--checksum", is_flag=True, help="Re-read and hash every file instead of trusting size and times.")
+@click.option("--env-file", type=click.Path(dir_okay=False, exists=True), help="Local guest: take env.txt from this file.")
+@pass_context
+def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None) -> None:
+    """Take a backup of entry NAME."""
+    store = ctx.store()
+    cfg = store.load_entry(name)
+    guest = open_guest(cfg, env_file=env_file)
+    progress = BackupProgress(ctx.show_progress)
+    try:
+        meta = run_backup(store, cfg, guest, kind=kind, checksum=checksum, progress=progress)
+    finally:
+        progress.close()
+        guest.close()
+    s = meta.stats
+    for warning in meta.warnings:
+        click.echo(f"vmlfs: warning: {warning}", err=True)
+    if not ctx.quiet:
+        click.echo(
+            f"{name}@{meta.timestamp}: {meta.kind}"
+            + (f" on {meta.base}" if meta.base else "")
+            + f", {s['files']} files ({humanize.size(s['bytes'])}), packed {s['packed_files']} ({humanize.size(s['packed_bytes'])}),"
+            f" stored {humanize.size(meta.layer['size'])} in {humanize.duration(meta.duration_s)}"
+        )
+
+
+@cli.command("list")
+@click.argument("name")
+@pass_context
+def list_backups(ctx: Context, name: str) -> None:
+    """One line per backup of NAME: time, kind, base, files, stored size, duration."""
+    for record in ctx.store().backups(name):
+        m = record.meta
+        if m is None:
+            click.echo(f"{record.timestamp}  INVALID: {record.error}")
+            continue
+        click.echo(
+            f"{m.timestamp}  {m.kind:<12} {m.base or '-':<16} {m.stats['files']:>8} files"
+            f"  {humanize.size(m.layer['size']):>10}  {humanize.duration(m.duration_s):>9}"
+        )
+
+
+@cli.command("ls")
+@click.argument("ref", metavar="NAME[@TS]")
+@click.argument("path", default="")
+@pass_context
+def ls(ctx: Context, ref: str, path: str) -> None:
+    """List a directory of a backup (the newest unless @TS; a unique prefix of TS will do)."""
+    store = ctx.store()
+    name, ts = resolve_backup(store, ref)
+    manifest = store.open_manifest(name, ts)
+    try:
+        node = manifest.lookup(os.fsencode(path))
+        for child in manifest.children(node.id) if node.is_dir else [node]:
+            shown = os.fsdecode(child.name) or "."
+            if child.is_symlink:
+                shown += " -> " + os.fsdecode(child.target or b"")
+            owner = f"{child.uname or child.uid}/{child.gname or child.gid}"
+            click.echo(f"{humanize.mode(child.type, child.mode)} {owner:<16} {child.size:>12} {humanize.mtime(child.mtime_ns)} {shown}")
+    finally:
+        manifest.close()
+
+
+@cli.command()
+@click.argument("ref", metavar="NAME[@TS]")
+@click.argument("target", type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1)
+@click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
+@pass_context
+def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool) -> None:
+    """Restore a backup (or PATHS inside it) into the directory TARGET."""
+    store = ctx.store()
+    name, ts = resolve_backup(store, ref)
+    manifest = store.open_manifest(name, ts)
+    bar = byte_bar(ctx.show_progress, "restored")
+    try:
+        report = restore_tree(
+            manifest, lambda layer_ts: store.open_layer(name, layer_ts), target, [os.fsencode(p) for p in paths],
+            overwrite=overwrite, on_bytes=bar.update,
+        )
+    finally:
+        bar.close()
+        manifest.close()
+    if not ctx.quiet:
+        click.echo(
+            f"restored {name}@{ts} into {target}: {report.files} files, {report.dirs} directories,"
+            f" {report.symlinks} symlinks, {report.hardlinks} hardlinks, {humanize.size(report.bytes)}"
+        )
+    if report.damaged:
+        for line in report.damaged:
+            click.echo(f"vmlfs: damaged, not restored: {line}", err=True)
+        raise CorruptData(f"{len(report.damaged)} damaged files were not restored", hint=f"run 'vmlfs verify {name}@{ts}'")
+
+
+@cli.command()
+@click.argument("ref", metavar="[NAME[@TS]]", required=False)
+@pass_context
+def verify(ctx: Context, ref: str | None) -> None:
+    """Re-read and check every layer, manifest and file hash (of one backup, one entry, or the store)."""
+    store = ctx.store(create=False)
+    if ref is None:
+        targets = [(e, r.timestamp) for e in store.entry_names() for r in store.backups(e)]
+    elif "@" in ref:
+        targets = [resolve_backup(store, ref)]
+    else:
+        name, _ = split_ref(ref)
+        targets = [(name, r.timestamp) for r in store.backups(name)]
+    bar = byte_bar(ctx.show_progress, "verified")
+    try:
+        report = verify_store(store, targets, on_bytes=bar.update)
+    finally:
+        bar.close()
+    for problem in report.problems:
+        click.echo(f"DAMAGED {problem}")
+    if not report.ok:
+        raise CorruptData(
+            f"{len(report.damaged_backups)} of {report.backups} backups are damaged: {', '.join(report.damaged_backups)}"
+        )
+    if not ctx.quiet:
+        click.echo(f"ok: {report.backups} backups, {report.files} files, {humanize.size(report.bytes)} checked")

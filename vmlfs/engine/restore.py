@@ -1,0 +1,202 @@
+"""Restore a backup's tree (or parts of it) into a local directory, safely.
+
+Everything is done relative to open directory file descriptors with
+no-follow operations: names come from the manifest one component at a time
+(validated on read), directories are entered with ``O_NOFOLLOW|O_DIRECTORY``,
+files are created with ``O_EXCL|O_NOFOLLOW``. A symlink already present in the
+target is never followed, and a manifest node below a symlink is unreachable
+because only directory nodes are descended into. Python's tarfile filters
+are not relied upon.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from vmlfs import names
+from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.archive.seekable import SeekableReader
+from vmlfs.errors import AlreadyExists, CorruptData, NotFound, UnsafePath, VmlfsError
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+@dataclass
+class RestoreReport:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    bytes: int = 0
+    damaged: list[str] = field(default_factory=list)
+
+
+def _show(path: tuple[bytes, ...]) -> str:
+    return os.fsdecode(b"/".join(path)) or "."
+
+
+class _Restorer:
+    def __init__(self, manifest: Manifest, open_layer: Callable[[str], SeekableReader], target_fd: int,
+                 overwrite: bool, on_bytes: Callable[[int], None]) -> None:
+        self.manifest, self.open_layer, self.target_fd = manifest, open_layer, target_fd
+        self.overwrite, self.on_bytes = overwrite, on_bytes
+        self.as_root = os.geteuid() == 0
+        self.layers: dict[str, SeekableReader] = {}
+        self.linked: dict[int, bytes] = {}  # hardlink group -> path (relative to target) of the restored first member
+        self.report = RestoreReport()
+
+    def _layer(self, ts: str) -> SeekableReader:
+        if ts not in self.layers:
+            self.layers[ts] = self.open_layer(ts)
+        return self.layers[ts]
+
+    def close(self) -> None:
+        for layer in self.layers.values():
+            layer.close()
+
+    def enter_dir(self, parent_fd: int, name: bytes, create: bool, mode: int = 0o700) -> int:
+        """Open (creating if asked) a real directory ``name`` below ``parent_fd``; never a symlink."""
+        names.component(name)
+        if create:
+            try:
+                os.mkdir(name, mode, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                if self.overwrite and create:
+                    os.unlink(name, dir_fd=parent_fd)
+                    return self.enter_dir(parent_fd, name, create, mode)
+                raise AlreadyExists(
+                    f"{os.fsdecode(name)} exists in the target and is not a directory (a symlink is never followed)",
+                    hint="remove it or pass --overwrite",
+                ) from None
+            raise
+
+    def restore(self, parent_fd: int, path: tuple[bytes, ...], node: Node) -> None:
+        name = path[-1] if path else None
+        if node.is_dir:
+            fd = self.enter_dir(parent_fd, name, True) if name is not None else os.dup(parent_fd)
+            try:
+                self.report.dirs += 1
+                for child in self.manifest.children(node.id):
+                    self.restore(fd, path + (child.name,), child)
+                self._metadata(fd, node)
+            finally:
+                os.close(fd)
+        elif name is None:
+            raise UnsafePath("only a directory can be restored as the target itself")
+        elif node.is_symlink:
+            self._replace(parent_fd, name, lambda: os.symlink(node.target, name, dir_fd=parent_fd))  # type: ignore[arg-type]
+            if self.as_root:
+                os.chown(name, node.uid, node.gid, dir_fd=parent_fd, follow_symlinks=False)
+            os.utime(name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
+            self.report.symlinks += 1
+        else:
+            self._file(parent_fd, path, node)
+
+    def _replace(self, parent_fd: int, name: bytes, create: Callable[[], object]) -> object:
+        try:
+            return create()
+        except FileExistsError:
+            if not self.overwrite:
+                raise AlreadyExists(f"{os.fsdecode(name)} already exists in the target", hint="pass --overwrite to replace it") from None
+            try:
+                os.unlink(name, dir_fd=parent_fd)
+            except IsADirectoryError:
+                raise AlreadyExists(f"{os.fsdecode(name)} is a directory in the target; not replaced by a file") from None
+            return create()
+
+    def _file(self, parent_fd: int, path: tuple[bytes, ...], node: Node) -> None:
+        name = path[-1]
+        rel = b"/".join(path)
+        if node.link_group is not None and node.link_group in self.linked:
+            first = self.linked[node.link_group]
+            self._replace(parent_fd, name, lambda: os.link(first, name, src_dir_fd=self.target_fd, dst_dir_fd=parent_fd, follow_symlinks=False))
+            self.report.hardlinks += 1
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = self._replace(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
+        assert isinstance(fd, int)
+        try:
+            self._write_content(fd, node, rel)
+            self._metadata(fd, node)
+        except CorruptData as exc:
+            os.close(fd)
+            os.unlink(name, dir_fd=parent_fd)
+            self.report.damaged.append(f"{_show(path)}: {exc}")
+            log.error("not restored: %s: %s", _show(path), exc)
+            return
+        os.close(fd)
+        if node.link_group is not None:
+            self.linked[node.link_group] = rel
+        self.report.files += 1
+
+    def _write_content(self, fd: int, node: Node, rel: bytes) -> None:
+        h = hashlib.sha256()
+        if node.size:
+            layer = self._layer(node.layer)  # type: ignore[arg-type]
+            pos = 0
+            while pos < node.size:
+                chunk = layer.read(node.data_offset + pos, min(CHUNK, node.size - pos))  # type: ignore[operator]
+                if not chunk:
+                    raise CorruptData(f"layer {node.layer} ends inside the file")
+                h.update(chunk)
+                if chunk.count(0) == len(chunk):  # all zeros: leave a hole, the file stays sparse
+                    os.lseek(fd, len(chunk), os.SEEK_CUR)
+                else:
+                    os.write(fd, chunk)
+                pos += len(chunk)
+                self.on_bytes(len(chunk))
+            os.ftruncate(fd, node.size)
+        if h.digest() != node.sha256:
+            raise CorruptData("content does not match its sha256 in the manifest")
+        self.report.bytes += node.size
+
+    def _metadata(self, fd: int, node: Node) -> None:
+        if self.as_root:
+            os.fchown(fd, node.uid, node.gid)
+        os.fchmod(fd, node.mode & 0o7777)
+        os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+
+
+def restore_tree(manifest: Manifest, open_layer: Callable[[str], SeekableReader], target: str,
+                 paths: list[bytes] | None = None, *, overwrite: bool = False,
+                 on_bytes: Callable[[int], None] = lambda n: None) -> RestoreReport:
+    """Write the backup (or the subtrees at ``paths``) below ``target``.
+
+    Damaged files are skipped and listed in the report; everything else is
+    still restored. Raises on unsafe or conflicting targets before writing them.
+    """
+    os.makedirs(target, exist_ok=True)
+    target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    restorer = _Restorer(manifest, open_layer, target_fd, overwrite, on_bytes)
+    try:
+        for raw in paths or [b""]:
+            parts = names.relative_path(raw)
+            node = manifest.lookup(parts)
+            fd = os.dup(target_fd)
+            try:
+                for part in parts[:-1]:
+                    inner = restorer.enter_dir(fd, part, True, 0o755)
+                    os.close(fd)
+                    fd = inner
+                restorer.restore(fd, parts, node)
+            finally:
+                os.close(fd)
+    except NotFound:
+        raise
+    except OSError as exc:
+        raise VmlfsError(f"restore into {target} failed: {exc.strerror} ({os.fsdecode(exc.filename or b'')})") from exc
+    finally:
+        restorer.close()
+        os.close(target_fd)
+    return restorer.report
