@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import urllib.parse
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 from vmlfs import names
@@ -108,6 +109,12 @@ class Node:
         )
 
 
+@lru_cache(maxsize=1024)
+def _valid_layer_name(ts: str) -> str:
+    """A manifest names few distinct layers: validate each name once."""
+    return names.timestamp(ts)
+
+
 def _node_from_row(row: tuple, where: str) -> Node:
     node = Node(*row)
     try:
@@ -126,7 +133,7 @@ def _node_from_row(row: tuple, where: str) -> Node:
             if node.size and not (isinstance(node.layer, str) and type(node.data_offset) is int and node.data_offset >= 0):
                 raise CorruptData("file without a data location")
             if node.layer is not None:
-                names.timestamp(node.layer)
+                _valid_layer_name(node.layer)
     except (CorruptData, names.InvalidRequest) as exc:
         raise CorruptData(f"{where}: damaged manifest row {row[0]!r}: {exc}") from None
     return node
@@ -269,6 +276,10 @@ class Manifest:
 
     def count(self) -> int:
         return self._query("SELECT count(*) FROM nodes")[0][0]
+
+    def max_id(self) -> int:
+        """The largest node id (O(log n): the end of the rowid b-tree); the mount sizes inode ranges with it."""
+        return self._query("SELECT max(id) FROM nodes")[0][0] or ROOT_ID
 
     def by_hash(self, digest: bytes) -> Node | None:
         found = self._nodes("WHERE type = 'f' AND sha256 = ? LIMIT 1", (digest,))

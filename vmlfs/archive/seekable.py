@@ -20,6 +20,7 @@ This module is pure: it works on file objects and bytes, no policy.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 import struct
 import threading
@@ -119,7 +120,7 @@ def read_seek_table(f: BinaryIO, file_size: int) -> SeekTable:
 _local = threading.local()
 
 
-def _compress_frame(data: bytes, level: int) -> bytes:
+def _compress_frame(data: bytes | memoryview, level: int) -> bytes:
     compressor = getattr(_local, "compressor", None)
     if compressor is None or _local.level != level:
         compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
@@ -149,9 +150,10 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
 class SeekableWriter:
     """Write a byte stream as independent zstd frames, then the seek table.
 
-    Frames are compressed by a small thread pool (zstd releases the GIL), so
-    reading and hashing the guest's files overlaps with compression. Output
-    order is preserved. ``position`` is the number of uncompressed bytes
+    Frames are compressed by a small thread pool (zstd releases the GIL), and
+    a single writer thread appends them in order and keeps the sha256 of the
+    output, so reading and hashing the guest's files on the caller's thread
+    overlaps with both. ``position`` is the number of uncompressed bytes
     written so far, which the tar writer uses for data offsets.
     """
 
@@ -159,56 +161,71 @@ class SeekableWriter:
         self._f = f
         self._level = level
         self._frame_size = frame_size
-        self._buffer = bytearray()
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._buffered = 0
         self._sizes: list[tuple[int, int]] = []
-        self._pending: list[tuple[Future[bytes], int]] = []
+        self._pending: list[Future[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="zstd")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-writer")
         self._max_pending = max(2, threads * 2)
+        self._sha256 = hashlib.sha256()
         self.position = 0
         self.compressed_bytes = 0
 
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of everything written to the file (valid after close)."""
+        return self._sha256.hexdigest()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._buffer += data
+        self._parts.append(data)
+        self._buffered += len(data)
         self.position += len(data)
-        while len(self._buffer) >= self._frame_size:
-            chunk = bytes(self._buffer[: self._frame_size])
-            del self._buffer[: self._frame_size]
-            self._submit(chunk)
+        if self._buffered >= self._frame_size:
+            joined = b"".join(self._parts)
+            view = memoryview(joined)
+            whole = len(joined) - len(joined) % self._frame_size
+            for start in range(0, whole, self._frame_size):
+                self._submit(view[start : start + self._frame_size])
+            rest = joined[whole:]
+            self._parts = [rest] if rest else []
+            self._buffered = len(rest)
 
-    def _submit(self, chunk: bytes) -> None:
-        self._pending.append((self._pool.submit(_compress_frame, chunk, self._level), len(chunk)))
+    def _submit(self, chunk: bytes | memoryview) -> None:
+        compressed = self._pool.submit(_compress_frame, chunk, self._level)
+        self._pending.append(self._writer.submit(self._append, compressed, len(chunk)))
         while len(self._pending) > self._max_pending:
-            self._drain_one()
+            self._pending.pop(0).result()
 
-    def _drain_one(self) -> None:
-        future, size = self._pending.pop(0)
-        frame = future.result()
+    def _append(self, compressed: Future[bytes], size: int) -> None:
+        """Runs on the writer thread, in submission order."""
+        frame = compressed.result()
+        self._emit(frame)
+        self._sizes.append((len(frame), size))
+
+    def _emit(self, data: bytes) -> None:
         try:
-            self._f.write(frame)
+            self._f.write(data)
         except OSError as exc:
             raise StorageFull(f"cannot write layer: {os.strerror(exc.errno or 0)}") from exc
-        self._sizes.append((len(frame), size))
-        self.compressed_bytes += len(frame)
+        self._sha256.update(data)
+        self.compressed_bytes += len(data)
 
     def close(self) -> None:
         """Flush the last frame and append the seek table. The file stays open."""
         try:
-            if self._buffer:
-                self._submit(bytes(self._buffer))
-                self._buffer.clear()
+            if self._parts:
+                self._submit(b"".join(self._parts))
+                self._parts, self._buffered = [], 0
             while self._pending:
-                self._drain_one()
-            table = encode_seek_table(self._sizes)
-            try:
-                self._f.write(table)
-            except OSError as exc:
-                raise StorageFull(f"cannot write layer: {os.strerror(exc.errno or 0)}") from exc
-            self.compressed_bytes += len(table)
+                self._pending.pop(0).result()
+            self._emit(encode_seek_table(self._sizes))
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self.abort()
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._writer.shutdown(wait=True, cancel_futures=True)
 
 
 class FrameCache:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, Manifest, ManifestWriter, Node
@@ -62,21 +62,6 @@ class Stats:
     changed_while_read: int = 0
     skipped_special: int = 0
     unreadable: int = 0
-
-
-class HashingFile:
-    """A write-only file wrapper that keeps a running sha256 and size."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._f.write(data)
-        self.sha256.update(data)
-        self.size += len(data)
-        return len(data)
 
 
 def _member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
@@ -336,8 +321,7 @@ def _build(store: LocalStore, cfg: EntryConfig, guest: Guest, ts: str, kind: str
            started: datetime, t0: float) -> BackupMeta:
     manifest = ManifestWriter(work / MANIFEST, ts)
     with open(work / LAYER, "wb") as raw:
-        out = HashingFile(raw)
-        layer = LayerWriter(out, threads=threads)  # type: ignore[arg-type]
+        layer = LayerWriter(raw, threads=threads)
         builder = _Builder(ts, guest, base, layer, manifest, progress, checksum)
         try:
             builder.run(Rules(tuple(cfg.include), tuple(cfg.exclude)))
@@ -363,6 +347,6 @@ def _build(store: LocalStore, cfg: EntryConfig, guest: Guest, ts: str, kind: str
         timestamp=ts, kind=kind, base=base_ts, started=started.isoformat(timespec="milliseconds"),
         completed=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         duration_s=round(time.monotonic() - t0, 3), guest=guest.description, release=release,
-        stats=stats, layer={"file": LAYER, "size": out.size, "sha256": out.sha256.hexdigest()},
+        stats=stats, layer={"file": LAYER, "size": layer.compressed_bytes, "sha256": layer.sha256},
         manifest={"file": MANIFEST, **_file_record(work / MANIFEST)}, files=files, warnings=builder.warnings,
     )
