@@ -74,9 +74,9 @@ def ls(ctx: Context, ref: str, path: str) -> None:
     try:
         node = manifest.lookup(os.fsencode(path))
         for child in manifest.children(node.id) if node.is_dir else [node]:
-            shown = os.fsdecode(child.name) or "."
+            shown = humanize.name(child.name) or "."
             if child.is_symlink:
-                shown += " -> " + os.fsdecode(child.target or b"")
+                shown += " -> " + humanize.name(child.target or b"")
             owner = f"{child.uname or child.uid}/{child.gname or child.gid}"
             click.echo(f"{humanize.mode(child.type, child.mode)} {owner:<16} {child.size:>12} {humanize.mtime(child.mtime_ns)} {shown}")
     finally:

@@ -32,3 +32,9 @@ def mode(kind: str, bits: int) -> str:
 
 def mtime(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def name(raw: bytes) -> str:
+    """A guest name for the terminal: invalid UTF-8 and control characters escaped, like ``ls -b``."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

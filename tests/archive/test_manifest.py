@@ -1,0 +1,146 @@
+"""Manifests: indexed queries, bounded memory, and refusal of damaged or foreign files."""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmlfs.archive.manifest import ROOT_ID, Manifest, ManifestWriter, Node
+from vmlfs.errors import CorruptData, NotFound, UnsupportedVersion
+
+TS = "20260101T000000Z"
+
+
+def node(w: ManifestWriter, parent: int, name: bytes, kind: str = "f", size: int = 0) -> Node:
+    n = Node(id=w.allocate_id(), parent=parent, name=name, type=kind, mode=0o644, uid=0, gid=0, uname="root",
+             gname="root", size=size, mtime_ns=1, sha256=hashlib.sha256(b"").digest() if kind == "f" else None,
+             layer=TS if size else None, data_offset=512 if size else None)
+    w.add(n)
+    return n
+
+
+def small_manifest(path: Path) -> None:
+    w = ManifestWriter(path, TS)
+    root = node(w, 0, b"", "d")
+    sub = node(w, root.id, b"sub", "d")
+    node(w, sub.id, b"b.txt", size=10)
+    node(w, sub.id, b"a.txt")
+    link = Node(id=w.allocate_id(), parent=root.id, name=b"ln", type="l", mode=0o777, uid=0, gid=0, uname="", gname="",
+                size=0, mtime_ns=1, target=b"sub")
+    w.add(link)
+    w.close()
+
+
+def test_lookup_and_listing(tmp_path: Path) -> None:
+    small_manifest(tmp_path / "m.sqlite")
+    m = Manifest(tmp_path / "m.sqlite", "t")
+    assert [c.name for c in m.children(ROOT_ID)] == [b"ln", b"sub"]
+    assert [c.name for c in m.children(m.lookup(b"sub").id)] == [b"a.txt", b"b.txt"]
+    assert m.lookup(b"sub/b.txt").size == 10
+    assert m.lookup(b"./sub//b.txt").size == 10
+    with pytest.raises(NotFound):
+        m.lookup(b"ln/b.txt")  # symlinks are never followed
+    with pytest.raises(NotFound):
+        m.lookup(b"sub/zzz")
+    assert [p for p, _ in m.walk()] == [(), (b"ln",), (b"sub",), (b"sub", b"a.txt"), (b"sub", b"b.txt")]
+    assert [n.name for n in m.files_in_layer_order()] == [b"b.txt"]
+
+
+def test_damaged_manifests_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CorruptData):
+        Manifest(bad, "t")
+    with pytest.raises(CorruptData, match="missing"):
+        Manifest(tmp_path / "absent.sqlite", "t")
+    future = tmp_path / "future.sqlite"
+    small_manifest(future)
+    db = sqlite3.connect(future)
+    db.execute("UPDATE format SET value = '2.0' WHERE key = 'version'")
+    db.commit()
+    db.close()
+    with pytest.raises(UnsupportedVersion):
+        Manifest(future, "t")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE nodes SET name = X'2e2e' WHERE name = X'737562'",  # '..'
+        "UPDATE nodes SET name = X'612f62' WHERE name = X'737562'",  # 'a/b'
+        "UPDATE nodes SET name = X'' WHERE name = X'737562'",
+        "UPDATE nodes SET layer = '../../x' WHERE size = 10",
+        "UPDATE nodes SET sha256 = X'00' WHERE size = 10",
+    ],
+)
+def test_malicious_rows_are_corrupt_data(tmp_path: Path, sql: str) -> None:
+    path = tmp_path / "m.sqlite"
+    small_manifest(path)
+    db = sqlite3.connect(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+    m = Manifest(path, "t")
+    with pytest.raises(CorruptData):
+        list(m.walk())
+
+
+def test_non_utf8_owner_text_is_corrupt_data(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    small_manifest(path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA ignore_check_constraints = 1")
+    db.execute("UPDATE nodes SET uname = CAST(X'ff' AS TEXT) WHERE size = 10")
+    db.commit()
+    db.close()
+    with pytest.raises(CorruptData):
+        Manifest(path, "t").lookup(b"sub/b.txt")
+
+
+BIG = r"""
+import hashlib, resource, sys, time
+from vmlfs.archive.manifest import Manifest, ManifestWriter, Node
+path = sys.argv[1]
+if sys.argv[2] == "write":
+    w = ManifestWriter(path, "20260101T000000Z")
+    digest = hashlib.sha256(b"x").digest()
+    def add(parent, name, kind):
+        n = Node(w.allocate_id(), parent, name, kind, 0o644, 0, 0, "u", "g", 1 if kind == "f" else 0, 1,
+                 sha256=digest if kind == "f" else None, layer="20260101T000000Z" if kind == "f" else None,
+                 data_offset=0 if kind == "f" else None)
+        w.add(n)
+        return n.id
+    root = add(0, b"", "d")
+    big = add(root, b"big", "d")
+    for i in range(10_000):
+        add(big, b"f%05d" % i, "f")
+    for d in range(99):
+        sub = add(root, b"d%02d" % d, "d")
+        for i in range(9_999):
+            add(sub, b"g%04d" % i, "f")
+    w.close()
+else:
+    m = Manifest(path, "big")
+    t = time.time()
+    assert m.lookup(b"d42/g0999").size == 1
+    listing = m.children(m.lookup(b"big").id)
+    assert len(listing) == 10_000
+    print(m.count(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, time.time() - t)
+"""
+
+
+@pytest.mark.slow
+def test_million_entry_manifest_lookup_and_listing_stay_under_200_mb(tmp_path: Path) -> None:
+    path = str(tmp_path / "big.sqlite")
+    subprocess.run([sys.executable, "-c", BIG, path, "write"], check=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", BIG, path, "read"], check=True, capture_output=True, text=True).stdout
+    count, rss_mib, seconds = out.split()
+    assert int(count) >= 1_000_000
+    assert int(rss_mib) < 200, f"reader RSS {rss_mib} MiB"
+    assert float(seconds) < 5

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test package: a vmlfs CLI runner and guest-tree helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Vmlfs:
+    """Runs the real ``vmlfs`` command against one store, like a user would."""
+
+    store: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vmlfs", *args], env=self.env, capture_output=True, input=input, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"vmlfs {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout.decode(errors='replace')}\n"
+                f"stderr: {proc.stderr.decode(errors='replace')}"
+            )
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "vmlfs", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def backups(self, entry: str) -> list[str]:
+        return sorted(p.name for p in (self.store / "entries" / entry / "backups").iterdir())
+
+
+@pytest.fixture
+def vmlfs(tmp_path: Path) -> Vmlfs:
+    store = tmp_path / "store"
+    env = dict(os.environ, VMLFS_STORE=str(store), PYTHONUNBUFFERED="1")
+    return Vmlfs(store, env)
+
+
+def snapshot_copy(src: Path, dst: Path) -> Path:
+    """A copy of the guest as it is now (cp -a keeps every attribute we compare)."""
+    subprocess.run(["cp", "-a", "--", str(src), str(dst)], check=True)
+    return dst
+
+
+def tree_listing(root: Path) -> dict[bytes, tuple]:
+    """Everything restore must reproduce: type, mode, owner, mtime ns, size, link target, content, hardlink groups."""
+    out: dict[bytes, tuple] = {}
+    inodes: dict[int, bytes] = {}
+    root_b = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(root_b):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root_b)
+            st = os.lstat(path)
+            kind = "l" if os.path.islink(path) else "d" if os.path.isdir(path) else "f"
+            target = os.readlink(path) if kind == "l" else None
+            content = None
+            group = None
+            if kind == "f":
+                with open(path, "rb") as f:
+                    import hashlib
+
+                    content = hashlib.sha256(f.read()).hexdigest() if st.st_size < (64 << 20) else st.st_size
+                if st.st_nlink > 1:
+                    group = inodes.setdefault(st.st_ino, rel)
+            mode = st.st_mode & 0o7777 if kind != "l" else None
+            out[rel] = (kind, mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size if kind == "f" else None, target, content, group)
+    return out

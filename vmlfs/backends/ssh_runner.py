@@ -1,0 +1,350 @@
+"""The one port to asyncssh: SSH URLs, connections, remote processes, SFTP.
+
+asyncssh is asyncio; the engine is synchronous and the FUSE mount runs its
+blocking work in trio worker threads. So all SSH I/O runs on ONE asyncio
+event loop in a dedicated daemon thread (:class:`_LoopThread`), and this
+module offers a synchronous facade over it: callers in any thread submit
+coroutines with ``asyncio.run_coroutine_threadsafe`` and block on the result.
+Nothing else in vmlfs imports asyncssh.
+
+Remote commands are argv lists joined with :func:`shlex.join` (the remote
+side runs them through the login shell, which must be POSIX-compatible); no
+caller ever builds shell text. Data flows through :class:`RemoteProcess`,
+whose stdout is filled by asyncssh callbacks into a bounded buffer (reading
+is paused above :data:`HIGH_WATER`), so a slow consumer never makes memory
+grow and a reader costs no coroutine round trip per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import shlex
+import threading
+from dataclasses import dataclass
+from typing import Any, Coroutine, Protocol, Sequence
+
+import asyncssh
+
+from vmlfs.errors import ConnectionFailed, HostKeyRejected, InvalidRequest, PermissionDenied
+
+HIGH_WATER = 8 << 20  # buffered stdout bytes at which reading from the channel pauses
+LOW_WATER = 2 << 20
+CONNECT_TIMEOUT = 20.0
+# All secure; AES-GCM first because AES-NI makes it several times faster than chacha20 here.
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr", "aes128-ctr")
+
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+class ConnectionLost(ConnectionFailed):
+    """An established SSH connection or channel dropped mid-transfer; a retry may succeed."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where an ``ssh://[user@]host[:port][/path]`` URL points; ``path`` '' means the remote home."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    path: str = ""
+
+    @property
+    def display(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"ssh://{user}{self.host}{port}/{self.path.lstrip('/') if self.path.startswith('~') else self.path.lstrip('/')}"
+
+
+def parse_ssh_url(url: str) -> SshTarget:
+    """Split an SSH URL, refusing hosts and users that could be read as options or shell text.
+
+    ``ssh://h`` and ``ssh://h/`` are the remote home, ``ssh://h/~/x`` is below
+    it, ``ssh://h/abs/path`` is absolute. The path may hold any character but
+    NUL; it is only ever passed as one argv element.
+    """
+    if not url.startswith("ssh://"):
+        raise InvalidRequest(f"not an SSH URL: {url!r}", hint="use ssh://[user@]host[:port]/path")
+    rest = url[len("ssh://"):]
+    authority, slash, path = rest.partition("/")
+    user, at, hostport = authority.rpartition("@")
+    if not at:
+        user = ""
+    port: int | None = None
+    host = hostport
+    m = re.fullmatch(r"(.*?)(?::([0-9]{1,5}))?", hostport)
+    if m and m.group(2) and not hostport.endswith("]"):
+        host, port = m.group(1), int(m.group(2))
+    if not _HOST.fullmatch(host or ""):
+        raise InvalidRequest(f"invalid SSH host {host!r} in {url!r}", hint="letters, digits, '.', '_' and '-', not starting with '-'")
+    if at and not _USER.fullmatch(user):
+        raise InvalidRequest(f"invalid SSH user {user!r} in {url!r}", hint="letters, digits, '.', '_' and '-', not starting with '-'")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidRequest(f"invalid SSH port {port} in {url!r}")
+    if "\0" in path:
+        raise InvalidRequest(f"SSH path contains NUL: {url!r}")
+    path = "" if not path else ("/" + path if not path.startswith("~") else path)
+    return SshTarget(host.strip("[]"), user or None, port, path)
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """The command line for an argv: every element quoted, so the remote shell sees exactly argv."""
+    if not argv or any("\0" in a for a in argv):
+        raise InvalidRequest("a remote argv must be non-empty and free of NUL")
+    return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """How to authenticate the server; ``None`` paths mean OpenSSH's defaults below ``~/.ssh``."""
+
+    accept_new_host_key: bool = False
+    known_hosts: str | None = None
+
+    def known_hosts_path(self) -> str:
+        return self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+
+
+class _LoopThread:
+    """The single asyncio event loop every SSH object of this process runs on."""
+
+    _instance: "_LoopThread | None" = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="vmlfs-asyncssh", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> "_LoopThread":
+        with cls._guard:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("a blocking SSH call was made on the asyncio thread itself")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def soon(self, fn: Any, *args: Any) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """Decides on host keys known_hosts does not already trust: accept-new, or refuse and say why."""
+
+    def __init__(self, target: SshTarget, options: SshOptions) -> None:
+        self.target, self.options = target, options
+        self.verdict: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        path = self.options.known_hosts_path()
+        fingerprint = key.get_fingerprint()
+        known = asyncssh.read_known_hosts(path).match(host, addr, port)[0] if os.path.exists(path) else []
+        if known:
+            self.verdict = (f"the host key of {host} has CHANGED: it offered {fingerprint}, which does not match"
+                            f" {path}; refusing (possible man-in-the-middle)")
+            return False
+        if not self.options.accept_new_host_key:
+            self.verdict = f"unknown host key for {host} ({fingerprint}); refusing"
+            return False
+        name = host if port in (None, 22) else f"[{host}]:{port}"
+        line = " ".join([name, *key.export_public_key("openssh").decode().split()[:2]]) + "\n"
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        with open(path, "a", encoding="ascii") as f:
+            f.write(line)
+        return True
+
+
+class Runner(Protocol):
+    """What SSH backends need from a connection; tests substitute a fake that records argv."""
+
+    description: str
+
+    def start(self, argv: Sequence[str]) -> "RemoteProcess": ...
+    def close(self) -> None: ...
+
+
+class SshConnection:
+    """One SSH connection, used synchronously from any thread."""
+
+    def __init__(self, target: SshTarget, options: SshOptions = SshOptions()) -> None:
+        self.target, self.options = target, options
+        self.description = target.display
+        self._loop = _LoopThread.get()
+        self._conn: asyncssh.SSHClientConnection = self._loop.call(self._connect())
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        policy = _HostKeyPolicy(self.target, self.options)
+        path = self.options.known_hosts_path()
+        kwargs: dict[str, Any] = {}
+        if self.target.port:
+            kwargs["port"] = self.target.port
+        if self.target.user:
+            kwargs["username"] = self.target.user
+        try:
+            return await asyncssh.connect(
+                self.target.host, known_hosts=path if os.path.exists(path) else ([], [], []),
+                client_factory=lambda: policy, connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15,
+                encryption_algs=list(CIPHERS), **kwargs)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            hint = "" if policy.verdict and "CHANGED" in policy.verdict else "pass --accept-new-host-key to trust it on first use"
+            raise HostKeyRejected(policy.verdict or f"host key of {self.target.host} not verifiable: {exc.reason}", hint=hint) from None
+        except asyncssh.KeyExchangeFailed as exc:
+            raise HostKeyRejected(f"key exchange with {self.target.host} failed: {exc.reason}",
+                                  hint="a host key of a different type than in known_hosts means the key changed") from None
+        except asyncssh.PermissionDenied as exc:
+            raise PermissionDenied(f"SSH authentication to {self.description} failed: {exc.reason}",
+                                   hint="check the user, ssh-agent and IdentityFile in ~/.ssh/config") from None
+        except asyncssh.Error as exc:
+            raise ConnectionFailed(f"SSH connection to {self.description} failed: {exc.reason}") from None
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+            raise ConnectionFailed(f"cannot reach {self.description}: {reason}") from None
+
+    def start(self, argv: Sequence[str]) -> "RemoteProcess":
+        return RemoteProcess(self, remote_command(argv))
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._loop.soon(conn.close)
+
+
+class _Session(asyncssh.SSHClientSession):
+    def __init__(self, proc: "RemoteProcess") -> None:
+        self.proc = proc
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:  # type: ignore[override]
+        self.proc._on_data(data, datatype)
+
+    def eof_received(self) -> bool:
+        self.proc._on_eof()
+        return False
+
+    def pause_writing(self) -> None:
+        self.proc._set_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self.proc._set_write_paused(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proc._on_closed(exc)
+
+
+class RemoteProcess:
+    """A remote command with binary stdin/stdout; stderr is kept (bounded) for error messages."""
+
+    def __init__(self, conn: SshConnection, command: str) -> None:
+        self.command = command
+        self._loop = conn._loop
+        self._where = conn.description
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = self._unsent = 0
+        self._paused = self._write_paused = self._eof = self._closed = False
+        self._lost: str | None = None
+        self.stderr = bytearray()
+        self.exit_status: int | None = None
+        self._chan = self._loop.call(self._open(conn._conn))
+
+    async def _open(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientChannel:
+        try:
+            chan, _ = await conn.create_session(lambda: _Session(self), self.command, encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise ConnectionLost(f"SSH connection to {self._where} lost: {getattr(exc, 'reason', exc)}") from None
+        return chan
+
+    # callbacks, on the loop thread ------------------------------------------------
+
+    def _on_data(self, data: bytes, datatype: int | None) -> None:
+        with self._cond:
+            if datatype == asyncssh.EXTENDED_DATA_STDERR:
+                if len(self.stderr) < 65536:
+                    self.stderr += data
+                return
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered > HIGH_WATER and not self._paused:
+                self._paused = True
+                self._chan.pause_reading()
+            self._cond.notify_all()
+
+    def _on_eof(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def _set_write_paused(self, paused: bool) -> None:
+        with self._cond:
+            self._write_paused = paused
+            self._cond.notify_all()
+
+    def _on_closed(self, exc: Exception | None) -> None:
+        with self._cond:
+            self.exit_status = self._chan.get_exit_status()
+            if exc is not None or (self.exit_status is None and self._chan.get_exit_signal() is None):
+                reason = getattr(exc, "reason", None) or str(exc or "channel closed without an exit status")
+                self._lost = f"SSH connection to {self._where} lost: {reason}"
+            elif self.exit_status is None:
+                self._lost = f"remote command on {self._where} killed by signal {self._chan.get_exit_signal()[0]}"
+            self._eof = self._closed = True
+            self._cond.notify_all()
+
+    def _send(self, data: bytes) -> None:
+        if not self._closed:
+            self._chan.write(data)
+        with self._cond:
+            self._unsent -= len(data)
+            self._cond.notify_all()
+
+    # the synchronous side -------------------------------------------------------
+
+    def read(self) -> bytes:
+        """The next chunk of stdout (any size), or b'' at its end; raises ConnectionLost if it dropped."""
+        with self._cond:
+            while not self._chunks and not self._eof:
+                self._cond.wait()
+            if not self._chunks:
+                if self._lost and self._closed:
+                    raise ConnectionLost(self._lost)
+                return b""
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            if self._paused and self._buffered < LOW_WATER:
+                self._paused = False
+                self._loop.soon(self._chan.resume_reading)
+            return chunk
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for stdin; blocks while the channel is backed up; no-op once the process ended."""
+        with self._cond:
+            while (self._write_paused or self._unsent > HIGH_WATER) and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return
+            self._unsent += len(data)
+        self._loop.soon(self._send, bytes(data))
+
+    def close_stdin(self) -> None:
+        self._loop.soon(lambda: None if self._closed else self._chan.write_eof())
+
+    def wait(self) -> int:
+        """Wait for the exit status; raises ConnectionLost if the connection dropped first."""
+        with self._cond:
+            while not self._closed:
+                self._cond.wait()
+        if self._lost:
+            raise ConnectionLost(self._lost)
+        assert self.exit_status is not None
+        return self.exit_status
+
+    def terminate(self) -> None:
+        """Close the channel (the remote command gets SIGPIPE/EOF); used when a reader gives up early."""
+        self._loop.soon(self._chan.close)

@@ -1,0 +1,129 @@
+"""``vmlfs vm ...``: libvirt domains and their snapshots.
+
+Thin: each command opens the connection the group's options describe and
+calls one function of :mod:`vmlfs.hypervisor`; errors propagate to the one
+boundary in :mod:`vmlfs.cli.main`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import libvirt
+
+from vmlfs import hypervisor
+from vmlfs.cli.main import cli
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_META_KEY = "vmlfs.libvirt"
+
+
+def libvirt_options(func: F) -> F:
+    """``--libvirt-uri`` and ``--insecure``, shared by ``vm`` and ``backup --vm-snapshot``."""
+    func = click.option(
+        "--insecure",
+        is_flag=True,
+        help="Allow libvirt URIs without verification (no_verify=1, known_hosts_verify=ignore) or encryption (+tcp).",
+    )(func)
+    return click.option(
+        "--libvirt-uri",
+        envvar=hypervisor.URI_ENV,
+        default=hypervisor.DEFAULT_URI,
+        show_default=True,
+        metavar="URI",
+        help=f"libvirt connection URI, e.g. qemu:///system, xen:///system, esx://host, test:///default [env {hypervisor.URI_ENV}].",
+    )(func)
+
+
+def _connection(ctx: click.Context) -> libvirt.virConnect:
+    uri, insecure = ctx.meta[_META_KEY]
+    return ctx.with_resource(hypervisor.open_connection(uri, insecure=insecure))
+
+
+def _domain(ctx: click.Context, name: str) -> libvirt.virDomain:
+    return hypervisor.lookup_domain(_connection(ctx), name)
+
+
+@cli.group("vm")
+@libvirt_options
+@click.pass_context
+def vm(ctx: click.Context, libvirt_uri: str, insecure: bool) -> None:
+    """libvirt domains and their snapshots (any driver: QEMU/KVM, Xen, ESX, test)."""
+    ctx.meta[_META_KEY] = (libvirt_uri, insecure)
+
+
+@vm.command("list")
+@click.pass_context
+def list_cmd(ctx: click.Context) -> None:
+    """List the domains, their state and how many snapshots each has."""
+    domains = hypervisor.list_domains(_connection(ctx))
+    if not domains:
+        click.echo("no domains")
+        return
+    width = max(4, *(len(d.name) for d in domains))
+    click.echo(f"{'NAME':<{width}}  {'STATE':<12}  SNAPSHOTS")
+    for dom in domains:
+        count = "-" if dom.snapshots is None else str(dom.snapshots)
+        click.echo(f"{dom.name:<{width}}  {dom.state:<12}  {count}")
+
+
+@vm.command("snapshot")
+@click.argument("domain")
+@click.option("--name", "name", metavar="N", help="Snapshot name [default: vmlfs-<UTC timestamp>].")
+@click.option("--description", metavar="D", default="", help="Free text stored with the snapshot.")
+@click.option("--disk-only", is_flag=True, help="Disks only, no memory state (VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY).")
+@click.option("--quiesce", is_flag=True, help="Freeze guest file systems through the guest agent (_QUIESCE).")
+@click.option("--halt", is_flag=True, help="Stop the domain after the snapshot (_HALT).")
+@click.option("--atomic", is_flag=True, help="All disks or none (_ATOMIC).")
+@click.pass_context
+def snapshot_cmd(
+    ctx: click.Context, domain: str, name: str | None, description: str, disk_only: bool, quiesce: bool, halt: bool, atomic: bool
+) -> None:
+    """Take a snapshot of DOMAIN."""
+    snap = hypervisor.create_snapshot(
+        _domain(ctx, domain), name, description, disk_only=disk_only, quiesce=quiesce, halt=halt, atomic=atomic
+    )
+    click.echo(f"created snapshot {snap.name!r} of domain {domain!r} ({snap.state})")
+
+
+@vm.command("snapshots")
+@click.argument("domain")
+@click.pass_context
+def snapshots_cmd(ctx: click.Context, domain: str) -> None:
+    """Show DOMAIN's snapshots as a tree: parent and children, current marked *, creation time (UTC)."""
+    click.echo(hypervisor.render_tree(hypervisor.list_snapshots(_domain(ctx, domain))), nl=False)
+
+
+@vm.command("revert")
+@click.argument("domain")
+@click.argument("snapshot")
+@click.option("--running", is_flag=True, help="Run the domain after reverting (VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING).")
+@click.option("--paused", is_flag=True, help="Leave the domain paused after reverting (_PAUSED).")
+@click.option("--force", is_flag=True, help="Allow reverts libvirt considers risky (_FORCE).")
+@click.pass_context
+def revert_cmd(ctx: click.Context, domain: str, snapshot: str, running: bool, paused: bool, force: bool) -> None:
+    """Revert DOMAIN to SNAPSHOT."""
+    state = hypervisor.revert_snapshot(_domain(ctx, domain), snapshot, running=running, paused=paused, force=force)
+    click.echo(f"reverted domain {domain!r} to snapshot {snapshot!r}; it is now {state}")
+
+
+@vm.command("delete")
+@click.argument("domain")
+@click.argument("snapshot")
+@click.option("--children", is_flag=True, help="Also delete its descendants (VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN).")
+@click.option("--children-only", is_flag=True, help="Delete only its descendants (_CHILDREN_ONLY).")
+@click.option("--metadata-only", is_flag=True, help="Forget libvirt's record, keep the disk data (_METADATA_ONLY).")
+@click.pass_context
+def delete_cmd(
+    ctx: click.Context, domain: str, snapshot: str, children: bool, children_only: bool, metadata_only: bool
+) -> None:
+    """Delete SNAPSHOT of DOMAIN."""
+    deleted = hypervisor.delete_snapshot(
+        _domain(ctx, domain), snapshot, children=children, children_only=children_only, metadata_only=metadata_only
+    )
+    what = ", ".join(repr(n) for n in deleted) if deleted else "nothing (no descendants)"
+    suffix = " (metadata only; disk data kept)" if metadata_only and deleted else ""
+    click.echo(f"deleted {what} of domain {domain!r}{suffix}")

@@ -1,0 +1,148 @@
+"""Archive nodes: the backed-up home below ``/entries/<entry>/<ts>/home``.
+
+Every answer comes from indexed manifest queries (one row per lookup, one
+page of rows per readdir batch); a manifest is opened on the first access to
+its backup and never loaded whole. File bytes come from the layer named in
+the row, decompressing only the frames that cover the requested range
+(:class:`vmlfs.archive.seekable.SeekableReader`, with the mount's shared LRU
+of decompressed frames).
+
+A damaged layer or manifest row fails only the nodes that need it: the read
+raises :class:`CorruptData` (EIO) after logging which file of which backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from typing import TYPE_CHECKING
+
+from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.errors import CorruptData, NotFound
+from vmlfs.fs.nodes import FOREVER, Attrs, FsNode, Listing
+
+if TYPE_CHECKING:
+    from vmlfs.fs.state import MountState
+
+log = logging.getLogger(__name__)
+
+MAX_NODE_ID = 1 << 40  # a manifest claiming more nodes is damaged, not big
+PAGE = 1024  # manifest rows fetched per readdir batch
+_TYPE_BITS = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
+
+
+class BackupData:
+    """One backup's manifest and inode range, opened lazily and shared by its nodes."""
+
+    def __init__(self, state: "MountState", entry: str, ts: str) -> None:
+        self.state, self.entry, self.ts = state, entry, ts
+        self.where = f"{entry}@{ts}"
+        self._lock = threading.Lock()
+        self._manifest: Manifest | None = None
+        self._base = 0
+
+    def manifest(self) -> Manifest:
+        with self._lock:
+            if self._manifest is None:
+                manifest = self.state.store.open_manifest(self.entry, self.ts)
+                top = manifest.max_id()
+                if not 0 < top < MAX_NODE_ID:
+                    manifest.close()
+                    raise CorruptData(f"{self.where}: manifest claims node ids up to {top}")
+                self._base = self.state.table.range(("archive", self.entry, self.ts), top + 1)
+                self._manifest = manifest
+            return self._manifest
+
+    def close(self) -> None:
+        with self._lock:
+            if self._manifest is not None:
+                self._manifest.close()
+                self._manifest = None
+
+    def node(self, row: Node) -> "ArchiveNode":
+        """Wrap a manifest row; hardlink members share their group's number (see vmlfs.fs.inodes)."""
+        self.manifest()
+        ino = self._base + (row.link_group or row.id)
+        if row.is_dir:
+            return ArchiveDir(self, row, ino)
+        if row.is_symlink:
+            return ArchiveLink(self, row, ino)
+        return ArchiveFile(self, row, ino)
+
+    def root(self) -> "ArchiveNode":
+        return self.node(self.manifest().root())
+
+    def path(self, row: Node) -> str:
+        try:
+            return os.fsdecode(b"/".join((b"home",) + self.manifest().path_of(row)))
+        except CorruptData:
+            return f"node {row.id}"
+
+
+class ArchiveNode(FsNode):
+    immutable = True
+
+    def __init__(self, backup: BackupData, row: Node, ino: int) -> None:
+        self.backup, self.row, self.ino = backup, row, ino
+
+    def attrs(self) -> Attrs:
+        r = self.row
+        size = len(r.target or b"") if r.is_symlink else r.size
+        return Attrs(self.ino, _TYPE_BITS[r.type] | (r.mode & 0o7777), r.nlink if r.is_file else 1, r.uid, r.gid,
+                     size, r.mtime_ns, r.ctime_ns or r.mtime_ns, FOREVER)
+
+
+class ArchiveDir(ArchiveNode):
+    def lookup(self, name: bytes) -> FsNode:
+        return self.backup.node(self.backup.manifest().child(self.row.id, name))
+
+    def listing(self) -> Listing:
+        return ArchiveListing(self.backup, self.row.id)
+
+
+class ArchiveListing(Listing):
+    """Pages of a manifest directory; keeps the last page so kernel-sized readdir calls cost no query."""
+
+    def __init__(self, backup: BackupData, parent: int) -> None:
+        self.backup, self.parent = backup, parent
+        self._start = 0
+        self._page: list[Node] = []
+
+    def entries(self, offset: int, limit: int) -> list[tuple[int, bytes, FsNode]]:
+        end = self._start + len(self._page)
+        if not self._start <= offset < end:
+            manifest = self.backup.manifest()
+            if offset == end and self._page:
+                self._page = manifest.children(self.parent, after=self._page[-1].name, limit=max(limit, PAGE))
+            else:  # a rewind or a seek: page from the start up to the offset
+                self._page = manifest.children(self.parent, limit=offset + max(limit, PAGE))[offset:]
+            self._start = offset
+        rows = self._page[offset - self._start:offset - self._start + limit]
+        return [(offset + i + 1, row.name, self.backup.node(row)) for i, row in enumerate(rows)]
+
+
+class ArchiveFile(ArchiveNode):
+    def read(self, offset: int, size: int) -> bytes:
+        r = self.row
+        size = max(0, min(size, r.size - offset))
+        if size == 0:
+            return b""
+        try:
+            if r.layer is None or r.data_offset is None:
+                raise CorruptData("file has no data location")
+            data = self.backup.state.layer(self.backup.entry, r.layer).read(r.data_offset + offset, size)
+            if len(data) != size:
+                raise CorruptData(f"layer {r.layer} ends {size - len(data)} bytes early")
+        except CorruptData as exc:
+            log.error("damaged: %s of backup %s (bytes in layer %s): %s", self.backup.path(r), self.backup.where, r.layer, exc)
+            raise
+        return data
+
+
+class ArchiveLink(ArchiveNode):
+    def readlink(self) -> bytes:
+        if self.row.target is None:
+            raise NotFound("symlink without target")
+        return self.row.target

@@ -1,0 +1,233 @@
+"""Control files: what a write into ``control/snapshot`` means, and the jobs it starts.
+
+Protocol (docs/mount.md):
+
+* ``touch control/snapshot`` starts a backup of the default kind (full first,
+  incremental after); writing one word, ``full``, ``incremental`` or
+  ``differential`` (a trailing newline is fine), chooses the kind.
+* Anything else is refused with EINVAL and nothing runs: unknown words, extra
+  words, control characters, or shell-looking input such as ``; rm -rf /``,
+  ``$(id)`` or ``../x``. The request is never interpreted beyond matching
+  one of three words.
+* One backup per entry at a time: a request for an entry that is backing up
+  (in this mount, or in another process holding the entry's lock) is
+  refused with EBUSY.
+* Every request, refusal, result and failure is recorded with its time and
+  shows in ``control/status``, because errors of work that continues after
+  ``close`` would otherwise go nowhere.
+
+Pure: no pyfuse3 or trio. :meth:`Jobs.run` blocks and is meant for a worker
+thread; everything else is quick and thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from vmlfs.backends.local_store import LocalStore
+from vmlfs.engine.backup import run_backup
+from vmlfs.engine.guest import Guest
+from vmlfs.engine.model import KINDS, EntryConfig
+from vmlfs.errors import Busy, InvalidRequest, VmlfsError
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 64
+_ALLOWED = frozenset(b"abcdefghijklmnopqrstuvwxyz \t\r\n")
+
+
+def _refuse(data: bytes, why: str) -> InvalidRequest:
+    shown = data[:MAX_REQUEST].decode("ascii", "backslashreplace")
+    return InvalidRequest(f"refused control request {shown!r}: {why}; write one of: {', '.join(KINDS)}")
+
+
+def _words(data: bytes) -> list[bytes]:
+    if len(data) > MAX_REQUEST:
+        raise _refuse(data, f"longer than {MAX_REQUEST} bytes")
+    if not set(data) <= _ALLOWED:
+        raise _refuse(data, "only lower-case letters and white space are accepted")
+    words = data.split()
+    if len(words) > 1:
+        raise _refuse(data, "extra words")
+    return words
+
+
+def parse_request(data: bytes) -> str | None:
+    """The backup kind a complete request asks for; None (empty request) means the default kind."""
+    words = _words(data)
+    if not words:
+        return None
+    if words[0].decode() not in KINDS:
+        raise _refuse(data, "unknown word")
+    return words[0].decode()
+
+
+def check_partial(data: bytes) -> None:
+    """Raise InvalidRequest unless ``data`` can still become a valid request (checked at every write)."""
+    words = _words(data)
+    if not words:
+        return
+    word = words[0].decode()
+    complete = data[-1:].isspace()
+    if (complete and word not in KINDS) or not any(k.startswith(word) for k in KINDS):
+        raise _refuse(data, "unknown word")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Job:
+    """One backup started through control/; also the progress sink ``run_backup`` reports to."""
+
+    entry: str
+    kind: str | None
+    started: float = field(default_factory=time.time)
+    scanned_entries: int = 0
+    files: int = 0
+    bytes: int = 0
+
+    def scanned(self, count: int) -> None:
+        self.scanned_entries = count
+
+    def packed(self, files: int, nbytes: int) -> None:
+        self.files += files
+        self.bytes += nbytes
+
+
+@dataclass
+class _State:
+    running: Job | None = None
+    last_result: str | None = None
+    last_error: str | None = None
+
+
+class Jobs:
+    """Backups run through control files, one per entry, and what happened to them."""
+
+    def __init__(self, store: LocalStore, open_guest: Callable[[EntryConfig], Guest]) -> None:
+        self.store = store
+        self.open_guest = open_guest
+        self._lock = threading.Lock()
+        self._states: dict[str, _State] = {}
+        self._mount_error: str | None = None
+
+    def _state(self, entry: str) -> _State:
+        return self._states.setdefault(entry, _State())
+
+    def record_error(self, entry: str | None, exc: VmlfsError) -> None:
+        """Remember a refused request or a failure, with its time, for ``status``."""
+        line = f"{_now()} {type(exc).__name__}: {exc.message}"
+        with self._lock:
+            if entry is None:
+                self._mount_error = line
+            else:
+                self._state(entry).last_error = line
+
+    def resolve(self, entry: str | None) -> str:
+        """The entry a control file acts on: its own, or the store's default for /control."""
+        if entry is not None:
+            return entry
+        default = self.store.default_entry()
+        if default is None:
+            exc = InvalidRequest("no default entry: /control/snapshot needs one",
+                                 hint="use entries/<entry>/control/snapshot or 'vmlfs entry default NAME'")
+            self.record_error(None, exc)
+            raise exc
+        return default
+
+    def check_idle(self, entry: str) -> None:
+        """Raise Busy if ``entry`` is backing up here or in another process (probing its lock)."""
+        with self._lock:
+            running = self._state(entry).running
+        if running is not None:
+            exc = Busy(f"entry {entry!r} is already backing up (started {self._ago(running)} ago)")
+            self.record_error(entry, exc)
+            raise exc
+        try:
+            self.store.lock(entry).acquire().release()
+        except Busy as exc:
+            self.record_error(entry, exc)
+            raise
+
+    def start(self, entry: str, kind: str | None) -> Job:
+        """Reserve ``entry`` for a new job; the caller then runs :meth:`run` in a worker thread."""
+        self.check_idle(entry)
+        with self._lock:
+            state = self._state(entry)
+            if state.running is not None:
+                exc = Busy(f"entry {entry!r} is already backing up")
+            else:
+                state.running = job = Job(entry, kind)
+                return job
+        self.record_error(entry, exc)
+        raise exc
+
+    def run(self, job: Job) -> None:
+        """Take the backup (blocking); the outcome goes to status, never to the caller."""
+        try:
+            cfg = self.store.load_entry(job.entry)
+            guest = self.open_guest(cfg)
+            try:
+                meta = run_backup(self.store, cfg, guest, kind=job.kind, progress=job)
+            finally:
+                guest.close()
+            result = (f"{_now()} {meta.timestamp} {meta.kind} backup: {meta.stats.get('files', 0)} files,"
+                      f" {meta.stats.get('bytes', 0)} bytes, packed {meta.stats.get('packed_files', 0)} files"
+                      f" in {meta.duration_s:.1f} s")
+            log.info("control: %s: %s", job.entry, result)
+            with self._lock:
+                self._state(job.entry).last_result = result
+        except VmlfsError as exc:
+            log.warning("control: backup of %s failed: %s", job.entry, exc)
+            self.record_error(job.entry, exc)
+        except Exception as exc:  # noqa: BLE001  (a bug must not leave the entry marked running)
+            log.exception("control: backup of %s crashed", job.entry)
+            self.record_error(job.entry, VmlfsError(f"internal error: {exc!r}"))
+        finally:
+            with self._lock:
+                self._state(job.entry).running = None
+
+    def running(self, entry: str) -> Job | None:
+        with self._lock:
+            return self._state(entry).running
+
+    @staticmethod
+    def _ago(job: Job) -> str:
+        return f"{time.time() - job.started:.1f} s"
+
+    def _entry_lines(self, entry: str) -> list[str]:
+        with self._lock:
+            state = self._state(entry)
+            job, result, error = state.running, state.last_result, state.last_error
+        lines = [f"entry: {entry}"]
+        if job is None:
+            lines.append("running: none")
+        else:
+            lines.append(f"running: {job.kind or 'default'} backup for {self._ago(job)}")
+            lines.append(f"progress: {job.scanned_entries} entries scanned, {job.files} files, {job.bytes} bytes packed")
+        lines.append(f"last result: {result or 'none'}")
+        lines.append(f"last error: {error or 'none'}")
+        return lines
+
+    def status(self, entry: str | None) -> bytes:
+        """The text of a ``status`` file: one entry's, or the mount-wide report."""
+        if entry is not None:
+            return ("\n".join(self._entry_lines(entry)) + "\n").encode()
+        try:
+            default = self.store.default_entry()
+        except VmlfsError as exc:
+            default = f"unknown ({exc})"
+        with self._lock:
+            known = sorted(self._states)
+            mount_error = self._mount_error
+        lines = [f"default entry: {default or 'none'}", f"last error: {mount_error or 'none'}"]
+        for name in known:
+            lines += [""] + self._entry_lines(name)
+        return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,284 @@
+"""The pyfuse3 adapter: translates FUSE requests to the tree model, nothing more.
+
+* One decorator, :func:`fuse_boundary`, maps errors: a :class:`VmlfsError`
+  becomes ``FUSEError(exc.errno)``; an ``OSError`` from the store (it vanished,
+  a disk error) becomes EIO with one log line; anything else is logged with its
+  traceback and becomes EIO, because pyfuse3 ends the whole mount on any
+  exception that is not a ``FUSEError``.
+* The trio loop never blocks: model calls that may touch the disk (manifest
+  queries, frame decompression, store listings) run through
+  ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
+  ``getattr`` and control-file writes, which answer from memory, run inline.
+* One nursery owns the FUSE loop, the signal watcher and the backups started
+  through control files.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import signal
+from typing import Any, Awaitable, Callable
+
+import pyfuse3
+import trio
+
+from vmlfs.errors import ReadOnly, VmlfsError
+from vmlfs.fs.control import Job
+from vmlfs.fs.nodes import ControlHandle, FsNode, Listing
+from vmlfs.fs.state import MountState
+
+log = logging.getLogger(__name__)
+
+WORKERS = 8
+READDIR_BATCH = 256
+
+
+def fuse_boundary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except VmlfsError as exc:
+            log.debug("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            log.warning("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s; answering EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class FuseOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, state: MountState) -> None:
+        super().__init__()
+        self.state = state
+        self.table = state.table
+        self.limiter: trio.CapacityLimiter | None = None
+        self.nursery: trio.Nursery | None = None
+        self._handles: dict[int, Any] = {}
+        self._next_fh = 1
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def _open_handle(self, obj: Any) -> int:
+        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        self._handles[fh] = obj
+        return fh
+
+    def _entry(self, node: FsNode) -> pyfuse3.EntryAttributes:
+        a = node.attrs()
+        e = pyfuse3.EntryAttributes()
+        e.st_ino, e.generation = a.ino, 0
+        e.entry_timeout = e.attr_timeout = a.timeout
+        e.st_mode, e.st_nlink, e.st_uid, e.st_gid = a.mode, a.nlink, a.uid, a.gid
+        e.st_size, e.st_blocks, e.st_blksize = a.size, a.blocks, 4096
+        e.st_atime_ns = e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.ctime_ns
+        return e
+
+    def _start(self, job: Job | None) -> None:
+        if job is not None:
+            assert self.nursery is not None
+            self.nursery.start_soon(self._backup, job)
+
+    async def _backup(self, job: Job) -> None:
+        # Not under the limiter: a long backup must not take a slot from readers.
+        await trio.to_thread.run_sync(self.state.jobs.run, job, abandon_on_cancel=True)
+
+    # lookups and attributes --------------------------------------------------
+
+    @fuse_boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.table.get(parent_inode)
+        node = await self._run(parent.lookup, bytes(name))
+        return self._entry(self.table.remember(node))
+
+    @fuse_boundary
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.table.get(inode))
+
+    @fuse_boundary
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.table.get(inode)
+        job = await self._run(functools.partial(
+            node.setattr, ctx.uid, times=fields.update_atime or fields.update_mtime,
+            truncate=fields.update_size and attr.st_size == 0,
+            other=fields.update_mode or fields.update_uid or fields.update_gid or (fields.update_size and attr.st_size != 0),
+        ))
+        self._start(job)
+        return self._entry(node)
+
+    @fuse_boundary
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self._run(self.table.get(inode).readlink)
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for inode, count in inode_list:  # must not raise: no request to answer
+            self.table.forget(inode, count)
+
+    @fuse_boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        return s
+
+    # directories ---------------------------------------------------------------
+
+    @fuse_boundary
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        listing = await self._run(self.table.get(inode).listing)
+        return self._open_handle(listing)
+
+    @fuse_boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing: Listing = self._handles[fh]
+        while True:
+            batch = await self._run(listing.entries, start_id, READDIR_BATCH)
+            if not batch:
+                return
+            for next_id, name, node in batch:
+                if not pyfuse3.readdir_reply(token, name, self._entry(node), next_id):
+                    return
+                self.table.remember(node)
+            start_id = batch[-1][0]
+
+    @fuse_boundary
+    async def releasedir(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    # files -----------------------------------------------------------------------
+
+    @fuse_boundary
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.table.get(inode)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            handle = await self._run(node.open_write, ctx.uid)
+            return pyfuse3.FileInfo(fh=self._open_handle(handle), direct_io=True)
+        reader = await self._run(node.open_read)
+        # Backup files never change: let the kernel page cache keep their pages across opens.
+        return pyfuse3.FileInfo(fh=self._open_handle(reader), keep_cache=node.immutable, direct_io=not node.immutable)
+
+    @fuse_boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._run(self._handles[fh].read, off, size)
+
+    @fuse_boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._handles[fh]
+        if not isinstance(handle, ControlHandle):
+            raise ReadOnly("opened read-only")
+        return handle.write(bytes(buf))
+
+    @fuse_boundary
+    async def flush(self, fh: int) -> None:
+        handle = self._handles.get(fh)
+        if isinstance(handle, ControlHandle):
+            self._start(await self._run(handle.flush))
+
+    @fuse_boundary
+    async def release(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    # everything that would change the tree -----------------------------------
+
+    @fuse_boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext) -> Any:
+        raise ReadOnly("cannot create files in a vmlfs mount")
+
+    @fuse_boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> Any:
+        raise ReadOnly("cannot create directories in a vmlfs mount")
+
+    @fuse_boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> Any:
+        raise ReadOnly("cannot create nodes in a vmlfs mount")
+
+    @fuse_boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> Any:
+        raise ReadOnly("cannot create symlinks in a vmlfs mount")
+
+    @fuse_boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> Any:
+        raise ReadOnly("cannot create hardlinks in a vmlfs mount")
+
+    @fuse_boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise ReadOnly("cannot remove files from a vmlfs mount")
+
+    @fuse_boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise ReadOnly("cannot remove directories from a vmlfs mount")
+
+    @fuse_boundary
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        raise ReadOnly("cannot rename in a vmlfs mount")
+
+    @fuse_boundary
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise ReadOnly("cannot set extended attributes in a vmlfs mount")
+
+    @fuse_boundary
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise ReadOnly("cannot remove extended attributes in a vmlfs mount")
+
+
+def mount_options(allow_other: bool) -> set[str]:
+    """``default_permissions`` always (the kernel checks mode bits), ``allow_other`` only on request."""
+    options = set(pyfuse3.default_options) | {"default_permissions", "fsname=vmlfs", "subtype=vmlfs"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+async def _announce(mountpoint: str, on_ready: Callable[[], None]) -> None:
+    """Tell the caller the mount is live once it answers a stat through our own loop."""
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    on_ready()
+
+
+async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], None] | None) -> None:
+    ops.limiter = trio.CapacityLimiter(WORKERS)
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        nursery.start_soon(_watch_signals)
+        if on_ready is not None:
+            nursery.start_soon(_announce, mountpoint, on_ready)
+        await pyfuse3.main()
+        for job_entry in [e for e in ops.state.store.entry_names() if ops.state.jobs.running(e)]:
+            log.warning("unmounted while backing up %s: that backup is abandoned (the next one cleans up)", job_entry)
+        nursery.cancel_scope.cancel()
+
+
+def serve(state: MountState, mountpoint: str, *, allow_other: bool = False,
+          on_ready: Callable[[], None] | None = None) -> None:
+    """Mount, serve until unmounted or signalled, then unmount and release the store."""
+    ops = FuseOperations(state)
+    pyfuse3.init(ops, mountpoint, mount_options(allow_other))
+    try:
+        trio.run(_main, ops, mountpoint, on_ready)
+    finally:
+        pyfuse3.close(unmount=True)
+        state.close()

@@ -1,0 +1,116 @@
+"""The inode table: stable numbers for the life of a mount, and the kernel's lookup counts.
+
+How numbers are chosen (docs/mount.md, "Inode numbers"):
+
+* Numbers come from one counter that only grows; no number is ever reused
+  while the mount lives, so ``generation`` is always 0.
+* The root is :data:`ROOT_INODE` (1, what FUSE expects).
+* Every *virtual* node (``/entries``, an entry directory, a backup directory,
+  ``info.json``, ``latest``, a control file...) has a key such as
+  ``("backup", entry, ts)``; the first time a key is seen it takes the next
+  number and keeps it for the rest of the mount. There are a handful per
+  backup, so this map stays small.
+* The *archive* nodes of one backup (everything below ``<ts>/home``) get one
+  contiguous **range**: when the backup's manifest is first opened, the table
+  reserves ``max_id + 1`` numbers starting at ``base``; the node with manifest
+  id ``i`` is ``base + i``. Members of a hardlink group use their group's
+  ``link_group`` (the id of the first member) instead of their own id, so they
+  share one inode number, as on the guest. The number of an archive node is
+  therefore computed, not stored: a node the kernel forgot and looks up again
+  gets the same number without the table having remembered it.
+
+The table keeps a node object only while the kernel holds a reference to it
+(lookup count > 0, see :meth:`remember` and :meth:`forget`); the root is
+pinned. This keeps memory proportional to what the kernel caches, not to the
+size of the store.
+
+Thread-safe: model calls run in worker threads while ``forget`` arrives on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Hashable, Protocol
+
+from vmlfs.errors import NotFound
+
+ROOT_INODE = 1
+
+
+class HasInode(Protocol):
+    ino: int
+
+
+class InodeTable:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = ROOT_INODE + 1
+        self._numbers: dict[Hashable, int] = {("root",): ROOT_INODE}
+        self._ranges: dict[Hashable, int] = {}
+        self._live: dict[int, HasInode] = {}
+        self._counts: dict[int, int] = {}
+        self._pinned: set[int] = set()
+
+    def number(self, key: Hashable) -> int:
+        """The inode number of a virtual node, allocated on first use."""
+        with self._lock:
+            ino = self._numbers.get(key)
+            if ino is None:
+                ino = self._numbers[key] = self._next
+                self._next += 1
+            return ino
+
+    def range(self, key: Hashable, size: int) -> int:
+        """The base of a block of ``size`` numbers reserved once for ``key`` (a backup's archive nodes)."""
+        with self._lock:
+            base = self._ranges.get(key)
+            if base is None:
+                base = self._ranges[key] = self._next
+                self._next += size
+            return base
+
+    def pin(self, node: HasInode) -> None:
+        """Keep ``node`` for the whole mount (the root, which the kernel never looks up or forgets)."""
+        with self._lock:
+            self._live[node.ino] = node
+            self._pinned.add(node.ino)
+
+    def remember(self, node: HasInode) -> HasInode:
+        """Count one more kernel reference to ``node``; return the table's object for that inode.
+
+        Call exactly once per reply that hands an inode to the kernel (lookup,
+        each readdirplus entry accepted). An object already live for the same
+        number is kept, so state cached on it survives.
+        """
+        with self._lock:
+            live = self._live.setdefault(node.ino, node)
+            self._counts[node.ino] = self._counts.get(node.ino, 0) + 1
+            return live
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped ``count`` references; at zero the node object is released."""
+        with self._lock:
+            left = self._counts.get(ino, 0) - count
+            if left > 0:
+                self._counts[ino] = left
+                return
+            self._counts.pop(ino, None)
+            if ino not in self._pinned:
+                self._live.pop(ino, None)
+
+    def get(self, ino: int) -> HasInode:
+        with self._lock:
+            node = self._live.get(ino)
+        if node is None:
+            raise NotFound(f"inode {ino} is not known (forgotten or never looked up)")
+        return node
+
+    def lookup_count(self, ino: int) -> int:
+        with self._lock:
+            return self._counts.get(ino, 0)
+
+    def live(self) -> int:
+        """How many node objects are held (for tests and the status report)."""
+        with self._lock:
+            return len(self._live)

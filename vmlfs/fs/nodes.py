@@ -1,0 +1,340 @@
+"""The node kinds of the mounted tree, one small class each, sharing one protocol.
+
+Protocol (:class:`FsNode`): ``attrs()`` (never blocks: answers from memory),
+``lookup(name)``, ``listing()``, ``open_read()`` then ``read``, ``readlink()``,
+and for control files ``open_write(uid)`` / ``touch(uid)``. Anything that
+would change the tree raises :class:`ReadOnly` (EROFS). Methods other than
+``attrs`` may do I/O and are called from worker threads.
+
+Virtual directories take their children from :mod:`vmlfs.fs.layout`; the
+archive nodes below ``<ts>/home`` live in :mod:`vmlfs.fs.archive`.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vmlfs.errors import CorruptData, InvalidRequest, NotFound, PermissionDenied, ReadOnly, VmlfsError
+from vmlfs.fs import layout
+from vmlfs.fs.control import Job, check_partial, parse_request
+from vmlfs.fs.layout import Slot
+
+if TYPE_CHECKING:
+    from vmlfs.engine.model import BackupMeta
+    from vmlfs.fs.state import MountState
+
+FOREVER = 86400.0  # entry/attr timeout of immutable backup nodes: they never change
+SHORT = 1.0  # entries, entry directories, control directories: new backups appear within a second
+NEVER = 0.0  # latest, status, snapshot: always asked again
+
+
+@dataclass(frozen=True, slots=True)
+class Attrs:
+    """What ``stat`` shows; ``timeout`` is how long the kernel may cache it (and the name lookup)."""
+
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    timeout: float
+
+    @property
+    def blocks(self) -> int:
+        """512-byte blocks of the data as backed up (so ``du`` shows the guest's sizes, not the store's)."""
+        return (self.size + 511) // 512 if stat.S_ISREG(self.mode) else 0
+
+
+class Listing:
+    """The children of a directory, served in pages for readdir; offsets are entry positions."""
+
+    def __init__(self, children: list[tuple[bytes, "FsNode"]]) -> None:
+        self._children = children
+
+    def entries(self, offset: int, limit: int) -> list[tuple[int, bytes, "FsNode"]]:
+        return [(i + 1, name, node) for i, (name, node) in enumerate(self._children[offset:offset + limit], offset)]
+
+
+class FsNode:
+    """Base of every node kind; the defaults describe a read-only node without children."""
+
+    ino: int
+    immutable = False
+
+    def attrs(self) -> Attrs:
+        raise NotImplementedError
+
+    def lookup(self, name: bytes) -> "FsNode":
+        raise NotFound(f"{name!r}: not a directory")
+
+    def listing(self) -> Listing:
+        raise InvalidRequest("not a directory")
+
+    def open_read(self) -> "FsNode":
+        """The object reads go to; control nodes freeze their content here."""
+        return self
+
+    def read(self, offset: int, size: int) -> bytes:
+        raise InvalidRequest("not a regular file")
+
+    def readlink(self) -> bytes:
+        raise InvalidRequest("not a symlink")
+
+    def open_write(self, uid: int) -> "ControlHandle":
+        raise ReadOnly("backups are read-only; only control/snapshot accepts writes")
+
+    def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Job | None:
+        """chmod, chown, truncate, utimes: refused everywhere but on control/snapshot."""
+        raise ReadOnly("backups are read-only")
+
+
+class VirtualDir(FsNode):
+    """A directory whose children are computed from :mod:`vmlfs.fs.layout` slots."""
+
+    mode = 0o555
+    timeout = SHORT
+
+    def __init__(self, state: "MountState", key: tuple, mtime_ns: int) -> None:
+        self.state = state
+        self.ino = state.table.number(key)
+        self.mtime_ns = mtime_ns
+
+    def slots(self) -> list[Slot]:
+        raise NotImplementedError
+
+    def child(self, slot: Slot) -> FsNode:
+        raise NotImplementedError
+
+    def attrs(self) -> Attrs:
+        return self.state.attrs(self.ino, stat.S_IFDIR | self.mode, 0, self.mtime_ns, self.timeout)
+
+    def lookup(self, name: bytes) -> FsNode:
+        for slot in self.slots():
+            if slot.name.encode() == name:
+                return self.child(slot)
+        raise NotFound(f"no {name.decode(errors='replace')!r} here")
+
+    def listing(self) -> Listing:
+        return Listing([(slot.name.encode(), self.child(slot)) for slot in self.slots()])
+
+
+class RootDir(VirtualDir):
+    def __init__(self, state: "MountState") -> None:
+        super().__init__(state, ("root",), state.mounted_ns)
+
+    def slots(self) -> list[Slot]:
+        return layout.root_layout()
+
+    def child(self, slot: Slot) -> FsNode:
+        if slot.kind == "control":
+            return ControlDir(self.state, None)
+        return EntriesDir(self.state)
+
+
+class EntriesDir(VirtualDir):
+    def __init__(self, state: "MountState") -> None:
+        super().__init__(state, ("entries",), state.mounted_ns)
+
+    def slots(self) -> list[Slot]:
+        return layout.entries_layout(self.state.entry_names())
+
+    def child(self, slot: Slot) -> FsNode:
+        return EntryDir(self.state, slot.name)
+
+
+class EntryDir(VirtualDir):
+    """``/entries/<entry>``: its backups appear here as soon as they are committed."""
+
+    def __init__(self, state: "MountState", entry: str) -> None:
+        stamps = state.timestamps(entry)
+        newest = state.meta_time_ns(entry, stamps[-1]) if stamps else state.mounted_ns
+        super().__init__(state, ("entry", entry), newest)
+        self.entry = entry
+
+    def slots(self) -> list[Slot]:
+        return layout.entry_layout(self.state.timestamps(self.entry))
+
+    def child(self, slot: Slot) -> FsNode:
+        if slot.kind == "backup":
+            return BackupDir(self.state, self.entry, slot.name)
+        if slot.kind == "latest":
+            return LatestLink(self.state, self.entry, slot.arg or "")
+        return ControlDir(self.state, self.entry)
+
+
+class BackupDir(VirtualDir):
+    """``/entries/<entry>/<ts>``: immutable once committed."""
+
+    immutable = True
+    timeout = FOREVER
+
+    def __init__(self, state: "MountState", entry: str, ts: str) -> None:
+        self.entry, self.ts = entry, ts
+        record = state.record(entry, ts)
+        self.error = record.error
+        self.meta: BackupMeta | None = record.meta
+        super().__init__(state, ("backup", entry, ts), layout.backup_time_ns(self.meta) if self.meta else state.mounted_ns)
+
+    def slots(self) -> list[Slot]:
+        if self.meta is None:
+            raise CorruptData(f"backup {self.entry}@{self.ts} is damaged: {self.error}")
+        return layout.backup_layout(self.meta)
+
+    def child(self, slot: Slot) -> FsNode:
+        if slot.kind == "home":
+            return self.state.backup(self.entry, self.ts).root()
+        if slot.kind == "info":
+            assert self.meta is not None
+            return BackupFile(self.state, self.entry, self.ts, layout.INFO, layout.info_json(self.meta), self.mtime_ns)
+        assert self.meta is not None  # slots() refused a damaged backup
+        size = int(self.meta.files[slot.name].get("size", 0))
+        return BackupFile(self.state, self.entry, self.ts, slot.name, size, self.mtime_ns)
+
+
+class BackupFile(FsNode):
+    """env.txt, history.txt (read from the backup directory on first read) and info.json (generated)."""
+
+    immutable = True
+
+    def __init__(self, state: "MountState", entry: str, ts: str, name: str, content: bytes | int, mtime_ns: int) -> None:
+        self.state, self.entry, self.ts, self.name = state, entry, ts, name
+        self.ino = state.table.number(("backup-file", entry, ts, name))
+        self._content = content if isinstance(content, bytes) else None
+        self.size = len(content) if isinstance(content, bytes) else content
+        self.mtime_ns = mtime_ns
+
+    def attrs(self) -> Attrs:
+        return self.state.attrs(self.ino, stat.S_IFREG | 0o444, self.size, self.mtime_ns, FOREVER)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self._content is None:
+            self._content = self.state.store.read_backup_file(self.entry, self.ts, self.name)
+        return self._content[offset:offset + size]
+
+
+class LatestLink(FsNode):
+    def __init__(self, state: "MountState", entry: str, target: str) -> None:
+        self.state, self.entry, self.target = state, entry, target
+        self.ino = state.table.number(("latest", entry))
+
+    def attrs(self) -> Attrs:
+        mtime = self.state.meta_time_ns(self.entry, self.target) if self.target else self.state.mounted_ns
+        return self.state.attrs(self.ino, stat.S_IFLNK | 0o777, len(self.target), mtime, NEVER)
+
+    def readlink(self) -> bytes:
+        newest = layout.latest(self.state.timestamps(self.entry))
+        if newest is None:
+            raise NotFound(f"entry {self.entry!r} has no backups")
+        self.target = newest
+        return newest.encode()
+
+
+class ControlDir(VirtualDir):
+    """``/control`` (entry None: the default entry) or ``/entries/<entry>/control``."""
+
+    def __init__(self, state: "MountState", entry: str | None) -> None:
+        super().__init__(state, ("control", entry), state.mounted_ns)
+        self.entry = entry
+
+    def slots(self) -> list[Slot]:
+        return layout.control_layout()
+
+    def child(self, slot: Slot) -> FsNode:
+        if slot.kind == "snapshot":
+            return SnapshotFile(self.state, self.entry)
+        return StatusFile(self.state, self.entry)
+
+
+class _Frozen(FsNode):
+    """The content of a control file as it was at open, so one ``cat`` never reads a torn report."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.content[offset:offset + size]
+
+
+class StatusFile(FsNode):
+    def __init__(self, state: "MountState", entry: str | None) -> None:
+        self.state, self.entry = state, entry
+        self.ino = state.table.number(("status", entry))
+
+    def attrs(self) -> Attrs:
+        return self.state.attrs(self.ino, stat.S_IFREG | 0o444, len(self.state.jobs.status(self.entry)),
+                                self.state.now_ns(), NEVER)
+
+    def open_read(self) -> FsNode:
+        return _Frozen(self.state.jobs.status(self.entry))
+
+
+SNAPSHOT_HELP = b"touch this file to take a backup, or write one word into it: full, incremental or differential\n"
+
+
+class SnapshotFile(FsNode):
+    """Writable by the mounting user or root only; starts backups (see vmlfs.fs.control)."""
+
+    def __init__(self, state: "MountState", entry: str | None) -> None:
+        self.state, self.entry = state, entry
+        self.ino = state.table.number(("snapshot", entry))
+
+    def attrs(self) -> Attrs:
+        return self.state.attrs(self.ino, stat.S_IFREG | 0o644, len(SNAPSHOT_HELP), self.state.mounted_ns, NEVER)
+
+    def open_read(self) -> FsNode:
+        return _Frozen(SNAPSHOT_HELP)
+
+    def _allowed(self, uid: int) -> str:
+        if uid not in (0, self.state.owner_uid):
+            exc = PermissionDenied(f"uid {uid} may not write control files (only uid {self.state.owner_uid} or root)")
+            self.state.jobs.record_error(self.entry, exc)
+            raise exc
+        return self.state.jobs.resolve(self.entry)
+
+    def open_write(self, uid: int) -> "ControlHandle":
+        entry = self._allowed(uid)
+        self.state.jobs.check_idle(entry)
+        return ControlHandle(self.state, entry)
+
+    def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Job | None:
+        """``touch`` (new times) starts a backup of the default kind; O_TRUNC before a write is a no-op."""
+        if other:
+            raise ReadOnly("control files cannot change owner or mode")
+        entry = self._allowed(uid)
+        return self.state.jobs.start(entry, None) if times else None
+
+
+class ControlHandle:
+    """An open ``snapshot`` file: words are checked at each write, the job starts at flush (close)."""
+
+    def __init__(self, state: "MountState", entry: str) -> None:
+        self.state, self.entry = state, entry
+        self.buffer = b""
+        self.done = False
+
+    def write(self, data: bytes) -> int:
+        try:
+            check_partial(self.buffer + data)
+        except VmlfsError as exc:
+            self.state.jobs.record_error(self.entry, exc)
+            self.done = True
+            raise
+        self.buffer += data
+        return len(data)
+
+    def flush(self) -> Job | None:
+        """Start the requested backup once, at the first flush after a write."""
+        if self.done or not self.buffer:
+            return None
+        self.done = True
+        try:
+            kind = parse_request(self.buffer)
+        except VmlfsError as exc:
+            self.state.jobs.record_error(self.entry, exc)
+            raise
+        return self.state.jobs.start(self.entry, kind)

@@ -1,0 +1,53 @@
+"""libvirt for vmlfs: connect by URI, domain snapshots, consistent backup points, domain XML.
+
+The modules under this package are the only ones that import libvirt;
+everything else calls the names re-exported here (see docs/hypervisor.md).
+Every call blocks: from trio, run them through ``trio.to_thread.run_sync``.
+"""
+
+from vmlfs.hypervisor.connection import (
+    DEFAULT_URI,
+    URI_ENV,
+    DomainInfo,
+    check_uri,
+    connect,
+    domain_state,
+    list_domains,
+    lookup_domain,
+    open_connection,
+)
+from vmlfs.hypervisor.domain_xml import build_domain_xml, detect_virt_type, parse_xml
+from vmlfs.hypervisor.snapshots import (
+    backup_point,
+    consistent,
+    create_snapshot,
+    default_snapshot_name,
+    delete_snapshot,
+    list_snapshots,
+    revert_snapshot,
+)
+from vmlfs.hypervisor.tree import SnapshotInfo, render_tree
+
+__all__ = [
+    "DEFAULT_URI",
+    "URI_ENV",
+    "DomainInfo",
+    "SnapshotInfo",
+    "backup_point",
+    "build_domain_xml",
+    "check_uri",
+    "connect",
+    "consistent",
+    "create_snapshot",
+    "default_snapshot_name",
+    "delete_snapshot",
+    "detect_virt_type",
+    "domain_state",
+    "list_domains",
+    "list_snapshots",
+    "lookup_domain",
+    "open_connection",
+    "parse_xml",
+    "render_tree",
+    "revert_snapshot",
+]

@@ -1,0 +1,185 @@
+"""Domain and snapshot XML: parsed with entities off, built with lxml.
+
+XML reaches vmlfs from libvirt drivers (possibly on another host) and from
+users; a DOCTYPE can declare external entities (file or network reads) or an
+entity-expansion bomb. :func:`parse_xml` refuses any DOCTYPE outright and
+parses with entity resolution, DTD loading, network access and huge trees
+off, so neither can do harm even if the refusal were bypassed.
+
+:func:`build_domain_xml` is the one place a domain definition is written; the
+CernVM provisioning code calls it with the image paths it found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+from lxml import etree
+
+from vmlfs.errors import InvalidRequest
+
+MAX_XML_BYTES = 16 * 1024 * 1024
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+_DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def _parser() -> etree.XMLParser:
+    # A fresh parser per call: lxml parsers are not thread-safe, and libvirt
+    # calls run in worker threads.
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_blank_text=True
+    )
+
+
+def parse_xml(text: str | bytes, *, what: str = "XML") -> etree._Element:
+    """Parse ``text`` safely; ``what`` names the document in error messages.
+
+    Raises InvalidRequest for a DOCTYPE or ENTITY declaration, text over
+    :data:`MAX_XML_BYTES`, or malformed XML.
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    if len(data) > MAX_XML_BYTES:
+        raise InvalidRequest(f"{what} is {len(data)} bytes, over the {MAX_XML_BYTES}-byte limit")
+    if _DOCTYPE.search(data):
+        raise InvalidRequest(f"{what} contains a DOCTYPE or ENTITY declaration; refused (entities are never expanded)")
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise InvalidRequest(f"{what} is not well-formed XML: {exc}") from None
+    # The byte scan misses declarations in other encodings (UTF-16); the
+    # parsed document tells the truth.
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise InvalidRequest(f"{what} contains a DOCTYPE; refused (entities are never expanded)")
+    return root
+
+
+def to_text(element: etree._Element) -> str:
+    return etree.tostring(element, encoding="unicode", pretty_print=True)
+
+
+def domain_name(name: str) -> str:
+    """Return ``name`` if vmlfs may give a new domain this name.
+
+    The same alphabet as entry names, so a domain can be named after its entry
+    and the name is safe in file names and on a command line.
+    """
+    if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid domain name {name!r}",
+            hint="use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
+        )
+    return name
+
+
+def detect_virt_type(capabilities_xml: str | None = None, *, arch: str = "x86_64") -> Literal["kvm", "qemu"]:
+    """Choose KVM when it can be used, TCG emulation (``qemu``) otherwise.
+
+    Given the host capabilities (``conn.getCapabilities()``), trust them:
+    libvirt probes /dev/kvm as the user QEMU runs as, which may differ from
+    ours. Without them, look at /dev/kvm from this process.
+    """
+    if capabilities_xml is None:
+        return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
+    caps = parse_xml(capabilities_xml, what="host capabilities")
+    found = caps.xpath("guest[os_type='hvm']/arch[@name=$arch]/domain[@type='kvm']", arch=arch)
+    return "kvm" if found else "qemu"
+
+
+def _absolute(path: str | os.PathLike[str], what: str) -> str:
+    text = os.fspath(path)
+    if not os.path.isabs(text) or any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise InvalidRequest(f"{what} must be an absolute path without control characters: {text!r}")
+    return text
+
+
+def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    element = etree.SubElement(parent, tag, attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def build_domain_xml(
+    name: str,
+    disk: str | os.PathLike[str],
+    *,
+    memory_mib: int = 2048,
+    vcpus: int = 1,
+    disk_format: Literal["qcow2", "raw"] = "qcow2",
+    cdrom: str | os.PathLike[str] | None = None,
+    network: Literal["nat", "user", "none"] = "nat",
+    network_name: str = "default",
+    virt_type: Literal["kvm", "qemu"] | None = None,
+    arch: str = "x86_64",
+    machine: str = "pc",
+    vnc: bool = False,
+) -> str:
+    """Return the XML of a QEMU/KVM domain for a CernVM guest.
+
+    ``disk`` is the root disk on virtio ``vda``; ``cdrom`` (the µCernVM ISO)
+    is attached read-only and booted first when given. ``network`` is
+    ``nat`` (libvirt network ``network_name``, virbr0 by default), ``user``
+    (QEMU user-mode, no host setup needed) or ``none``. ``virt_type`` None
+    means :func:`detect_virt_type`. The serial console is a pty; ``vnc``
+    adds a VNC display listening on 127.0.0.1 only.
+    """
+    domain_name(name)
+    if not 64 <= memory_mib <= 1024 * 1024:
+        raise InvalidRequest(f"memory must be 64 MiB to 1 TiB, not {memory_mib} MiB")
+    if not 1 <= vcpus <= 256:
+        raise InvalidRequest(f"vcpus must be 1 to 256, not {vcpus}")
+    if disk_format not in ("qcow2", "raw"):
+        raise InvalidRequest(f"disk format must be qcow2 or raw, not {disk_format!r}")
+    if network not in ("nat", "user", "none"):
+        raise InvalidRequest(f"network must be nat, user or none, not {network!r}")
+    kind = virt_type or detect_virt_type(arch=arch)
+    if kind not in ("kvm", "qemu"):
+        raise InvalidRequest(f"virt type must be kvm or qemu, not {kind!r}")
+
+    root = etree.Element("domain", type=kind)
+    _sub(root, "name", name)
+    _sub(root, "memory", str(memory_mib), unit="MiB")
+    _sub(root, "vcpu", str(vcpus))
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch=arch, machine=machine)
+    if cdrom is not None:
+        _sub(os_el, "boot", dev="cdrom")
+    _sub(os_el, "boot", dev="hd")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if kind == "kvm":
+        # TCG cannot pass the host CPU through; KVM runs fastest with it.
+        _sub(root, "cpu", mode="host-passthrough")
+    _sub(root, "clock", offset="utc")
+    _sub(root, "on_poweroff", "destroy")
+
+    devices = _sub(root, "devices")
+    root_disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(root_disk, "driver", name="qemu", type=disk_format)
+    _sub(root_disk, "source", file=_absolute(disk, "disk"))
+    _sub(root_disk, "target", dev="vda", bus="virtio")
+    if cdrom is not None:
+        iso = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(iso, "driver", name="qemu", type="raw")
+        _sub(iso, "source", file=_absolute(cdrom, "cdrom image"))
+        # i440fx ('pc') machines have IDE; q35 has SATA only.
+        if machine.startswith("pc") and "q35" not in machine:
+            _sub(iso, "target", dev="hdc", bus="ide")
+        else:
+            _sub(iso, "target", dev="sda", bus="sata")
+        _sub(iso, "readonly")
+    if network != "none":
+        nic = _sub(devices, "interface", type="network" if network == "nat" else "user")
+        if network == "nat":
+            _sub(nic, "source", network=network_name)
+        _sub(nic, "model", type="virtio")
+    _sub(devices, "serial", type="pty")
+    _sub(devices, "console", type="pty")
+    if vnc:
+        _sub(devices, "graphics", type="vnc", listen="127.0.0.1", autoport="yes")
+    return to_text(root)

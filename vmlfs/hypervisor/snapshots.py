@@ -1,0 +1,262 @@
+"""Domain snapshots (create, list, revert, delete) and consistent backup points.
+
+Each option maps to exactly one libvirt flag, so the same call works on every
+driver, and a flag a driver refuses surfaces as a HypervisorError carrying
+the driver's own one-line reason. Snapshot XML is built with lxml and read
+back through :func:`vmlfs.hypervisor.domain_xml.parse_xml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from typing import Literal
+
+import libvirt
+from lxml import etree
+
+from vmlfs import names
+from vmlfs.errors import InvalidRequest, VmlfsError
+from vmlfs.hypervisor.connection import domain_state, libvirt_errors, translate
+from vmlfs.hypervisor.domain_xml import parse_xml, to_text
+from vmlfs.hypervisor.tree import SnapshotInfo
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,127}")
+
+ConsistencyMethod = Literal["auto", "freeze", "pause"]
+
+
+def snapshot_name(name: str) -> str:
+    """Return ``name`` if vmlfs may create a snapshot called that.
+
+    libvirt forbids '/', internal qcow2 snapshots have their own limits, and
+    names end up on command lines (``virsh``); a conservative alphabet avoids
+    all three.
+    """
+    if not isinstance(name, str) or not SNAPSHOT_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid snapshot name {name!r}",
+            hint="use 1-128 characters from A-Z a-z 0-9 . _ : + @ -, starting with a letter or digit",
+        )
+    return name
+
+
+def default_snapshot_name(now: datetime | None = None) -> str:
+    """``vmlfs-<UTC timestamp>``, the same clock format as backups."""
+    return "vmlfs-" + names.format_timestamp(now or datetime.now(timezone.utc))
+
+
+def _lookup(domain: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
+    if not name or not name.isprintable():
+        raise InvalidRequest(f"invalid snapshot name {name!r}")
+    with libvirt_errors(f"snapshot {name!r} of domain {domain.name()!r}"):
+        return domain.snapshotLookupByName(name, 0)
+
+
+def _info(snap: libvirt.virDomainSnapshot, current: str | None) -> SnapshotInfo:
+    name = snap.getName()
+    with libvirt_errors(f"reading snapshot {name!r}"):
+        xml = parse_xml(snap.getXMLDesc(0), what=f"XML of snapshot {name!r}")
+    created = xml.findtext("creationTime") or "0"
+    try:
+        stamp = datetime.fromtimestamp(int(created), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        stamp = datetime.fromtimestamp(0, timezone.utc)
+    return SnapshotInfo(
+        name=name,
+        parent=xml.findtext("parent/name"),
+        created=stamp,
+        state=xml.findtext("state") or "unknown",
+        description=xml.findtext("description") or "",
+        current=name == current,
+    )
+
+
+def _current_name(domain: libvirt.virDomain) -> str | None:
+    with libvirt_errors(f"reading the current snapshot of {domain.name()!r}"):
+        if not domain.hasCurrentSnapshot(0):
+            return None
+        return domain.snapshotCurrent(0).getName()
+
+
+def create_snapshot(
+    domain: libvirt.virDomain,
+    name: str | None = None,
+    description: str = "",
+    *,
+    disk_only: bool = False,
+    quiesce: bool = False,
+    halt: bool = False,
+    atomic: bool = False,
+) -> SnapshotInfo:
+    """Take a snapshot of ``domain``; ``name`` None means :func:`default_snapshot_name`.
+
+    Flags: ``disk_only`` (VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY, no memory
+    state), ``quiesce`` (_QUIESCE, freeze guest file systems through the
+    guest agent), ``halt`` (_HALT, stop the domain afterwards), ``atomic``
+    (_ATOMIC, all disks or nothing).
+    """
+    name = snapshot_name(name if name is not None else default_snapshot_name())
+    root = etree.Element("domainsnapshot")
+    etree.SubElement(root, "name").text = name
+    if description:
+        etree.SubElement(root, "description").text = description
+    flags = (
+        (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY if disk_only else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE if quiesce else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_HALT if halt else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC if atomic else 0)
+    )
+    with libvirt_errors(f"creating snapshot {name!r} of domain {domain.name()!r}"):
+        snap = domain.snapshotCreateXML(to_text(root), flags)
+    return _info(snap, _current_name(domain))
+
+
+def list_snapshots(domain: libvirt.virDomain) -> list[SnapshotInfo]:
+    """Every snapshot of ``domain``, oldest first (draw them with :func:`render_tree`)."""
+    with libvirt_errors(f"listing snapshots of domain {domain.name()!r}"):
+        snaps = domain.listAllSnapshots(0)
+    current = _current_name(domain)
+    return sorted((_info(s, current) for s in snaps), key=lambda s: (s.created, s.name))
+
+
+def revert_snapshot(
+    domain: libvirt.virDomain, name: str, *, running: bool = False, paused: bool = False, force: bool = False
+) -> str:
+    """Revert ``domain`` to snapshot ``name``; returns the domain's state afterwards.
+
+    ``running``/``paused`` (VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING/_PAUSED)
+    override the state the snapshot recorded; ``force`` (_FORCE) allows
+    risky reverts libvirt otherwise refuses.
+    """
+    if running and paused:
+        raise InvalidRequest("--running and --paused are mutually exclusive")
+    snap = _lookup(domain, name)
+    flags = (
+        (libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING if running else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED if paused else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE if force else 0)
+    )
+    with libvirt_errors(f"reverting domain {domain.name()!r} to snapshot {name!r}"):
+        domain.revertToSnapshot(snap, flags)
+    return domain_state(domain)
+
+
+def delete_snapshot(
+    domain: libvirt.virDomain,
+    name: str,
+    *,
+    children: bool = False,
+    children_only: bool = False,
+    metadata_only: bool = False,
+) -> list[str]:
+    """Delete snapshot ``name``; returns the names deleted (the snapshot, then descendants).
+
+    ``children`` (VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN) also deletes its
+    descendants, ``children_only`` (_CHILDREN_ONLY) deletes only them,
+    ``metadata_only`` (_METADATA_ONLY) forgets libvirt's record but keeps the
+    disk data.
+    """
+    if children and children_only:
+        raise InvalidRequest("--children and --children-only are mutually exclusive")
+    snap = _lookup(domain, name)
+    with libvirt_errors(f"listing descendants of snapshot {name!r}"):
+        descendants = (
+            [c.getName() for c in snap.listAllChildren(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_DESCENDANTS)]
+            if children or children_only
+            else []
+        )
+    flags = (
+        (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN if children else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY if children_only else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0)
+    )
+    with libvirt_errors(f"deleting snapshot {name!r} of domain {domain.name()!r}"):
+        snap.delete(flags)
+    return descendants if children_only else [name, *descendants]
+
+
+def _is_paused(domain: libvirt.virDomain) -> bool:
+    with libvirt_errors(f"reading the state of domain {domain.name()!r}"):
+        return domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+
+
+@contextmanager
+def consistent(domain: libvirt.virDomain, *, method: ConsistencyMethod = "auto") -> Iterator[str]:
+    """Hold ``domain`` still for the body; always undo it on exit, even on errors.
+
+    ``freeze`` freezes the guest's file systems through the QEMU guest agent
+    (the guest keeps running, so an SSH scan still works, but its writes
+    block); ``pause`` suspends the vCPUs (nothing in the guest runs, so only
+    host-side reads work); ``auto`` freezes where the agent answers and
+    pauses otherwise. Yields what was done: ``frozen``, ``paused``,
+    ``inactive`` (nothing to hold) or ``already paused`` (left paused on exit).
+    """
+    if method not in ("auto", "freeze", "pause"):
+        raise InvalidRequest(f"consistency method must be auto, freeze or pause, not {method!r}")
+    name = domain.name()
+    with libvirt_errors(f"reading the state of domain {name!r}"):
+        active = domain.isActive()
+    if not active:
+        yield "inactive"
+        return
+    if _is_paused(domain):
+        yield "already paused"
+        return
+    if method in ("auto", "freeze"):
+        try:
+            domain.fsFreeze(None, 0)
+        except libvirt.libvirtError as exc:
+            if method == "freeze":
+                raise translate(exc, f"freezing the file systems of domain {name!r}") from exc
+            log.info("cannot freeze domain %r through the guest agent (%s); pausing it", name, exc.get_error_message())
+        else:
+            try:
+                yield "frozen"
+            finally:
+                with libvirt_errors(f"thawing the file systems of domain {name!r} (thaw them with 'virsh domfsthaw {name}')"):
+                    domain.fsThaw(None, 0)
+            return
+    with libvirt_errors(f"pausing domain {name!r}"):
+        domain.suspend()
+    try:
+        yield "paused"
+    finally:
+        with libvirt_errors(f"resuming domain {name!r} (it is still paused; 'virsh resume {name}')"):
+            domain.resume()
+
+
+@contextmanager
+def backup_point(
+    domain: libvirt.virDomain,
+    *,
+    snapshot: str | None = None,
+    consistency: ConsistencyMethod | None = None,
+    description: str = "",
+) -> Iterator[SnapshotInfo | None]:
+    """The hypervisor's side of one environment backup.
+
+    With ``consistency``, the domain is held still (:func:`consistent`) for
+    the whole body and released afterwards, whatever happens. With
+    ``snapshot``, a libvirt snapshot of that name is taken first (at the
+    held-still point) and yielded; if the body raises, the snapshot is
+    deleted again so no snapshot outlives a backup that never committed.
+    """
+    with ExitStack() as stack:
+        if consistency is not None:
+            stack.enter_context(consistent(domain, method=consistency))
+        taken = create_snapshot(domain, snapshot, description) if snapshot is not None else None
+        try:
+            yield taken
+        except BaseException:
+            if taken is not None:
+                try:
+                    delete_snapshot(domain, taken.name)
+                except VmlfsError as exc:
+                    log.warning("backup failed and its VM snapshot %r could not be removed: %s", taken.name, exc)
+            raise
