@@ -34,7 +34,7 @@ def cli(ctx: click.Context, store: str | None, quiet: bool, debug: bool) -> None
 
 
 def _register() -> None:
-    from vmlfs.cli import backups, cernvm, entries, vm  # noqa: F401  (modules add their commands to `cli`)
+    from vmlfs.cli import backups, cernvm, demo, entries, mount, vm  # noqa: F401  (modules add their commands to `cli`)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,88 @@
+"""The backup engine on a local guest, without the CLI: files changing while read, dedup, hardlinks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.backends.local_store import LocalStore
+from vmlfs.engine.backup import run_backup
+from vmlfs.engine.guest import ScanEntry, ScanReport
+from vmlfs.engine.model import EntryConfig
+from vmlfs.engine.rules import Rules
+from vmlfs.engine.verify import verify_store
+
+
+class MutatingGuest(LocalGuest):
+    """Rewrites chosen files right after the scan has seen them: they change before or while being read."""
+
+    def __init__(self, home: Path, victims: dict[bytes, bytes]) -> None:
+        super().__init__(home)
+        self.victims = victims
+
+    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+        for entry in super().scan(rules, report):
+            yield entry
+            if entry.path in self.victims:
+                with open(os.path.join(self.home, entry.path), "ab") as f:
+                    f.write(self.victims[entry.path])
+
+
+def setup(tmp_path: Path) -> tuple[LocalStore, EntryConfig, Path]:
+    home = tmp_path / "g"
+    home.mkdir()
+    store = LocalStore(tmp_path / "s")
+    cfg = EntryConfig("e", str(home))
+    store.add_entry(cfg)
+    return store, cfg, home
+
+
+def test_files_changing_while_read_are_reported_and_left_out(tmp_path: Path) -> None:
+    store, cfg, home = setup(tmp_path)
+    (home / "small.txt").write_text("before")
+    (home / "big.bin").write_bytes(os.urandom(6 << 20))
+    (home / "steady.txt").write_text("steady")
+    meta = run_backup(store, cfg, MutatingGuest(home, {b"small.txt": b"more", b"big.bin": b"grown"}))
+    assert meta.stats["changed_while_read"] == 2
+    assert any("small.txt" in w for w in meta.warnings) and any("big.bin" in w for w in meta.warnings)
+    manifest = store.open_manifest("e", meta.timestamp)
+    assert [c.name for c in manifest.children(1)] == [b"steady.txt"]
+    assert verify_store(store, [("e", meta.timestamp)]).ok
+    layer = store.backup_dir("e", meta.timestamp) / "layer.tar.zst"
+    subprocess.run(["tar", "--zstd", "-tf", str(layer)], check=True, capture_output=True)
+    again = run_backup(store, cfg, LocalGuest(home))
+    assert {c.name for c in store.open_manifest("e", again.timestamp).children(1)} == {b"small.txt", b"big.bin", b"steady.txt"}
+
+
+def test_copies_and_hardlinks_are_stored_once(tmp_path: Path) -> None:
+    store, cfg, home = setup(tmp_path)
+    payload = os.urandom(5 << 20)
+    (home / "a.bin").write_bytes(payload)
+    (home / "copy.bin").write_bytes(payload)
+    os.link(home / "a.bin", home / "hard.bin")
+    meta = run_backup(store, cfg, LocalGuest(home))
+    assert meta.stats["packed_files"] == 1 and meta.stats["deduplicated_files"] == 1
+    assert meta.layer["size"] < len(payload) * 1.1
+    m = store.open_manifest("e", meta.timestamp)
+    a, copy, hard = (m.lookup(n) for n in (b"a.bin", b"copy.bin", b"hard.bin"))
+    assert a.link_group == hard.link_group and a.nlink == hard.nlink == 2
+    assert copy.link_group is None and copy.nlink == 1
+    assert a.data_offset == copy.data_offset == hard.data_offset
+    os.rename(home / "copy.bin", home / "renamed.bin")
+    inc = run_backup(store, cfg, LocalGuest(home))
+    assert inc.stats["packed_files"] == 0 and inc.layer["size"] < 4096
+
+
+def test_excluded_directories_are_not_descended(tmp_path: Path) -> None:
+    store, cfg, home = setup(tmp_path)
+    (home / "build" / "obj").mkdir(parents=True)
+    (home / "build" / "obj" / "x.o").write_bytes(b"obj")
+    (home / "keep.root").write_bytes(b"k")
+    (home / "drop.root").write_bytes(b"d")
+    cfg.exclude, cfg.include = ["build/", "*.root"], ["keep.root"]
+    store.save_entry(cfg)
+    meta = run_backup(store, cfg, LocalGuest(home))
+    assert {c.name for c in store.open_manifest("e", meta.timestamp).children(1)} == {b"keep.root"}

@@ -1,0 +1,87 @@
+"""Pure core: base selection, timestamps, change detection, rules, the name validator."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+
+from vmlfs import names
+from vmlfs.archive.manifest import Node
+from vmlfs.engine.guest import ScanEntry
+from vmlfs.engine.model import BackupMeta
+from vmlfs.engine.plan import choose_base, content_unchanged, next_timestamp
+from vmlfs.engine.rules import Rules
+from vmlfs.errors import InvalidRequest, UnsafePath
+
+
+def meta(ts: str, kind: str) -> BackupMeta:
+    return BackupMeta(ts, kind, None, "", "", 0, "", None, {}, {}, {})
+
+
+def test_choose_base() -> None:
+    assert choose_base([], None) == ("full", None, [])
+    kind, base, notes = choose_base([], "differential")
+    assert (kind, base) == ("full", None) and "no full backup" in notes[0]
+    history = [meta("20260101T000000Z", "full"), meta("20260102T000000Z", "incremental"), meta("20260103T000000Z", "full"),
+               meta("20260104T000000Z", "incremental")]
+    assert choose_base(history, None)[:2] == ("incremental", "20260104T000000Z")
+    assert choose_base(history, "differential")[:2] == ("differential", "20260103T000000Z")
+    assert choose_base(history, "full")[:2] == ("full", None)
+    with pytest.raises(InvalidRequest):
+        choose_base(history, "sometimes")
+
+
+def test_next_timestamp_is_strictly_increasing() -> None:
+    now = datetime(2026, 5, 1, 12, 0, 0, 500, tzinfo=timezone.utc)
+    assert next_timestamp([], now) == "20260501T120000Z"
+    assert next_timestamp(["20260501T120000Z"], now) == "20260501T120001Z"
+    assert next_timestamp(["20260501T120005Z"], now) == "20260501T120006Z"
+
+
+def test_content_unchanged_trusts_size_mtime_ctime() -> None:
+    e = ScanEntry(b"a", "f", 0o644, 0, 0, "", "", 10, 5, 7)
+    base = Node(2, 1, b"a", "f", 0o600, 0, 0, "", "", 10, 5, 7)
+    assert content_unchanged(e, base)
+    assert not content_unchanged(e, None)
+    for change in ({"size": 11}, {"mtime_ns": 6}, {"ctime_ns": 8}):
+        assert not content_unchanged(replace(e, **change), base)
+
+
+def test_rules_are_gitignore_style() -> None:
+    rules = Rules(include=("keep.root",), exclude=("*.root", "build/", "/top-only"))
+    assert rules.excluded(b"data/x.root", False)
+    assert not rules.excluded(b"data/keep.root", False)
+    assert rules.excluded(b"sub/build", True)
+    assert not rules.excluded(b"sub/build", False), "build/ matches directories only"
+    assert rules.excluded(b"top-only", False) and not rules.excluded(b"a/top-only", False)
+    assert not Rules().excluded(b"anything", False)
+    assert Rules(exclude=("caf\udcffe",)).excluded(b"caf\xffe", False), "non-UTF-8 names match bytewise"
+
+
+@pytest.mark.parametrize("bad", [b"/etc/passwd", b"//x", b"C:\\x", b"../x", b"a/../../x", b"a\\..\\x", b"a\0b", b"x" * 5000])
+def test_relative_path_refuses_traversal(bad: bytes) -> None:
+    with pytest.raises(UnsafePath):
+        names.relative_path(bad)
+
+
+def test_relative_path_accepts_plain_paths() -> None:
+    assert names.relative_path(b"a/./b//c") == (b"a", b"b", b"c")
+    assert names.relative_path(b"") == ()
+    assert names.relative_path(b'win:*?"<>|name') == (b'win:*?"<>|name',)
+
+
+@pytest.mark.parametrize("bad", [b"", b".", b"..", b"a/b", b"a\0", b"x" * 256])
+def test_component_refuses(bad: bytes) -> None:
+    with pytest.raises(UnsafePath):
+        names.component(bad)
+
+
+@pytest.mark.parametrize("bad", ["..", "a/b", "", "\x01ctl", "20261301T000000Z", "2026-01-01"])
+def test_timestamps_and_entry_names(bad: str) -> None:
+    with pytest.raises(InvalidRequest):
+        names.timestamp(bad)
+    if bad not in ("20261301T000000Z",):
+        with pytest.raises(InvalidRequest):
+            names.entry_name(bad if bad != "2026-01-01" else "bad name")
