@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from vmlfs.cernvm import images
 from vmlfs.cernvm.versions import parse_version
 from vmlfs.cli.cernvm import cernvm
+from vmlfs.cli.main import main
 from vmlfs.cli.options import Context
 from vmlfs.errors import ConnectionFailed, CorruptData, DownloadError, NotFound
 
@@ -191,3 +192,12 @@ def test_unreachable_repository_is_a_connection_error():
         port = s.getsockname()[1]
     with pytest.raises(ConnectionFailed, match="cannot reach"):
         images.fetch(V_NEW, repo=f"http://127.0.0.1:{port}/releases/")
+
+
+def test_cli_errors_are_one_line_with_the_exit_code(release_repo, capsys):
+    release_repo.fail[HDD] = 500
+    with pytest.raises(SystemExit) as exited:
+        main(["-q", "cernvm", "fetch", V_NEW, "--format", "hdd", "--repo", release_repo.url])
+    assert exited.value.code == DownloadError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("vmlfs: error: HTTP 500 from ") and "Traceback" not in err
