@@ -1,6 +1,7 @@
 """The ``vmlfs`` command: one click group, errors mapped to messages and exit codes here only.
 
-Each command module registers its commands on :data:`cli`; every command
+Each command module registers its commands on :data:`cli` and is listed in
+:data:`COMMAND_MODULES`; every command
 calls one library function and lets :class:`VmlfsError` propagate to
 :func:`main`, which prints one line (plus the hint) and exits with the
 error's exit code. ``--debug`` shows the traceback too.
@@ -8,6 +9,7 @@ error's exit code. ``--debug`` shows the traceback too.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -18,7 +20,32 @@ from vmlfs.cli.options import Context
 from vmlfs.errors import VmlfsError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Which module defines each command. Modules are imported only when their
+# command runs (or for --help), so `vmlfs backup` does not pay for importing
+# pyfuse3, libvirt or httpx.
+COMMAND_MODULES = {
+    "entry": "entries",
+    "backup": "backups", "list": "backups", "ls": "backups", "restore": "backups", "verify": "backups",
+    "demo": "demo",
+    "mount": "mount", "umount": "mount",
+    "vm": "vm",
+    "cernvm": "cernvm",
+}
+
+
+class LazyGroup(click.Group):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"vmlfs.cli.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(COMMAND_MODULES.values())):
+            importlib.import_module(f"vmlfs.cli.{module}")
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="VMLFS_STORE", metavar="PATH", help="Store directory [env VMLFS_STORE; default $XDG_DATA_HOME/vmlfs].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks.")
@@ -33,12 +60,7 @@ def cli(ctx: click.Context, store: str | None, quiet: bool, debug: bool) -> None
     ctx.obj = Context(store_path=store, quiet=quiet, debug=debug)
 
 
-def _register() -> None:
-    from vmlfs.cli import backups, cernvm, demo, entries, mount, vm  # noqa: F401  (modules add their commands to `cli`)
-
-
 def main(argv: list[str] | None = None) -> None:
-    _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="vmlfs", standalone_mode=False)
