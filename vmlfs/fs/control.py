@@ -194,6 +194,11 @@ class Jobs:
             with self._lock:
                 self._state(job.entry).running = None
 
+    def active(self) -> list[str]:
+        """Entries with a backup running now."""
+        with self._lock:
+            return sorted(e for e, state in self._states.items() if state.running is not None)
+
     def running(self, entry: str) -> Job | None:
         with self._lock:
             return self._state(entry).running

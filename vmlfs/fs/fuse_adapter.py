@@ -267,7 +267,7 @@ async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], Non
         if on_ready is not None:
             nursery.start_soon(_announce, mountpoint, on_ready)
         await pyfuse3.main()
-        for job_entry in [e for e in ops.state.store.entry_names() if ops.state.jobs.running(e)]:
+        for job_entry in ops.state.jobs.active():
             log.warning("unmounted while backing up %s: that backup is abandoned (the next one cleans up)", job_entry)
         nursery.cancel_scope.cancel()
 
