@@ -57,7 +57,9 @@ class SshTarget:
     def display(self) -> str:
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
-        return f"ssh://{user}{self.host}{port}/{self.path.lstrip('/') if self.path.startswith('~') else self.path.lstrip('/')}"
+        path = "/" + self.path if self.path.startswith("~") else self.path
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{user}{host}{port}{path}"
 
 
 def parse_ssh_url(url: str) -> SshTarget:
@@ -298,8 +300,11 @@ class RemoteProcess:
             self._cond.notify_all()
 
     def _send(self, data: bytes) -> None:
-        if not self._closed:
-            self._chan.write(data)
+        try:
+            if not self._closed:
+                self._chan.write(data)
+        except (asyncssh.Error, OSError):
+            pass  # the remote end is gone; wait() reports how it ended
         with self._cond:
             self._unsent -= len(data)
             self._cond.notify_all()
@@ -331,6 +336,11 @@ class RemoteProcess:
                 return
             self._unsent += len(data)
         self._loop.soon(self._send, bytes(data))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the remote command has ended (or its channel closed); writes are then dropped."""
+        return self._closed
 
     def close_stdin(self) -> None:
         self._loop.soon(lambda: None if self._closed else self._chan.write_eof())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 import click
 
-from vmlfs.backends.factory import open_guest
+from vmlfs.backends.factory import open_guest, restore_to_ssh
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context, resolve_backup, split_ref
@@ -14,7 +15,7 @@ from vmlfs.cli.progress import BackupProgress, byte_bar
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.restore import restore_tree
 from vmlfs.engine.verify import verify_store
-from vmlfs.errors import CorruptData
+from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected
 
 
 @cli.command()
@@ -22,18 +23,30 @@ from vmlfs.errors import CorruptData
 @click.option("--kind", type=click.Choice(["full", "incremental", "differential"]), help="Default: full for the first backup, incremental after.")
 @click.option("--checksum", is_flag=True, help="Re-read and hash every file instead of trusting size and times.")
 @click.option("--env-file", type=click.Path(dir_okay=False, exists=True), help="Local guest: take env.txt from this file.")
+@click.option("--accept-new-host-key", is_flag=True, help="SSH guest: trust an unknown host key and add it to known_hosts (a changed key is always refused).")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True, help="SSH guest: reconnect and start over this many times if the connection drops.")
 @pass_context
-def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None) -> None:
+def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None,
+           accept_new_host_key: bool, retries: int) -> None:
     """Take a backup of entry NAME."""
     store = ctx.store()
     cfg = store.load_entry(name)
-    guest = open_guest(cfg, env_file=env_file)
-    progress = BackupProgress(ctx.show_progress)
-    try:
-        meta = run_backup(store, cfg, guest, kind=kind, checksum=checksum, progress=progress)
-    finally:
-        progress.close()
-        guest.close()
+    for attempt in range(retries + 1):
+        progress = BackupProgress(ctx.show_progress)
+        guest = None
+        try:
+            guest = open_guest(cfg, env_file=env_file, accept_new_host_key=accept_new_host_key)
+            meta = run_backup(store, cfg, guest, kind=kind, checksum=checksum, progress=progress)
+            break
+        except ConnectionFailed as exc:
+            if isinstance(exc, HostKeyRejected) or attempt == retries:
+                raise
+            click.echo(f"vmlfs: {exc}; nothing was committed, retrying ({attempt + 1}/{retries})", err=True)
+            time.sleep(min(2 ** attempt, 30))
+        finally:
+            progress.close()
+            if guest is not None:
+                guest.close()
     s = meta.stats
     for warning in meta.warnings:
         click.echo(f"vmlfs: warning: {warning}", err=True)
@@ -88,18 +101,22 @@ def ls(ctx: Context, ref: str, path: str) -> None:
 @click.argument("target", type=click.Path(file_okay=False))
 @click.argument("paths", nargs=-1)
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
+@click.option("--accept-new-host-key", is_flag=True, help="TARGET over SSH: trust an unknown host key (a changed key is always refused).")
 @pass_context
-def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool) -> None:
-    """Restore a backup (or PATHS inside it) into the directory TARGET."""
+def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool, accept_new_host_key: bool) -> None:
+    """Restore a backup (or PATHS inside it) into the directory TARGET (or ssh://[user@]host[:port]/path)."""
     store = ctx.store()
     name, ts = resolve_backup(store, ref)
     manifest = store.open_manifest(name, ts)
     bar = byte_bar(ctx.show_progress, "restored")
+    open_layer = lambda layer_ts: store.open_layer(name, layer_ts)  # noqa: E731
     try:
-        report = restore_tree(
-            manifest, lambda layer_ts: store.open_layer(name, layer_ts), target, [os.fsencode(p) for p in paths],
-            overwrite=overwrite, on_bytes=bar.update,
-        )
+        if target.startswith("ssh://"):
+            report = restore_to_ssh(manifest, open_layer, target, [os.fsencode(p) for p in paths],
+                                    overwrite=overwrite, on_bytes=bar.update, accept_new_host_key=accept_new_host_key)
+        else:
+            report = restore_tree(manifest, open_layer, target, [os.fsencode(p) for p in paths],
+                                  overwrite=overwrite, on_bytes=bar.update)
     finally:
         bar.close()
         manifest.close()

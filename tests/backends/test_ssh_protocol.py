@@ -1,0 +1,119 @@
+"""The SSH guest's URL parsing, quoting and wire protocols, run against the agent locally (no sshd).
+
+The agent is the same script that goes to a guest; the recording runner
+runs its argv through ``sh -c`` exactly as sshd does, so a quoting mistake
+or a protocol slip shows up here.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.backends.fake_runner import RecordingRunner
+from tests.cli.test_backup_cycle import build_guest
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.backends.ssh_guest import SshGuest, agent_argv
+from vmlfs.backends.ssh_runner import SshTarget, parse_ssh_url, remote_command
+from vmlfs.engine.guest import FileChanged, ScanReport
+from vmlfs.engine.rules import Rules
+from vmlfs.errors import InvalidRequest, NotFound
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("ssh://h", SshTarget("h")),
+    ("ssh://h/", SshTarget("h")),
+    ("ssh://alice@cvm.example.org:2222/home/alice/my dir", SshTarget("cvm.example.org", "alice", 2222, "/home/alice/my dir")),
+    ("ssh://h/~/work", SshTarget("h", path="~/work")),
+    ("ssh://[::1]:22/x", SshTarget("::1", None, 22, "/x")),
+    ("ssh://u@h/a;b'c\"$(id)", SshTarget("h", "u", None, "/a;b'c\"$(id)")),
+])
+def test_url_parsing(url: str, expected: SshTarget) -> None:
+    assert parse_ssh_url(url) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "ssh://-oProxyCommand=id/x", "ssh://h;id/x", "ssh://h x/p", "ssh://'h'/p", "ssh://-l@h/x", "ssh://u;id@h/x",
+    "ssh://u@h:99999/x", "ssh:///x", "ssh://h/a\0b", "http://h/x",
+])
+def test_hostile_hosts_users_ports_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_ssh_url(url)
+
+
+def test_remote_argv_arrives_exactly(tmp_path: Path) -> None:
+    """Each argv element reaches the remote program unchanged, whatever shell characters it holds."""
+    nasty = ["-rf", "a b", "it's", 'q"uote', "$(touch pwned)", "`id`", "; rm -rf /", "*", "\n", "~", ""]
+    command = remote_command(["printf", r"%s\0", *nasty])
+    out = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert out.split(b"\0")[:-1] == [a.encode() for a in nasty]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InvalidRequest):
+        remote_command(["echo", "a\0b"])
+
+
+def test_agent_root_is_one_argv_element() -> None:
+    runner = RecordingRunner()
+    guest = SshGuest(runner, "/x'; touch /tmp/pwned; '")
+    with pytest.raises(NotFound):
+        list(guest.scan(Rules(), ScanReport()))
+    assert runner.argvs[0][3:] == ["scan", "/x'; touch /tmp/pwned; '"]
+    assert shlex.split(runner.commands[0]) == runner.argvs[0]
+    assert not os.path.exists("/tmp/pwned")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    home = tmp_path / "guest"
+    home.mkdir()
+    build_guest(home)
+    (home / "cache" / "deep").mkdir(parents=True)
+    (home / "cache" / "deep" / "x.root").write_text("excluded")
+    (home / "keep.root").write_text("re-included")
+    (home / "drop.root").write_text("excluded")
+    os.mkfifo(home / "a-fifo")
+    return home
+
+
+@pytest.mark.parametrize("rules", [Rules(), Rules(("keep.root",), ("cache/", "*.root", "d*0"))])
+def test_scan_matches_the_local_guest(tree: Path, rules: Rules) -> None:
+    local_report, remote_report = ScanReport(), ScanReport()
+    local = list(LocalGuest(tree).scan(rules, local_report))
+    remote = list(SshGuest(RecordingRunner(), str(tree)).scan(rules, remote_report))
+    assert remote == local
+    assert remote_report == local_report
+    assert remote_report.skipped_special == 1
+
+
+def test_read_many_streams_files_and_reports_changes(tree: Path) -> None:
+    guest = SshGuest(RecordingRunner(), str(tree))
+    files = [e for e in guest.scan(Rules(), ScanReport()) if e.type == "f"]
+    by_name = {e.path: e for e in files}
+    (tree / "empty.txt").write_text("grown")  # changed after the scan: size differs
+    got = {}
+    for entry, chunks in guest.read_many(files):
+        if entry.path == b"analysis/data.bin":
+            continue  # never consumed: the stream must stay in step
+        try:
+            got[entry.path] = b"".join(chunks)
+        except FileChanged as exc:
+            got[entry.path] = exc
+    assert isinstance(got.pop(b"empty.txt"), FileChanged)
+    for path, data in got.items():
+        assert data == (tree / os.fsdecode(path)).read_bytes(), path
+    assert len(got) == len(files) - 2
+    run_c = by_name[b"analysis/run.C"]
+    assert guest.digest(run_c) == __import__("hashlib").sha256((tree / "analysis" / "run.C").read_bytes()).digest()
+
+
+def test_history_and_argv_recorded(tree: Path) -> None:
+    runner = RecordingRunner()
+    guest = SshGuest(runner, str(tree))
+    assert guest.history() is None
+    (tree / ".bash_history").write_bytes(b"ls\n$(rm -rf ~)\n")
+    assert guest.history() == b"ls\n$(rm -rf ~)\n"
+    assert runner.argvs[-1] == agent_argv("history", str(tree))

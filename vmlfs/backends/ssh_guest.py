@@ -1,0 +1,287 @@
+"""A guest reached over SSH: the Guest protocol, with every bulk operation in one remote process.
+
+The scan is one round trip: :mod:`vmlfs.backends.ssh_agent` walks the tree
+on the guest and streams a binary record per entry; this side parses the
+stream and applies the entry's Rules (``pathspec`` semantics exactly, as the
+local guest does). An excluded directory's subtree is skipped here as it
+streams by: matching gitignore semantics remotely would need pathspec on the
+guest, and a per-directory question would cost a round trip each. The
+remote walk of an excluded subtree costs stat calls only.
+
+``read_many`` sends the whole batch of (path, size, mtime) requests at once
+and reads the answers as one framed stream; ``digest`` hashes on the guest.
+"""
+
+from __future__ import annotations
+
+import struct
+from importlib import resources
+from typing import Iterable, Iterator, Sequence
+
+from vmlfs.backends.ssh_runner import RemoteProcess, Runner
+from vmlfs.cernvm.detect import PROBE_SCRIPT, detect_release, parse_probe_output
+from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
+from vmlfs.engine.rules import Rules
+from vmlfs.errors import AlreadyExists, GuestError, NotFound, UnsafePath
+
+AGENT_SOURCE = resources.files("vmlfs.backends").joinpath("ssh_agent.py").read_text(encoding="utf-8")
+ENTRY = struct.Struct("<cIIIIQqqQQII")
+NAME = struct.Struct("<cII")
+REQUEST = struct.Struct("<IQq")
+U32 = struct.Struct("<I")
+ENV_MARK = b"\0vmlfs-env-begin\0"
+# The login environment: the user's shell as a login shell, so profile scripts run; their own
+# output (motd, echo) comes before the marker and is dropped. A constant: nothing is interpolated.
+ENV_SCRIPT = "exec \"${SHELL:-/bin/sh}\" -l -c 'printf \"\\\\000vmlfs-env-begin\\\\000\"; exec env -0' </dev/null"
+
+
+def agent_argv(mode: str, root: str, *flags: str) -> list[str]:
+    """The argv that runs the agent on the guest; ROOT is one argv element, never shell text."""
+    return ["python3", "-c", AGENT_SOURCE, mode, root, *flags]
+
+
+class StreamReader:
+    """Exact-size reads over a remote process's stdout chunks."""
+
+    def __init__(self, proc: RemoteProcess) -> None:
+        self.proc = proc
+        self.buf = b""
+        self.pos = 0
+
+    def need(self, n: int) -> bool:
+        """Make ``n`` bytes available at ``pos``; False if the stream ends first."""
+        if len(self.buf) - self.pos >= n:
+            return True
+        parts = [self.buf[self.pos:]]
+        have = len(parts[0])
+        while have < n:
+            chunk = self.proc.read()
+            if not chunk:
+                self.buf, self.pos = b"".join(parts), 0
+                return False
+            parts.append(chunk)
+            have += len(chunk)
+        self.buf, self.pos = b"".join(parts), 0
+        return True
+
+    def take(self, n: int) -> bytes:
+        if not self.need(n):
+            raise GuestError(f"the guest's answer ended early ({_stderr(self.proc)})")
+        data = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return data
+
+    def some(self, limit: int) -> bytes:
+        """Between 1 and ``limit`` bytes, whatever is at hand (no copying of large chunks)."""
+        if self.pos >= len(self.buf):
+            self.buf, self.pos = self.proc.read(), 0
+            if not self.buf:
+                raise GuestError(f"the guest's answer ended early ({_stderr(self.proc)})")
+        if self.pos == 0 and len(self.buf) <= limit:
+            data, self.buf = self.buf, b""
+            return data
+        data = self.buf[self.pos:self.pos + limit]
+        self.pos += len(data)
+        return data
+
+    def message(self) -> str:
+        return self.take(U32.unpack(self.take(4))[0]).decode("utf-8", "replace")
+
+
+def _stderr(proc: RemoteProcess) -> str:
+    lines = bytes(proc.stderr).decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
+def check_exit(proc: RemoteProcess, what: str) -> None:
+    """Map the agent's exit status and ``vmlfs-agent: KIND: message`` line to the error hierarchy."""
+    status = proc.wait()
+    if status == 0:
+        return
+    line = _stderr(proc)
+    text = line.split(": ", 2)[-1] if line.startswith("vmlfs-agent: ") else line
+    if status == 3:
+        raise NotFound(f"{what}: {text}")
+    if status == 4:
+        raise AlreadyExists(f"{what}: {text}", hint="pass --overwrite to replace it")
+    if status == 5:
+        raise UnsafePath(f"{what}: {text}")
+    if status == 127:
+        raise GuestError(f"{what}: a command is missing on the guest ({text})", hint="the guest needs python3")
+    raise GuestError(f"{what} failed on the guest (exit {status}): {text}")
+
+
+class _Body:
+    """One file's bytes in a read_many stream; raises FileChanged if the guest said so."""
+
+    def __init__(self, reader: StreamReader, entry: ScanEntry, error: str | None) -> None:
+        self.reader, self.entry = reader, entry
+        self.remaining = 0 if error else entry.size
+        self.done = error is not None
+        self.error = error
+
+    def __iter__(self) -> "_Body":
+        return self
+
+    def __next__(self) -> bytes:
+        if self.remaining > 0:
+            piece = self.reader.some(self.remaining)
+            self.remaining -= len(piece)
+            return piece
+        if not self.done:
+            self.done = True
+            if self.reader.take(1) == b"X":
+                self.error = self.reader.message()
+        if self.error is not None:
+            message, self.error = self.error, None
+            raise FileChanged(f"{self.entry.path.decode('utf-8', 'replace')}: {message}")
+        raise StopIteration
+
+    def close(self) -> None:
+        """Skip whatever the consumer did not read, so the stream stays in step."""
+        while self.remaining > 0:
+            self.remaining -= len(self.reader.some(self.remaining))
+        if not self.done:
+            self.done = True
+            if self.reader.take(1) == b"X":
+                self.reader.message()
+        self.error = None
+
+
+class SshGuest:
+    """A guest home on a machine reached by SSH; ``root`` is '' (home), '~/x' or an absolute path."""
+
+    def __init__(self, runner: Runner, root: str, description: str | None = None) -> None:
+        self.runner, self.root = runner, root
+        self.description = description or runner.description
+        self._release: tuple[str | None] | None = None
+
+    def _start(self, mode: str, *flags: str) -> RemoteProcess:
+        return self.runner.start(agent_argv(mode, self.root, *flags))
+
+    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+        proc = self._start("scan")
+        proc.close_stdin()
+        r = StreamReader(proc)
+        users: dict[int, str] = {}
+        groups: dict[int, str] = {}
+        skip: bytes | None = None
+        unpack, size = ENTRY.unpack_from, ENTRY.size
+        try:
+            while True:
+                if not r.need(1):
+                    check_exit(proc, f"scanning {self.description}")
+                    raise GuestError(f"scanning {self.description}: the listing ended early")
+                tag = r.buf[r.pos:r.pos + 1]
+                if tag in (b"f", b"d", b"l"):
+                    r.need(size)
+                    kind, mode, uid, gid, nlink, fsize, mtime, ctime, dev, ino, plen, tlen = unpack(r.buf, r.pos)
+                    r.pos += size
+                    path = r.take(plen)
+                    target = r.take(tlen) if kind == b"l" else None
+                    if skip is not None and path.startswith(skip):
+                        continue
+                    skip = None
+                    if rules.excluded(path, kind == b"d"):
+                        skip = path + b"/"
+                        continue
+                    yield ScanEntry(path, kind.decode(), mode, uid, gid, users.get(uid, ""), groups.get(gid, ""),
+                                    fsize, mtime, ctime, nlink, dev, ino, target)
+                elif tag in (b"U", b"G"):
+                    _, ident, nlen = NAME.unpack(r.take(NAME.size))
+                    (users if tag == b"U" else groups)[ident] = r.take(nlen).decode("utf-8", "surrogateescape")
+                elif tag in (b"S", b"R"):
+                    _, plen, mlen = NAME.unpack(r.take(NAME.size))
+                    path, message = r.take(plen), r.take(mlen).decode("utf-8", "replace")
+                    if skip is not None and path.startswith(skip):
+                        continue
+                    if tag == b"S":
+                        report.skipped_special += 1
+                    else:
+                        report.unreadable += 1
+                    report.warn(message)
+                elif tag == b"Z":
+                    r.pos += 1
+                    check_exit(proc, f"scanning {self.description}")
+                    return
+                else:
+                    raise GuestError(f"scanning {self.description}: unexpected record {tag!r} from the guest")
+        finally:
+            if proc.exit_status is None:
+                proc.terminate()
+
+    def _request(self, mode: str, entries: Sequence[ScanEntry]) -> RemoteProcess:
+        proc = self._start(mode)
+        parts = [U32.pack(len(entries))]
+        for e in entries:
+            parts.append(REQUEST.pack(len(e.path), e.size, e.mtime_ns) + e.path)
+        proc.write(b"".join(parts))
+        proc.close_stdin()
+        return proc
+
+    def read_many(self, entries: Iterable[ScanEntry]) -> Iterator[tuple[ScanEntry, Iterator[bytes]]]:
+        batch = list(entries)
+        if not batch:
+            return
+        proc = self._request("read", batch)
+        r = StreamReader(proc)
+        body: _Body | None = None
+        try:
+            for entry in batch:
+                if body is not None:
+                    body.close()
+                tag = r.take(1)
+                body = _Body(r, entry, r.message() if tag == b"X" else None)
+                yield entry, body
+            if body is not None:
+                body.close()
+            if r.need(1):
+                raise GuestError(f"reading from {self.description}: unexpected data after the last file")
+            check_exit(proc, f"reading files from {self.description}")
+        finally:
+            if proc.exit_status is None:
+                proc.terminate()
+
+    def digest(self, entry: ScanEntry) -> bytes:
+        proc = self._request("digest", [entry])
+        r = StreamReader(proc)
+        tag = r.take(1)
+        if tag == b"X":
+            message = r.message()
+            check_exit(proc, f"hashing on {self.description}")
+            raise FileChanged(f"{entry.path.decode('utf-8', 'replace')}: {message}")
+        digest = r.take(32)
+        check_exit(proc, f"hashing on {self.description}")
+        return digest
+
+    def _output(self, argv: list[str], stdin: bytes = b"", what: str = "") -> bytes:
+        proc = self.runner.start(argv)
+        if stdin:
+            proc.write(stdin)
+        proc.close_stdin()
+        chunks = []
+        while chunk := proc.read():
+            chunks.append(chunk)
+        check_exit(proc, what)
+        return b"".join(chunks)
+
+    def environment(self) -> bytes:
+        out = self._output(["sh", "-c", ENV_SCRIPT], what=f"reading the login environment on {self.description}")
+        if ENV_MARK not in out:
+            raise GuestError(f"the login shell on {self.description} printed no environment")
+        variables = [v for v in out.split(ENV_MARK, 1)[1].split(b"\0") if b"=" in v]
+        return b"".join(v + b"\n" for v in sorted(variables))
+
+    def history(self) -> bytes | None:
+        out = self._output(agent_argv("history", self.root), what=f"reading the shell history on {self.description}")
+        return out[1:] if out[:1] == b"Y" else None
+
+    def release(self) -> str | None:
+        """The guest's release from :data:`vmlfs.cernvm.detect.PROBE_SCRIPT`, asked once."""
+        if self._release is None:
+            out = self._output(["sh", "-s"], PROBE_SCRIPT.encode(), f"detecting the release of {self.description}")
+            self._release = (detect_release(parse_probe_output(out.decode("utf-8", "replace"))),)
+        return self._release[0]
+
+    def close(self) -> None:
+        self.runner.close()

@@ -1,0 +1,152 @@
+"""Restore a backup into a directory on an SSH guest.
+
+This side walks the manifest exactly as the local restore does (names
+validated one component at a time, only directory nodes descended, so a node
+below a symlink is unreachable) and streams operations to the guest agent's
+``restore`` mode, which applies them with the same dir-fd / O_NOFOLLOW /
+O_EXCL rules as :mod:`vmlfs.engine.restore` and validates every name again.
+File bytes are read from the layers here, hashed while they stream, and a
+file whose bytes do not match the manifest is deleted on the guest by its
+trailer. One remote process, one stream: no round trip per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from typing import Callable
+
+from vmlfs import names
+from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.archive.seekable import SeekableReader
+from vmlfs.backends.ssh_guest import agent_argv, check_exit
+from vmlfs.backends.ssh_runner import RemoteProcess, Runner
+from vmlfs.engine.restore import RestoreReport
+from vmlfs.errors import CorruptData, GuestError, UnsafePath
+
+META = struct.Struct("<IIIqI")
+FILE = struct.Struct("<IIIqQQI")
+LINK = struct.Struct("<IIqII")
+HARD = struct.Struct("<QI")
+NO_META = 0xFFFFFFFF
+CHUNK = 1 << 20
+
+
+class _Stopped(Exception):
+    """The guest agent ended early (it refused something); its exit status says why."""
+
+
+class _Sender:
+    def __init__(self, manifest: Manifest, open_layer: Callable[[str], SeekableReader], proc: RemoteProcess,
+                 on_bytes: Callable[[int], None]) -> None:
+        self.manifest, self.open_layer, self.proc, self.on_bytes = manifest, open_layer, proc, on_bytes
+        self.layers: dict[str, SeekableReader] = {}
+        self.sent_groups: set[int] = set()
+
+    def enter(self, name: bytes, node: Node | None) -> None:
+        if node is None:
+            self.proc.write(b"D" + META.pack(NO_META, 0, 0, 0, len(name)) + name)
+        else:
+            self.proc.write(b"D" + META.pack(node.mode, node.uid, node.gid, node.mtime_ns, len(name)) + name)
+
+    def leave(self) -> None:
+        self.proc.write(b"U")
+
+    def node(self, name: bytes | None, node: Node) -> None:
+        if node.is_dir:
+            self.enter(names.component(name) if name is not None else b"", node)
+            for child in self.manifest.children(node.id):
+                self.node(child.name, child)
+            self.leave()
+            return
+        if name is None:
+            raise UnsafePath("only a directory can be restored as the target itself")
+        names.component(name)
+        if node.is_symlink:
+            target = node.target or b""
+            self.proc.write(b"L" + LINK.pack(node.uid, node.gid, node.mtime_ns, len(name), len(target)) + name + target)
+        elif node.link_group is not None and node.link_group in self.sent_groups:
+            self.proc.write(b"H" + HARD.pack(node.link_group, len(name)) + name)
+        else:
+            self.file(name, node)
+
+    def file(self, name: bytes, node: Node) -> None:
+        group = node.link_group or 0
+        self.proc.write(b"F" + FILE.pack(node.mode, node.uid, node.gid, node.mtime_ns, node.size, group, len(name)) + name)
+        h = hashlib.sha256()
+        pos, problem = 0, None
+        while pos < node.size:
+            if self.proc.finished:
+                raise _Stopped
+            want = min(CHUNK, node.size - pos)
+            chunk = b""
+            if problem is None:
+                try:
+                    chunk = self._layer(node.layer).read(node.data_offset + pos, want)  # type: ignore[arg-type, operator]
+                except CorruptData as exc:
+                    problem = str(exc)
+                if not chunk and problem is None:
+                    problem = f"layer {node.layer} ends inside the file"
+            if problem is not None:
+                chunk = bytes(want)  # the promised length; the trailer voids the file
+            h.update(chunk)
+            self.proc.write(chunk)
+            pos += len(chunk)
+            self.on_bytes(len(chunk))
+        if problem is None and h.digest() != node.sha256:
+            problem = "content does not match its sha256 in the manifest"
+        if problem is None:
+            self.proc.write(b"K")
+            if node.link_group is not None:
+                self.sent_groups.add(node.link_group)
+        else:
+            reason = problem.encode()
+            self.proc.write(b"B" + struct.pack("<I", len(reason)) + reason)
+
+    def _layer(self, ts: str) -> SeekableReader:
+        if ts not in self.layers:
+            self.layers[ts] = self.open_layer(ts)
+        return self.layers[ts]
+
+    def close(self) -> None:
+        for layer in self.layers.values():
+            layer.close()
+
+
+def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableReader], runner: Runner, root: str,
+                     paths: list[bytes] | None = None, *, overwrite: bool = False,
+                     on_bytes: Callable[[int], None] = lambda n: None) -> RestoreReport:
+    """Write the backup (or the subtrees at ``paths``) below ``root`` on the guest; like restore_tree."""
+    plan = []
+    for raw in paths or [b""]:
+        parts = names.relative_path(raw)
+        plan.append((parts, manifest.lookup(parts)))
+    proc = runner.start(agent_argv("restore", root, *(["--overwrite"] if overwrite else [])))
+    sender = _Sender(manifest, open_layer, proc, on_bytes)
+    try:
+        try:
+            for parts, node in plan:
+                for part in parts[:-1]:
+                    sender.enter(part, None)
+                sender.node(parts[-1] if parts else None, node)
+                for _ in parts[:-1]:
+                    sender.leave()
+            proc.write(b"E")
+        except _Stopped:
+            pass
+        proc.close_stdin()
+        out = b""
+        while chunk := proc.read():
+            out += chunk
+        check_exit(proc, f"restoring into {runner.description}")
+    finally:
+        sender.close()
+        if proc.exit_status is None:
+            proc.terminate()
+    try:
+        result = json.loads(out)
+        return RestoreReport(result["files"], result["dirs"], result["symlinks"], result["hardlinks"], result["bytes"],
+                             list(result["damaged"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GuestError(f"restoring into {runner.description}: malformed report from the guest ({exc})") from None
