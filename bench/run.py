@@ -1,0 +1,30 @@
+"""Run the vmlfs benchmarks and print ratios against the peers, all from one run.
+
+    ./dev bench [--work DIR] [--files N] [--big N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import backup_bench  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="/var/tmp/vmlfs-bench", help="scratch directory (dataset is kept between runs)")
+    ap.add_argument("--files", type=int, default=20_000)
+    ap.add_argument("--big", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for line in backup_bench.run(work, args.files, args.big):
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
