@@ -1,0 +1,146 @@
+"""The tree model without a mount: layout, inode table, control parsing, jobs, nodes over a real store."""
+
+from __future__ import annotations
+
+import ast
+import errno
+from pathlib import Path
+
+import pytest
+
+from vmlfs.backends.factory import open_guest
+from vmlfs.errors import Busy, CorruptData, InvalidRequest, NotFound, PermissionDenied, ReadOnly
+from vmlfs.fs import layout
+from vmlfs.fs.control import Jobs, check_partial, parse_request
+from vmlfs.fs.inodes import ROOT_INODE, InodeTable
+from vmlfs.fs.nodes import ControlHandle
+from vmlfs.fs.state import MountState
+from tests.fs.conftest import make_store
+
+MODEL = ("layout.py", "inodes.py", "nodes.py", "archive.py", "control.py", "state.py")
+
+
+def test_model_modules_import_no_fuse_or_trio():
+    root = Path(__file__).parents[2] / "vmlfs" / "fs"
+    for name in MODEL:
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(m.split(".")[0] in ("pyfuse3", "trio") for m in mods), (name, mods)
+
+
+def test_layout_shapes():
+    assert [s.name for s in layout.root_layout()] == ["control", "entries"]
+    assert [s.name for s in layout.entry_layout([])] == ["control"]
+    slots = layout.entry_layout(["20240102T000000Z", "20240101T000000Z"])
+    assert [s.name for s in slots] == ["20240101T000000Z", "20240102T000000Z", "control", "latest"]
+    assert slots[-1].arg == "20240102T000000Z"
+    assert layout.iso_ns("2024-01-01T00:00:00.5+00:00") == 1704067200_500_000_000
+    assert layout.iso_ns("garbage") == 0
+
+
+def test_inode_table_numbers_ranges_and_forget():
+    t = InodeTable()
+    a = t.number(("entries",))
+    assert a != ROOT_INODE and t.number(("entries",)) == a
+    base = t.range(("archive", "e", "ts"), 100)
+    assert base > a and t.range(("archive", "e", "ts"), 100) == base
+    assert t.number(("other",)) >= base + 100  # ranges never overlap later numbers
+
+    class N:
+        ino = base + 5
+
+    node = N()
+    assert t.remember(node) is node and t.remember(N()) is node  # the live object wins
+    t.forget(node.ino, 1)
+    assert t.get(node.ino) is node
+    t.forget(node.ino, 1)
+    with pytest.raises(NotFound):
+        t.get(node.ino)
+
+
+@pytest.mark.parametrize("text", [b"bogus", b"full full", b"; rm -rf /", b"$(id)", b"../x", b"FULL", b"full\0", b"x" * 100])
+def test_control_refuses(text):
+    with pytest.raises(InvalidRequest):
+        parse_request(text)
+    assert InvalidRequest.errno == errno.EINVAL
+
+
+def test_control_accepts_and_checks_prefixes():
+    assert parse_request(b"full\n") == "full" and parse_request(b" differential ") == "differential"
+    assert parse_request(b"") is None and parse_request(b"\n") is None
+    check_partial(b"incr")
+    with pytest.raises(InvalidRequest):
+        check_partial(b"fullx")
+    with pytest.raises(InvalidRequest):
+        check_partial(b"ful\n")
+
+
+@pytest.fixture
+def state(tmp_path):
+    s = make_store(tmp_path)
+    s.backup()
+    store = s.store()
+    st = MountState(store, Jobs(store, open_guest), owner_uid=1000, owner_gid=1000)
+    yield s, st
+    st.close()
+
+
+def walk(st: MountState, *names: str):
+    node = st.root
+    for name in names:
+        node = node.lookup(name.encode())
+    return node
+
+
+def test_nodes_over_a_store(state):
+    s, st = state
+    ts = s.store().backups("e1")[0].timestamp
+    main = walk(st, "entries", "e1", ts, "home", "src", "main.py")
+    hard = walk(st, "entries", "e1", ts, "home", "data", "hardlink-to-main")
+    assert main.ino == hard.ino and main.attrs().nlink == 2
+    assert main.read(0, 5) == b"print"
+    assert walk(st, "entries", "e1", "latest").readlink() == ts.encode()
+    assert walk(st, "entries", "e1", ts, "home").attrs().ino == walk(st, "entries", "e1", ts, "home").ino
+    names = [n for _, n, _ in walk(st, "entries", "e1", ts, "home").listing().entries(0, 3)]
+    assert names == sorted(names) and len(names) == 3
+    with pytest.raises(ReadOnly):
+        main.open_write(0)
+    with pytest.raises(ReadOnly):
+        main.setattr(0, times=True, truncate=False, other=False)
+    with pytest.raises(NotFound):
+        walk(st, "entries", "e1", ts, "home", "nope")
+
+
+def test_snapshot_file_protocol(state):
+    s, st = state
+    snap = walk(st, "entries", "e1", "control", "snapshot")
+    with pytest.raises(PermissionDenied):
+        snap.open_write(4242)
+    handle = snap.open_write(1000)
+    assert isinstance(handle, ControlHandle)
+    with pytest.raises(InvalidRequest):
+        handle.write(b"bogus")
+    assert handle.flush() is None  # refused requests never run
+    handle = snap.open_write(0)
+    handle.write(b"full\n")
+    job = handle.flush()
+    assert job is not None and job.kind == "full" and handle.flush() is None
+    with pytest.raises(Busy):
+        snap.open_write(1000)
+    st.jobs.run(job)
+    assert len(s.store().backups("e1")) == 2
+    status = walk(st, "entries", "e1", "control", "status").open_read().read(0, 4096).decode()
+    assert "running: none" in status and "Z full backup" in status and "Busy: entry 'e1' is already backing up" in status
+
+
+def test_damaged_meta_fails_only_that_backup(state):
+    s, st = state
+    ts2 = s.backup()
+    ts1 = s.store().backups("e1")[0].timestamp
+    (s.store_path / "entries" / "e1" / "backups" / ts1 / "meta.json").write_text("{")
+    entry = walk(st, "entries", "e1")
+    assert [n for _, n, _ in entry.listing().entries(0, 10)][:2] == [ts1.encode(), ts2.encode()]
+    with pytest.raises(CorruptData):
+        walk(st, "entries", "e1", ts1).lookup(b"home")
+    assert walk(st, "entries", "e1", ts2, "home", "shared.txt").read(0, 100) == b"everyone\n"
