@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import subprocess
 from pathlib import Path
 
@@ -200,3 +201,17 @@ def test_file_over_4_gib(vmlfs: Vmlfs, tmp_path: Path) -> None:
         f.seek((4 << 30) + 100)
         assert f.read() == b"tail-bytes" + bytes(13)
     assert restored.stat().st_blocks * 512 < (64 << 20), "restore keeps zero runs sparse"
+
+
+def test_progress_on_a_terminal_only(vmlfs: Vmlfs, guest: Path) -> None:
+    vmlfs.run("entry", "add", "e", "--guest", str(guest))
+    quiet = vmlfs.run("backup", "e")
+    assert b"packed:" not in quiet.stderr, "no progress when stderr is not a terminal"
+    # `script` gives a pty of 0x0 cells, in which tqdm draws nothing: size it like a terminal
+    cmd = "stty cols 120 rows 40; " + " ".join([sys.executable, "-m", "vmlfs", "backup", "e", "--kind", "full"])
+    tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=vmlfs.env, capture_output=True, timeout=60)
+    assert tty.returncode == 0
+    assert b"packed" in tty.stdout and b"B/s" in tty.stdout
+    silent = subprocess.run(["script", "-qec", cmd.replace("backup", "-q backup"), "/dev/null"], env=vmlfs.env,
+                            capture_output=True, timeout=60)
+    assert b"packed" not in silent.stdout

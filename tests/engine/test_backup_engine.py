@@ -86,3 +86,15 @@ def test_excluded_directories_are_not_descended(tmp_path: Path) -> None:
     store.save_entry(cfg)
     meta = run_backup(store, cfg, LocalGuest(home))
     assert {c.name for c in store.open_manifest("e", meta.timestamp).children(1)} == {b"keep.root"}
+
+
+def test_checksum_rereads_everything_but_stores_nothing_new(tmp_path: Path) -> None:
+    store, cfg, home = setup(tmp_path)
+    for i in range(5):
+        (home / f"f{i}").write_bytes(os.urandom(1000))
+    run_backup(store, cfg, LocalGuest(home))
+    plain = run_backup(store, cfg, LocalGuest(home))
+    assert plain.stats["unchanged_files"] == 5
+    checked = run_backup(store, cfg, LocalGuest(home), checksum=True)
+    assert checked.stats["unchanged_files"] == 0 and checked.stats["deduplicated_files"] == 5
+    assert checked.stats["packed_files"] == 0

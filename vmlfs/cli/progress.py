@@ -15,9 +15,12 @@ class BackupProgress:
         self._files = 0
 
     def scanned(self, count: int) -> None:
-        self._scan.update(count - self._scan.n)
+        if self.enabled:
+            self._scan.update(count - self._scan.n)
 
     def packed(self, files: int, nbytes: int) -> None:
+        if not self.enabled:
+            return
         self._files += files
         self._bytes.set_postfix_str(f"{self._files} files", refresh=False)
         self._bytes.update(nbytes)
