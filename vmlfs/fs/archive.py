@@ -124,6 +124,15 @@ class ArchiveListing(Listing):
 
 
 class ArchiveFile(ArchiveNode):
+    def read_cached(self, offset: int, size: int) -> bytes | None:
+        r = self.row
+        size = max(0, min(size, r.size - offset))
+        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
+        if size == 0 or reader is None or r.data_offset is None:
+            return None
+        data = reader.read_cached(r.data_offset + offset, size)
+        return data if data is not None and len(data) == size else None
+
     def read(self, offset: int, size: int) -> bytes:
         r = self.row
         size = max(0, min(size, r.size - offset))

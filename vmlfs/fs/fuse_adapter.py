@@ -174,7 +174,9 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._run(self._handles[fh].read, off, size)
+        handle = self._handles[fh]
+        cached = handle.read_cached(off, size)  # a frame already decompressed: no thread hop
+        return cached if cached is not None else await self._run(handle.read, off, size)
 
     @fuse_boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:

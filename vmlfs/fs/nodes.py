@@ -82,6 +82,10 @@ class FsNode:
     def read(self, offset: int, size: int) -> bytes:
         raise InvalidRequest("not a regular file")
 
+    def read_cached(self, offset: int, size: int) -> bytes | None:
+        """The bytes if they can be answered from memory without blocking, else None (then ``read``)."""
+        return None
+
     def readlink(self) -> bytes:
         raise InvalidRequest("not a symlink")
 

@@ -96,6 +96,11 @@ class MountState:
                 data = self._backups[(entry, ts)] = BackupData(self, entry, ts)
             return data
 
+    def open_layer(self, entry: str, ts: str) -> SeekableReader | None:
+        """The layer's reader if it is already open (never blocks)."""
+        with self._lock:
+            return self._layers.get((entry, ts))
+
     def layer(self, entry: str, ts: str) -> SeekableReader:
         """The reader of one layer, opened once; incremental backups read their base's layers too."""
         key = (entry, ts)
