@@ -269,6 +269,8 @@ class SeekableReader:
         self.name = name or self.path
         self._cache = cache if cache is not None else FrameCache()
         self._lock = threading.Lock()
+        # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
+        self._loading = [threading.Lock() for _ in range(16)]
         self.frames_decompressed = 0
         try:
             self._f = open(self.path, "rb")
@@ -300,6 +302,13 @@ class SeekableReader:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        with self._loading[index % len(self._loading)]:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            return self._load(key, index)
+
+    def _load(self, key: tuple[object, int], index: int) -> bytes:
         t = self.table
         start, end = t.c_offsets[index], t.c_offsets[index + 1]
         data = os.pread(self._f.fileno(), end - start, start)
@@ -310,6 +319,17 @@ class SeekableReader:
             self.frames_decompressed += 1
         self._cache.put(key, frame)
         return frame
+
+    def read_cached(self, offset: int, length: int) -> bytes | None:
+        """The bytes if every frame covering them is already decompressed in the cache (no I/O), else None."""
+        t = self.table
+        parts = []
+        for i in t.frames_covering(offset, length):
+            frame = self._cache.get((self.path, i))
+            if frame is None:
+                return None
+            parts.append(frame[max(offset - t.d_offsets[i], 0):min(offset + length - t.d_offsets[i], len(frame))])
+        return b"".join(parts)
 
     def read(self, offset: int, length: int) -> bytes:
         """Return up to ``length`` bytes from uncompressed ``offset`` (short only at EOF)."""
