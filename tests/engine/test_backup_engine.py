@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
+from tests.conftest import snapshot_copy, tree_listing
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import ScanEntry, ScanReport
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.rules import Rules
+from vmlfs.engine.restore import restore_tree
 from vmlfs.engine.verify import verify_store
 
 
@@ -98,3 +101,48 @@ def test_checksum_rereads_everything_but_stores_nothing_new(tmp_path: Path) -> N
     checked = run_backup(store, cfg, LocalGuest(home), checksum=True)
     assert checked.stats["unchanged_files"] == 0 and checked.stats["deduplicated_files"] == 5
     assert checked.stats["packed_files"] == 0
+
+
+def test_patched_manifests_follow_type_changes_subtree_deletions_and_link_counts(tmp_path: Path) -> None:
+    """Incremental manifests are the base patched: every kind of change must land exactly."""
+    store, cfg, home = setup(tmp_path)
+    (home / "gone" / "deep" / "deeper").mkdir(parents=True)
+    (home / "gone" / "deep" / "deeper" / "f").write_text("x")
+    (home / "was-file").write_text("file first")
+    (home / "was-dir" / "inner").mkdir(parents=True)
+    (home / "solo").write_text("one link")
+    (home / "skip-later").mkdir()
+    (home / "skip-later" / "data").write_text("d")
+    steps = []
+
+    def change(i: int) -> None:
+        if i == 1:
+            shutil.rmtree(home / "gone")
+            (home / "was-file").unlink()
+            (home / "was-file").mkdir()
+            (home / "was-file" / "now-inside").write_text("dir now")
+            shutil.rmtree(home / "was-dir")
+            os.symlink("solo", home / "was-dir")
+            os.link(home / "solo", home / "solo-link")  # the existing row's link count changes
+            cfg.exclude = ["skip-later/"]
+            store.save_entry(cfg)
+        elif i == 2:
+            (home / "solo-link").unlink()
+            (home / "gone").mkdir()  # a new directory where a deleted one was
+
+    for i in range(3):
+        if i:
+            change(i)
+        meta = run_backup(store, cfg, LocalGuest(home), kind="full" if i == 0 else "incremental")
+        copy = snapshot_copy(home, tmp_path / f"copy{i}")
+        if i >= 1:  # excluded from then on
+            shutil.rmtree(copy / "skip-later")
+        steps.append((meta.timestamp, copy))
+    for ts, copy in steps:
+        m = store.open_manifest("e", ts)
+        target = tmp_path / f"r-{ts}"
+        report = restore_tree(m, lambda layer: store.open_layer("e", layer), str(target))
+        assert not report.damaged
+        assert tree_listing(target) == tree_listing(copy), ts
+        assert m.count() == sum(1 for _ in m.walk()), "no orphaned rows survive in a patched manifest"
+    assert verify_store(store, [("e", ts) for ts, _ in steps]).ok

@@ -13,6 +13,7 @@ wrong path. The schema is documented in docs/FORMAT.md.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 import urllib.parse
@@ -57,7 +58,11 @@ CREATE UNIQUE INDEX nodes_by_parent ON nodes (parent, name);
 CREATE INDEX nodes_by_hash ON nodes (sha256) WHERE type = 'f';
 CREATE INDEX nodes_by_size ON nodes (size) WHERE type = 'f';
 """
+GROUP_INDEX = "CREATE INDEX nodes_by_group ON nodes (link_group) WHERE link_group IS NOT NULL"
 COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns, target, link_group, nlink, sha256, layer, data_offset"
+
+
+_SET_COLUMNS = ", ".join(f"{c} = ?" for c in COLUMNS.split(", ")[1:])
 
 
 @dataclass(slots=True)
@@ -140,21 +145,37 @@ def _node_from_row(row: tuple, where: str) -> Node:
 
 
 class ManifestWriter:
-    """Build a manifest file; rows go in DFS order, indexes are built at the end."""
+    """Build a manifest file.
 
-    def __init__(self, path: str | os.PathLike[str], backup: str) -> None:
+    Fresh (a full backup): rows are appended and the lookup indexes are built
+    at the end. From a base (incremental, differential): the base manifest is
+    copied and patched — unchanged paths keep their rows and ids, changed ones
+    are updated, new ones inserted, vanished ones deleted with their subtrees —
+    so a backup where little changed writes little.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], backup: str, base: str | os.PathLike[str] | None = None) -> None:
         self.path = os.fspath(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.executescript(SCHEMA)
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT INTO format VALUES (?, ?)",
-            [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}"), ("backup", backup)],
-        )
-        self._rows: list[tuple] = []
-        self.next_id = ROOT_ID
+        self.fresh = base is None
+        try:
+            if base is not None:
+                shutil.copyfile(base, self.path)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            if self.fresh:
+                self._db.executescript(SCHEMA)
+                self._db.execute(GROUP_INDEX)
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO format VALUES (?, ?)",
+                [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}"), ("backup", backup)],
+            )
+            self.next_id = ROOT_ID if self.fresh else self._db.execute("SELECT max(id) + 1 FROM nodes").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageFull(f"cannot write manifest: {exc}") from exc
+        self._inserts: list[tuple] = []
+        self._updates: list[tuple] = []
 
     def allocate_id(self) -> int:
         node_id = self.next_id
@@ -162,27 +183,50 @@ class ManifestWriter:
         return node_id
 
     def add(self, node: Node) -> None:
-        self._rows.append(node.as_row())
-        if len(self._rows) >= 4096:
+        self._inserts.append(node.as_row())
+        if len(self._inserts) >= 4096:
             self._flush()
 
-    def _flush(self) -> None:
+    def update(self, node: Node) -> None:
+        """Replace the row of an existing id (a base path whose entry changed)."""
+        self._updates.append(node.as_row()[1:] + (node.id,))
+        if len(self._updates) >= 4096:
+            self._flush()
+
+    def delete_subtree(self, node_id: int) -> None:
+        """Remove a base path that vanished, and everything below it."""
+        self._flush()
+        self._run(
+            "WITH RECURSIVE doomed(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN doomed d ON n.parent = d.id"
+            " WHERE n.id != n.parent) DELETE FROM nodes WHERE id IN doomed",
+            [(node_id,)],
+        )
+
+    def _run(self, sql: str, rows: list[tuple]) -> None:
         try:
-            self._db.executemany(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 18)})", self._rows)
+            self._db.executemany(sql, rows)
         except sqlite3.OperationalError as exc:
             raise StorageFull(f"cannot write manifest: {exc}") from exc
-        self._rows.clear()
+
+    def _flush(self) -> None:
+        if self._updates:
+            self._run(f"UPDATE nodes SET {_SET_COLUMNS} WHERE id = ?", self._updates)
+            self._updates.clear()
+        if self._inserts:
+            self._run(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 18)})", self._inserts)
+            self._inserts.clear()
 
     def set_nlink(self, counts: dict[int, int]) -> None:
         """Record each hardlink group's final size on all its members."""
         self._flush()
-        self._db.executemany("UPDATE nodes SET nlink = ? WHERE link_group = ?", [(n, g) for g, n in counts.items()])
+        self._run("UPDATE nodes SET nlink = ? WHERE link_group = ? AND nlink != ?", [(n, g, n) for g, n in counts.items()])
 
     def close(self) -> None:
         try:
             self._flush()
-            for statement in INDEXES.strip().split(";\n"):
-                self._db.execute(statement)
+            if self.fresh:
+                for statement in INDEXES.strip().split(";\n"):
+                    self._db.execute(statement)
             self._db.execute("COMMIT")
             self._db.close()
         except sqlite3.OperationalError as exc:

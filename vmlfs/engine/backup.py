@@ -70,13 +70,30 @@ def _member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -
 
 @dataclass
 class _Pending:
+    """A file waiting to be read, with the base row it replaces (if any) and its hardlinks."""
+
     node: Node
     entry: ScanEntry
-    followers: list[tuple[Node, ScanEntry]] = field(default_factory=list)
+    base: Node | None
+    followers: list[tuple[Node, ScanEntry, Node | None]] = field(default_factory=list)
+
+
+@dataclass
+class _OpenDir:
+    """A directory whose children are being scanned, with its base children still unseen."""
+
+    path: bytes
+    id: int
+    base_children: dict[bytes, Node]
 
 
 class _Builder:
-    """Streams one backup's manifest and layer; holds only the current batch in memory."""
+    """Streams one backup's manifest and layer; holds only the current batch in memory.
+
+    With a base, a path keeps the id of its base row when its type is the
+    same; the row is rewritten only if something in it changed, and base rows
+    not seen by the scan are deleted (see ManifestWriter).
+    """
 
     def __init__(self, ts: str, guest: Guest, base: Manifest | None, layer: LayerWriter,
                  manifest: ManifestWriter, progress: Progress, checksum: bool) -> None:
@@ -93,7 +110,7 @@ class _Builder:
 
     def run(self, rules: Rules) -> None:
         report = ScanReport()
-        stack: list[tuple[bytes, int, dict[bytes, Node] | None]] = []
+        stack: list[_OpenDir] = []
         count = 0
         for entry in self.guest.scan(rules, report):
             count += 1
@@ -105,36 +122,55 @@ class _Builder:
             else:
                 slash = entry.path.rfind(b"/")
                 parent_path, name = (entry.path[:slash], entry.path[slash + 1:]) if slash >= 0 else (b"", entry.path)
-                while stack[-1][0] != parent_path:
-                    stack.pop()
-                parent_id = stack[-1][1]
-                siblings = stack[-1][2]
-                base_node = siblings.get(name) if siblings is not None else None
+                while stack[-1].path != parent_path:
+                    self._close_dir(stack.pop())
+                parent_id = stack[-1].id
+                base_node = stack[-1].base_children.pop(name, None)
+            if base_node is not None and base_node.type != entry.type:
+                self.manifest.delete_subtree(base_node.id)
+                base_node = None
             node = Node(
-                id=self.manifest.allocate_id(), parent=parent_id, name=name, type=entry.type, mode=entry.mode,
-                uid=entry.uid, gid=entry.gid, uname=entry.uname, gname=entry.gname, size=entry.size,
-                mtime_ns=entry.mtime_ns, ctime_ns=entry.ctime_ns, target=entry.target,
+                id=base_node.id if base_node is not None else self.manifest.allocate_id(), parent=parent_id,
+                name=name, type=entry.type, mode=entry.mode, uid=entry.uid, gid=entry.gid, uname=entry.uname,
+                gname=entry.gname, size=entry.size, mtime_ns=entry.mtime_ns, ctime_ns=entry.ctime_ns,
+                target=entry.target,
             )
             if entry.type == FILE:
                 self._file(node, entry, base_node)
                 continue
             if entry.type == DIR:
                 self.stats.dirs += 1
-                kids = None
-                if base_node is not None and base_node.is_dir:
-                    kids = {k.name: k for k in self.base.children(base_node.id)}  # type: ignore[union-attr]
-                stack.append((entry.path, node.id, kids))
+                kids = {k.name: k for k in self.base.children(base_node.id)} if base_node is not None else {}  # type: ignore[union-attr]
+                stack.append(_OpenDir(entry.path, node.id, kids))
             else:
                 self.stats.symlinks += 1
             if entry.path and not metadata_unchanged(entry, base_node):
                 self.layer.add(_member(entry.path, entry.type, entry, entry.target))
-            self.manifest.add(node)
+            self._emit(node, base_node)
+        while stack:
+            self._close_dir(stack.pop())
         self._flush()
         self.manifest.set_nlink(self.group_sizes)
         self.progress.scanned(count)
         self.stats.skipped_special = report.skipped_special
         self.stats.unreadable = report.unreadable
         self.warnings[:0] = report.warnings
+
+    def _close_dir(self, done: _OpenDir) -> None:
+        """Base children the scan did not see were deleted (or excluded) on the guest."""
+        for vanished in done.base_children.values():
+            self.manifest.delete_subtree(vanished.id)
+
+    def _emit(self, node: Node, base_node: Node | None) -> None:
+        if base_node is None:
+            self.manifest.add(node)
+        elif node.as_row() != base_node.as_row():
+            self.manifest.update(node)
+
+    def _drop(self, node: Node, base_node: Node | None) -> None:
+        """A path left out after all (changed while read): its base row must not survive."""
+        if base_node is not None:
+            self.manifest.delete_subtree(base_node.id)
 
     def _file(self, node: Node, entry: ScanEntry, base_node: Node | None) -> None:
         self.stats.files += 1
@@ -147,22 +183,24 @@ class _Builder:
                 node.link_group = lead_id
                 self.group_sizes[lead_id] += 1
                 if isinstance(leader, _Pending):
-                    leader.followers.append((node, entry))
+                    leader.followers.append((node, entry, base_node))
                 else:
                     node.sha256, node.layer, node.data_offset = leader.sha256, leader.layer, leader.data_offset
-                    self.manifest.add(node)
+                    node.nlink = leader.nlink
+                    self._emit(node, base_node)
                 return
             node.link_group = node.id
+            node.nlink = base_node.nlink if base_node is not None else 1  # final count set by set_nlink
             self.group_sizes[node.id] = 1
         if not self.checksum and content_unchanged(entry, base_node):
             assert base_node is not None
             node.sha256, node.layer, node.data_offset = base_node.sha256, base_node.layer, base_node.data_offset
             self.stats.unchanged_files += 1
-            self.manifest.add(node)
+            self._emit(node, base_node)
             if entry.nlink > 1:
                 self.leaders[(entry.dev, entry.ino)] = node
             return
-        pending = _Pending(node, entry)
+        pending = _Pending(node, entry, base_node)
         if entry.nlink > 1:
             self.leaders[(entry.dev, entry.ino)] = pending
         self.pending.append(pending)
@@ -183,13 +221,17 @@ class _Builder:
                 log.warning("%s; left out of this backup", exc)
                 if self.leaders.get((entry.dev, entry.ino)) is item:
                     del self.leaders[(entry.dev, entry.ino)]
+                self._drop(item.node, item.base)
+                for node, _, base_node in item.followers:
+                    self._drop(node, base_node)
                 continue
-            self.manifest.add(item.node)
-            for node, follower in item.followers:
+            self._emit(item.node, item.base)
+            for node, follower, base_node in item.followers:
                 node.sha256, node.layer, node.data_offset = item.node.sha256, item.node.layer, item.node.data_offset
+                node.nlink = item.node.nlink
                 if stored:
                     self.layer.add(_member(follower.path, "h", follower, entry.path))
-                self.manifest.add(node)
+                self._emit(node, base_node)
             self.progress.packed(1, entry.size)
         for item in batch:
             if item.entry.nlink > 1 and self.leaders.get((item.entry.dev, item.entry.ino)) is item:
@@ -319,7 +361,7 @@ def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str |
 def _build(store: LocalStore, cfg: EntryConfig, guest: Guest, ts: str, kind: str, base_ts: str | None,
            base: Manifest | None, work: Path, progress: Progress, checksum: bool, threads: int,
            started: datetime, t0: float) -> BackupMeta:
-    manifest = ManifestWriter(work / MANIFEST, ts)
+    manifest = ManifestWriter(work / MANIFEST, ts, base=base.path if base is not None else None)
     with open(work / LAYER, "wb") as raw:
         layer = LayerWriter(raw, threads=threads)
         builder = _Builder(ts, guest, base, layer, manifest, progress, checksum)
