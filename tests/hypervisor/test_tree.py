@@ -28,19 +28,19 @@ def test_branches_order_current_and_columns() -> None:
         ]
     )
     assert text == (
-        "base            2024-05-01 12:00:00Z  running  fresh install\n"
-        "├── b1          2024-05-01 12:10:00Z  running\n"
-        "│   └── b1a *   2024-05-01 12:30:00Z  running\n"
-        "└── b2          2024-05-01 12:20:00Z  shutoff\n"
-        "late-root       2024-05-01 12:50:00Z  running\n"
+        "base           2024-05-01 12:00:00Z  running  fresh install\n"
+        "├── b1         2024-05-01 12:10:00Z  running\n"
+        "│   └── b1a *  2024-05-01 12:30:00Z  running\n"
+        "└── b2         2024-05-01 12:20:00Z  shutoff\n"
+        "late-root      2024-05-01 12:50:00Z  running\n"
         "(* current snapshot)\n"
     )
 
 
 def test_missing_parent_and_cycles_still_show_every_snapshot_once() -> None:
     text = render_tree([snap("orphan", "deleted-meanwhile", 0), snap("x", "y", 1), snap("y", "x", 2), snap("self", "self", 3)])
-    names = [line.split()[0].strip("└─├│ ") or line.split()[1] for line in text.splitlines()]
-    assert sorted(n for n in names) == ["orphan", "self", "x", "y"]
+    labels = [line[: line.index("  2024")].strip("└├│─ ") for line in text.splitlines()]
+    assert sorted(labels) == ["orphan", "self", "x", "y"]
     assert "(* current" not in text
 
 

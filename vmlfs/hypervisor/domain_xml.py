@@ -152,9 +152,6 @@ def build_domain_xml(
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    if kind == "kvm":
-        # TCG cannot pass the host CPU through; KVM runs fastest with it.
-        _sub(root, "cpu", mode="host-passthrough")
     _sub(root, "clock", offset="utc")
     _sub(root, "on_poweroff", "destroy")
 

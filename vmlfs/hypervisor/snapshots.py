@@ -155,7 +155,7 @@ def delete_snapshot(
     children_only: bool = False,
     metadata_only: bool = False,
 ) -> list[str]:
-    """Delete snapshot ``name``; returns the names deleted (the snapshot, then descendants).
+    """Delete snapshot ``name``; returns the names deleted (the snapshot, then its descendants by name).
 
     ``children`` (VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN) also deletes its
     descendants, ``children_only`` (_CHILDREN_ONLY) deletes only them,
@@ -167,7 +167,7 @@ def delete_snapshot(
     snap = _lookup(domain, name)
     with libvirt_errors(f"listing descendants of snapshot {name!r}"):
         descendants = (
-            [c.getName() for c in snap.listAllChildren(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_DESCENDANTS)]
+            sorted(c.getName() for c in snap.listAllChildren(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_DESCENDANTS))
             if children or children_only
             else []
         )
