@@ -272,6 +272,7 @@ class SeekableReader:
         # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
         self._loading = [threading.Lock() for _ in range(16)]
         self.frames_decompressed = 0
+        self._prefetching: set[int] = set()
         try:
             self._f = open(self.path, "rb")
         except FileNotFoundError:
@@ -319,6 +320,29 @@ class SeekableReader:
             self.frames_decompressed += 1
         self._cache.put(key, frame)
         return frame
+
+    def claim_frames_after(self, offset: int, count: int) -> list[int]:
+        """For read-ahead: up to ``count`` frames following the one holding ``offset`` that
+        are neither cached nor being loaded; the caller must :meth:`prefetch` each."""
+        t = self.table
+        first = bisect.bisect_right(t.d_offsets, offset)
+        claimed = []
+        with self._lock:
+            for index in range(first, min(first + count, t.frames)):
+                if index not in self._prefetching and self._cache.get((self.path, index)) is None:
+                    self._prefetching.add(index)
+                    claimed.append(index)
+        return claimed
+
+    def prefetch(self, index: int) -> None:
+        """Decompress a claimed frame into the cache (errors surface later, in the real read)."""
+        try:
+            self.frame(index)
+        except CorruptData:
+            pass
+        finally:
+            with self._lock:
+                self._prefetching.discard(index)
 
     def read_cached(self, offset: int, length: int) -> bytes | None:
         """The bytes if every frame covering them is already decompressed in the cache (no I/O), else None."""

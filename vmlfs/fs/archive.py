@@ -17,7 +17,8 @@ import logging
 import os
 import stat
 import threading
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Callable
 
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.errors import CorruptData, NotFound
@@ -123,6 +124,9 @@ class ArchiveListing(Listing):
         return [(offset + i + 1, row.name, self.backup.node(row)) for i, row in enumerate(rows)]
 
 
+READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a sequential read
+
+
 class ArchiveFile(ArchiveNode):
     def read_cached(self, offset: int, size: int) -> bytes | None:
         r = self.row
@@ -132,6 +136,17 @@ class ArchiveFile(ArchiveNode):
             return None
         data = reader.read_cached(r.data_offset + offset, size)
         return data if data is not None and len(data) == size else None
+
+    def readahead(self, offset: int) -> list[Callable[[], None]]:
+        """After a read ending at ``offset``: jobs that decompress the next frames of the layer
+        ahead of the reader, so sequential reads overlap decompression (on both cores) with serving."""
+        r = self.row
+        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
+        if reader is None or r.data_offset is None or offset >= r.size:
+            return []
+        end = r.data_offset + r.size
+        frames = reader.claim_frames_after(r.data_offset + offset - 1, READAHEAD_FRAMES)
+        return [partial(reader.prefetch, i) for i in frames if reader.table.d_offsets[i] < end]
 
     def read(self, offset: int, size: int) -> bytes:
         r = self.row

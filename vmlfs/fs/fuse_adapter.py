@@ -26,6 +26,7 @@ import pyfuse3
 import trio
 
 from vmlfs.errors import ReadOnly, VmlfsError
+from vmlfs.fs.archive import ArchiveFile
 from vmlfs.fs.control import Job
 from vmlfs.fs.nodes import ControlHandle, FsNode, Listing
 from vmlfs.fs.state import MountState
@@ -175,8 +176,13 @@ class FuseOperations(pyfuse3.Operations):
     @fuse_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
-        cached = handle.read_cached(off, size)  # a frame already decompressed: no thread hop
-        return cached if cached is not None else await self._run(handle.read, off, size)
+        data = handle.read_cached(off, size)  # a frame already decompressed: no thread hop
+        if data is None:
+            data = await self._run(handle.read, off, size)
+        if data and isinstance(handle, ArchiveFile):
+            for job in handle.readahead(off + len(data)):
+                self.state.prefetcher.submit(job)
+        return data
 
     @fuse_boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 
 from vmlfs import names
@@ -39,6 +40,9 @@ class MountState:
         self._records: dict[tuple[str, str], BackupRecord] = {}
         self._backups: dict[tuple[str, str], BackupData] = {}
         self._layers: dict[tuple[str, str], SeekableReader] = {}
+        # Read-ahead decompression: fire-and-forget, off the trio loop and its thread limiter,
+        # one worker per core so a sequential reader keeps both busy.
+        self.prefetcher = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="readahead")
         self.root = RootDir(self)
         self.table.pin(self.root)
 
@@ -115,6 +119,7 @@ class MountState:
         return reader
 
     def close(self) -> None:
+        self.prefetcher.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             backups, layers = list(self._backups.values()), list(self._layers.values())
             self._backups.clear()
