@@ -1,26 +1,47 @@
-"""Progress shown on a terminal with tqdm; nothing when quiet or not a TTY."""
+"""Progress shown on a terminal with tqdm; nothing when quiet or not a TTY.
+
+tqdm is imported only when a bar is drawn: it costs ~20 ms of start-up, a
+third of a no-change backup's budget.
+"""
 
 from __future__ import annotations
 
-from tqdm import tqdm
+from typing import Any
+
+
+class _NoBar:
+    n = 0
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(enabled: bool, **kwargs: Any) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(leave=False, **kwargs)
 
 
 class BackupProgress:
     """Scanned entries, then packed files and bytes with a rate."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._scan = tqdm(desc="scanned", unit=" entries", disable=not enabled, leave=False)
-        self._bytes = tqdm(desc="packed", unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled, leave=False)
+        self._scan = _bar(enabled, desc="scanned", unit=" entries")
+        self._bytes = _bar(enabled, desc="packed", unit="B", unit_scale=True, unit_divisor=1024)
         self._files = 0
 
     def scanned(self, count: int) -> None:
-        if self.enabled:
-            self._scan.update(count - self._scan.n)
+        self._scan.update(count - self._scan.n)
 
     def packed(self, files: int, nbytes: int) -> None:
-        if not self.enabled:
-            return
         self._files += files
         self._bytes.set_postfix_str(f"{self._files} files", refresh=False)
         self._bytes.update(nbytes)
@@ -30,5 +51,5 @@ class BackupProgress:
         self._bytes.close()
 
 
-def byte_bar(enabled: bool, desc: str, total: int | None = None) -> tqdm:
-    return tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled, leave=False)
+def byte_bar(enabled: bool, desc: str, total: int | None = None) -> Any:
+    return _bar(enabled, desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1024)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pathspec
-
 
 @dataclass(frozen=True)
 class Rules:
@@ -20,8 +18,11 @@ class Rules:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        lines = list(self.exclude) + ["!" + p for p in self.include]
-        object.__setattr__(self, "_spec", pathspec.GitIgnoreSpec.from_lines(lines))
+        if self.exclude:  # pathspec is imported only when there is something to match
+            import pathspec
+
+            lines = list(self.exclude) + ["!" + p for p in self.include]
+            object.__setattr__(self, "_spec", pathspec.GitIgnoreSpec.from_lines(lines))
 
     def excluded(self, path: bytes, is_dir: bool) -> bool:
         """Whether a relative path (bytes, no leading slash) is left out."""
