@@ -21,6 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.archive.seekable import FRAME_SIZE
 from vmlfs.errors import CorruptData, NotFound
 from vmlfs.fs.nodes import FOREVER, Attrs, FsNode, Listing
 
@@ -128,6 +129,8 @@ READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a seq
 
 
 class ArchiveFile(ArchiveNode):
+    _window = (0, 0)  # file offsets whose following frames read-ahead already claimed (a hint; races are harmless)
+
     def read_cached(self, offset: int, size: int) -> bytes | None:
         r = self.row
         size = max(0, min(size, r.size - offset))
@@ -139,14 +142,22 @@ class ArchiveFile(ArchiveNode):
 
     def readahead(self, offset: int) -> list[Callable[[], None]]:
         """After a read ending at ``offset``: jobs that decompress the next frames of the layer
-        ahead of the reader, so sequential reads overlap decompression (on both cores) with serving."""
+        ahead of the reader, so sequential reads overlap decompression (on both cores) with serving.
+
+        Claims are renewed only when the reader gets within one frame of what was already
+        claimed, so most 128 KiB requests cost one comparison here.
+        """
         r = self.row
-        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
-        if reader is None or r.data_offset is None or offset >= r.size:
+        start, end = self._window
+        if start <= offset < end - FRAME_SIZE or offset >= r.size or r.layer is None or r.data_offset is None:
             return []
-        end = r.data_offset + r.size
-        frames = reader.claim_frames_after(r.data_offset + offset - 1, READAHEAD_FRAMES)
-        return [partial(reader.prefetch, i) for i in frames if reader.table.d_offsets[i] < end]
+        reader = self.backup.state.open_layer(self.backup.entry, r.layer)
+        if reader is None:
+            return []
+        frames = [i for i in reader.claim_frames_after(r.data_offset + offset - 1, READAHEAD_FRAMES)
+                  if reader.table.d_offsets[i] < r.data_offset + r.size]
+        self._window = (offset, offset + READAHEAD_FRAMES * FRAME_SIZE)
+        return [partial(reader.prefetch, i) for i in frames]
 
     def read(self, offset: int, size: int) -> bytes:
         r = self.row
