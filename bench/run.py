@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
 import backup_bench  # noqa: E402
 
@@ -22,8 +24,12 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    print("== backup: vmlfs vs tar+zstd, restic, rsync", flush=True)
     for line in backup_bench.run(work, args.files, args.big):
         print(line, flush=True)
+    print("\n== mount: vmlfs vs ratarmount", flush=True)
+    subprocess.run([sys.executable, str(HERE / "mount_bench.py"), "--work", str(work / "mount"), "--files", str(args.files)],
+                   check=True)
 
 
 if __name__ == "__main__":
