@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import BinaryIO
 
 from vmlfs.archive.seekable import SeekableWriter
@@ -41,29 +42,41 @@ _USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12x")
 _PAX_NAME = b"././@PaxHeader"
 
 
-def _octal(value: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
-
-
 def _ascii_fits(value: bytes, width: int) -> bool:
     return len(value) <= width and value.isascii()
 
 
-def _pax_record(key: str, value: bytes) -> bytes:
-    body = b" " + key.encode() + b"=" + value + b"\n"
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
     n = len(body) + 1
-    while len(str(n).encode()) + len(body) != n:
-        n = len(str(n).encode()) + len(body)
-    return str(n).encode() + body
+    while len(b"%d" % n) + len(body) != n:
+        n = len(b"%d" % n) + len(body)
+    return b"%d" % n + body
 
 
 def _block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
            linkname: bytes, uname: bytes, gname: bytes) -> bytes:
-    fields = [name, _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12), _octal(mtime, 12),
-              b" " * 8, typeflag, linkname, b"ustar\0", b"00", uname, gname, _octal(0, 8), _octal(0, 8), b""]
-    header = bytearray(_USTAR.pack(*fields))
+    header = bytearray(_USTAR.pack(
+        name, b"%07o" % mode, b"%07o" % uid, b"%07o" % gid, b"%011o" % size, b"%011o" % mtime, b" " * 8, typeflag,
+        linkname, b"ustar\0", b"00", uname, gname, b"0000000", b"0000000", b"",
+    ))
     header[148:156] = b"%06o\0 " % sum(header)
     return bytes(header)
+
+
+@lru_cache(maxsize=256)
+def _pax_block(records_size: int) -> bytes:
+    """The ustar block announcing a pax header; it varies only with the records' size."""
+    return _block(_PAX_NAME, 0o644, 0, 0, records_size, 0, b"x", b"", b"", b"")
+
+
+@lru_cache(maxsize=256)
+def _owner(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _clip(value: bytes, width: int) -> bytes:
+    return value if _ascii_fits(value, width) else value[:width].decode("ascii", "ignore").encode()
 
 
 def _header(info: MemberInfo) -> bytes:
@@ -76,37 +89,37 @@ def _header(info: MemberInfo) -> bytes:
     do not emit it; Python's tarfile falls back to surrogateescape).
     Written by hand because :mod:`tarfile` costs ~100 µs a member.
     """
-    path = info.path + (b"/" if info.type == "d" else b"")
+    path = info.path + b"/" if info.type == "d" else info.path
     target = info.target or b""
-    uname, gname = info.uname.encode("utf-8", "surrogateescape"), info.gname.encode("utf-8", "surrogateescape")
+    uname, gname = _owner(info.uname), _owner(info.gname)
     size = info.size if info.type == "f" else 0
     seconds, nanos = divmod(info.mtime_ns, 1_000_000_000)
-    pax: list[tuple[str, bytes]] = []
+    records = []
     if not _ascii_fits(path, 100):
-        pax.append(("path", path))
+        records.append(_pax_record(b"path", path))
     if not _ascii_fits(target, 100):
-        pax.append(("linkpath", target))
+        records.append(_pax_record(b"linkpath", target))
     if nanos or not 0 <= seconds < 8**11:
-        pax.append(("mtime", b"%d.%09d" % (seconds, nanos)))
-    for key, value, limit in (("uid", info.uid, 8**7), ("gid", info.gid, 8**7), ("size", size, 8**11)):
-        if value >= limit:
-            pax.append((key, b"%d" % value))
-    for key, value in (("uname", uname), ("gname", gname)):
-        if not _ascii_fits(value, 32):
-            pax.append((key, value))
-    out = b""
-    if pax:
-        records = b"".join(_pax_record(k, v) for k, v in pax)
-        out = _block(_PAX_NAME, 0o644, 0, 0, len(records), 0, b"x", b"", b"", b"") + records + _ZEROS[: -len(records) % BLOCK]
-    mtime = seconds if 0 <= seconds < 8**11 else 0
-
-    def clip(value: bytes, width: int) -> bytes:
-        return value if _ascii_fits(value, width) else value[:width].decode("ascii", "ignore").encode()
-
-    return out + _block(
-        clip(path, 100), info.mode & 0o7777, min(info.uid, 8**7 - 1), min(info.gid, 8**7 - 1), min(size, 8**11 - 1),
-        mtime, _TAR_TYPES[info.type], clip(target, 100), clip(uname, 32), clip(gname, 32),
+        records.append(_pax_record(b"mtime", b"%d.%09d" % (seconds, nanos)))
+    if info.uid >= 8**7:
+        records.append(_pax_record(b"uid", b"%d" % info.uid))
+    if info.gid >= 8**7:
+        records.append(_pax_record(b"gid", b"%d" % info.gid))
+    if size >= 8**11:
+        records.append(_pax_record(b"size", b"%d" % size))
+    if not _ascii_fits(uname, 32):
+        records.append(_pax_record(b"uname", uname))
+    if not _ascii_fits(gname, 32):
+        records.append(_pax_record(b"gname", gname))
+    main = _block(
+        _clip(path, 100), info.mode & 0o7777, min(info.uid, 8**7 - 1), min(info.gid, 8**7 - 1), min(size, 8**11 - 1),
+        seconds if 0 <= seconds < 8**11 else 0, _TAR_TYPES[info.type], _clip(target, 100), _clip(uname, 32),
+        _clip(gname, 32),
     )
+    if not records:
+        return main
+    pax = b"".join(records)
+    return _pax_block(len(pax)) + pax + _ZEROS[: -len(pax) % BLOCK] + main
 
 
 class LayerWriter:
@@ -133,6 +146,12 @@ class LayerWriter:
         """A member without data: directory, symlink or hardlink."""
         self._out.write(_header(info))
         self.members += 1
+
+    def add_file(self, info: MemberInfo, data: bytes) -> int:
+        """A regular file whose content is in memory, in one write; returns the data offset."""
+        self._out.write(b"".join((_header(info), data, _ZEROS[: -len(data) % BLOCK])))
+        self.members += 1
+        return self._out.position - len(data) - (-len(data) % BLOCK)
 
     def begin_file(self, info: MemberInfo) -> int:
         """Write a regular file's header; the caller then writes exactly ``info.size`` bytes."""

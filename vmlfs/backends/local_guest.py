@@ -111,32 +111,33 @@ class LocalGuest:
                 continue
             yield entry
 
-    def _open(self, entry: ScanEntry) -> int:
-        try:
-            fd = os.open(self._abs(entry.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise FileChanged(f"{os.fsdecode(entry.path)}: cannot open ({exc.strerror})") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-            os.close(fd)
-            raise FileChanged(f"{os.fsdecode(entry.path)}: changed since it was scanned")
-        return fd
-
     def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:
-        fd = self._open(entry)
+        """The file's bytes, checked against the scan by one fstat after reading.
+
+        O_NONBLOCK keeps a file replaced by a FIFO from hanging the open; the
+        fstat then sees it is no longer a regular file of the scanned size and
+        mtime, and the file is reported as changed.
+        """
+        name = os.fsdecode(entry.path)
+        try:
+            fd = os.open(self.home + b"/" + entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FileChanged(f"{name}: cannot open ({exc.strerror})") from None
         try:
             remaining = entry.size
             while remaining > 0:
                 chunk = os.read(fd, min(CHUNK, remaining))
                 if not chunk:
-                    raise FileChanged(f"{os.fsdecode(entry.path)}: shrank while it was read")
+                    raise FileChanged(f"{name}: shrank while it was read")
                 remaining -= len(chunk)
                 yield chunk
             st = os.fstat(fd)
-            if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-                raise FileChanged(f"{os.fsdecode(entry.path)}: changed while it was read")
+        except OSError as exc:
+            raise FileChanged(f"{name}: cannot read ({exc.strerror})") from None
         finally:
             os.close(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+            raise FileChanged(f"{name}: changed while it was read")
 
     def read_many(self, entries: Iterable[ScanEntry]) -> Iterator[tuple[ScanEntry, Iterator[bytes]]]:
         for entry in entries:

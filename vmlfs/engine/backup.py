@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +24,12 @@ from typing import Protocol
 from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, Manifest, ManifestWriter, Node
 from vmlfs.backends.local_store import LAYER, MANIFEST, META, LocalStore
+from vmlfs.cernvm.detect import check_release
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.engine.plan import choose_base, content_unchanged, metadata_unchanged, next_timestamp
 from vmlfs.engine.rules import Rules
-from vmlfs.errors import CorruptData, StorageFull
+from vmlfs.errors import CorruptData, InvalidRequest, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +297,7 @@ class _Builder:
             self.layer.add(_member(entry.path, "f", entry))
             return True
         assert data is not None
-        offset = self.layer.begin_file(_member(entry.path, "f", entry))
-        self.layer.write(data)
-        self.layer.end_file()
-        self._record(node, entry, digest, offset)
+        self._record(node, entry, digest, self.layer.add_file(_member(entry.path, "f", entry), data))
         return True
 
     def _record(self, node: Node, entry: ScanEntry, digest: bytes, offset: int) -> None:
@@ -325,8 +325,16 @@ def _write(path: Path, data: bytes) -> dict[str, object]:
 
 def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str | None = None,
                checksum: bool = False, progress: Progress | None = None, now: datetime | None = None,
-               threads: int = 2) -> BackupMeta:
-    """Take one backup of ``cfg`` from ``guest`` into ``store`` and commit it atomically."""
+               threads: int = 2,
+               around: Callable[[str], AbstractContextManager[str | None]] | None = None) -> BackupMeta:
+    """Take one backup of ``cfg`` from ``guest`` into ``store`` and commit it atomically.
+
+    ``around(ts)``, if given, is entered once the backup's timestamp is chosen
+    and held from the scan through the commit; its value is recorded as
+    ``meta.vm_snapshot``. This is how a hypervisor snapshot and a paused or
+    frozen domain bracket the backup without the engine knowing of libvirt;
+    if the backup fails, the context manager sees the exception and can undo.
+    """
     progress = progress or NoProgress()
     with store.lock(cfg.name):
         store.clean_tmp(cfg.name)
@@ -345,10 +353,12 @@ def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str |
                     base = store.open_manifest(cfg.name, base_ts)
                 except CorruptData as exc:
                     raise CorruptData(f"the base backup is damaged: {exc}", hint="take a full backup with --kind full") from None
-            meta = _build(store, cfg, guest, ts, kind, base_ts, base, work, progress, checksum, threads, started, t0)
-            meta.warnings[:0] = notes
-            (work / META).write_bytes(meta.to_json())
-            store.commit(cfg.name, work, ts)
+            with around(ts) if around is not None else nullcontext() as vm_snapshot:
+                meta = _build(store, cfg, guest, ts, kind, base_ts, base, work, progress, checksum, threads, started, t0)
+                meta.warnings[:0] = notes
+                meta.vm_snapshot = vm_snapshot
+                (work / META).write_bytes(meta.to_json())
+                store.commit(cfg.name, work, ts)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -381,9 +391,14 @@ def _build(store: LocalStore, cfg: EntryConfig, guest: Guest, ts: str, kind: str
     history = guest.history()
     if history is not None:
         files["history.txt"] = _write(work / "history.txt", history)
-    release = guest.release() or cfg.release
-    if cfg.release and release != cfg.release:
-        builder.warnings.append(f"guest runs release {release}, the entry records {cfg.release}")
+    found = guest.release()
+    release = found or cfg.release
+    try:
+        mismatch = check_release(cfg.release, found) if found else None
+    except InvalidRequest as exc:  # a release declared by hand that is not one
+        mismatch = f"cannot compare releases: {exc.message}"
+    if mismatch:
+        builder.warnings.append(mismatch)
     stats = builder.stats.__dict__ | {"layer_members": layer.members, "layer_uncompressed": layer.uncompressed_bytes}
     return BackupMeta(
         timestamp=ts, kind=kind, base=base_ts, started=started.isoformat(timespec="milliseconds"),
