@@ -18,14 +18,14 @@ class LocalProcess:
     """The RemoteProcess interface over a local subprocess."""
 
     def __init__(self, command: str) -> None:
-        self.popen = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.popen = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self.stderr = bytearray()
         self.exit_status: int | None = None
         self._err = threading.Thread(target=lambda: self.stderr.extend(self.popen.stderr.read()), daemon=True)  # type: ignore[union-attr]
         self._err.start()
 
     def read(self) -> bytes:
-        return self.popen.stdout.read1(1 << 20)  # type: ignore[union-attr]
+        return self.popen.stdout.read(1 << 20)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
         try:

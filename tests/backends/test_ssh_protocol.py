@@ -61,7 +61,7 @@ def test_agent_root_is_one_argv_element() -> None:
     guest = SshGuest(runner, "/x'; touch /tmp/pwned; '")
     with pytest.raises(NotFound):
         list(guest.scan(Rules(), ScanReport()))
-    assert runner.argvs[0][3:] == ["scan", "/x'; touch /tmp/pwned; '"]
+    assert runner.argvs[0][3:] == ["serve", "/x'; touch /tmp/pwned; '"]
     assert shlex.split(runner.commands[0]) == runner.argvs[0]
     assert not os.path.exists("/tmp/pwned")
 
@@ -110,10 +110,14 @@ def test_read_many_streams_files_and_reports_changes(tree: Path) -> None:
     assert guest.digest(run_c) == __import__("hashlib").sha256((tree / "analysis" / "run.C").read_bytes()).digest()
 
 
-def test_history_and_argv_recorded(tree: Path) -> None:
+def test_one_agent_serves_history_environment_and_release(tree: Path) -> None:
     runner = RecordingRunner()
     guest = SshGuest(runner, str(tree))
     assert guest.history() is None
     (tree / ".bash_history").write_bytes(b"ls\n$(rm -rf ~)\n")
     assert guest.history() == b"ls\n$(rm -rf ~)\n"
-    assert runner.argvs[-1] == agent_argv("history", str(tree))
+    env = guest.environment().decode()
+    assert f"\nHOME={os.environ['HOME']}\n" in "\n" + env and env.endswith("\n")
+    assert guest.release() is not None  # a Linux host: at least its distro
+    assert runner.argvs == [agent_argv("serve", str(tree))], "one session served every request"
+    guest.close()

@@ -6,11 +6,13 @@ run on the oldest python3 a CernVM guest has (3.6: no walrus, no ``X | Y``).
 Tests run it locally as a subprocess. ROOT ('' = home, '~/x' = below home)
 arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
 
-- ``scan``: walk ROOT with lstat, depth first, siblings in byte order, and
-  stream one binary record per entry (rules are applied by the caller).
-- ``read``/``digest``: for each (path, size, mtime) request on stdin, check
-  the file still matches, then stream its bytes / its sha256.
-- ``history``: the shell history file below ROOT, if any.
+- ``serve``: answer requests read from stdin, one after another (starting a
+  session costs the guest's shell start-up, so one session serves a backup):
+  ``S`` walk ROOT with lstat, depth first, siblings in byte order, streaming
+  one binary record per entry (rules are applied by the caller); ``R``/``H``
+  for each (path, size, mtime) check the file still matches, then stream its
+  bytes / its sha256; ``Y`` the shell history; ``V`` the login environment;
+  ``P`` run a release probe script.
 - ``restore``: apply a stream of operations below ROOT with the same rules as
   the local restore: directory fds, O_NOFOLLOW, O_EXCL, one validated name
   component at a time, never through a symlink.
@@ -33,6 +35,7 @@ META = struct.Struct("<IIIqI")  # mode uid gid mtime_ns namelen
 FILE = struct.Struct("<IIIqQQI")  # mode uid gid mtime_ns size link_group namelen
 LINK = struct.Struct("<IIqII")  # uid gid mtime_ns namelen targetlen
 HARD = struct.Struct("<QI")  # link_group namelen
+ENV_COMMAND = 'printf "\\000vmlfs-env-begin\\000"; exec env -0'
 NO_META = 0xFFFFFFFF  # mode of a 'D' operation for a parent directory restored without its metadata
 CHUNK = 1 << 20
 EXIT = {"notfound": 3, "exists": 4, "unsafe": 5}
@@ -359,9 +362,50 @@ def history(root, out):
         except OSError:
             continue
         with os.fdopen(fd, "rb") as f:
-            out.write(b"Y" + f.read())
+            blob(out, b"Y", f.read())
         return
     out.write(b"N")
+
+
+def blob(out, tag, data):
+    out.write(tag + struct.pack("<Q", len(data)) + data)
+
+
+def command_output(argv, stdin):
+    """stdout of a local command on the guest (a constant script of vmlfs; never user text)."""
+    import subprocess
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return proc.communicate(stdin)[0]
+
+
+def login_shell():
+    import pwd
+    return os.environ.get("SHELL") or pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+
+
+def serve(root, inp, out):
+    """Answer requests one after another until stdin ends, so one SSH session serves a whole backup."""
+    existing_dir(root)
+    out.write(b"A")  # ready: the root exists
+    out.flush()
+    while True:
+        op = inp.read(1)
+        if not op:
+            return
+        if op == b"S":
+            Scanner(root, out).run()
+        elif op in (b"R", b"H"):
+            send_files(root, inp, out, op == b"H")
+        elif op == b"Y":
+            history(root, out)
+        elif op == b"V":  # the login environment: profile output before the marker is dropped by the caller
+            blob(out, b"V", command_output([login_shell(), "-l", "-c", ENV_COMMAND], b""))
+        elif op == b"P":  # a probe script of vmlfs (vmlfs/cernvm/detect.py), run with sh -s
+            (size,) = struct.unpack("<I", read_exact(inp, 4))
+            blob(out, b"P", command_output(["sh", "-s"], read_exact(inp, size)))
+        else:
+            raise Fail("usage", "unknown request %r" % op)
+        out.flush()
 
 
 def main(argv):
@@ -371,16 +415,10 @@ def main(argv):
     try:
         if mode == "restore":
             restore(root, inp, out, "--overwrite" in argv[2:])
+        elif mode == "serve":
+            serve(root, inp, out)
         else:
-            existing_dir(root)
-            if mode == "scan":
-                Scanner(root, out).run()
-            elif mode in ("read", "digest"):
-                send_files(root, inp, out, mode == "digest")
-            elif mode == "history":
-                history(root, out)
-            else:
-                raise Fail("usage", "unknown mode %r" % mode)
+            raise Fail("usage", "unknown mode %r" % mode)
         out.flush()
     except Fail as exc:
         out.flush()

@@ -1,7 +1,12 @@
 """A guest reached over SSH: the Guest protocol, with every bulk operation in one remote process.
 
-The scan is one round trip: :mod:`vmlfs.backends.ssh_agent` walks the tree
-on the guest and streams a binary record per entry; this side parses the
+Starting an SSH session runs the guest user's shell start-up files, which
+can take a good fraction of a second, so requests go to long-lived agents
+(:mod:`vmlfs.backends.ssh_agent` in ``serve`` mode) kept in a small pool:
+the scan, the bulk reads that the engine interleaves with it, and an
+occasional digest each hold one agent, so a backup starts at most three
+sessions. The scan is one request: the agent walks the tree on the guest and
+streams a binary record per entry; this side parses the
 stream and applies the entry's Rules (``pathspec`` semantics exactly, as the
 local guest does). An excluded directory's subtree is skipped here as it
 streams by: matching gitignore semantics remotely would need pathspec on the
@@ -15,6 +20,7 @@ and reads the answers as one framed stream; ``digest`` hashes on the guest.
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 from importlib import resources
 from typing import Iterable, Iterator, Sequence
 
@@ -29,10 +35,8 @@ ENTRY = struct.Struct("<cIIIIQqqQQII")
 NAME = struct.Struct("<cII")
 REQUEST = struct.Struct("<IQq")
 U32 = struct.Struct("<I")
-ENV_MARK = b"\0vmlfs-env-begin\0"
-# The login environment: the user's shell as a login shell, so profile scripts run; their own
-# output (motd, echo) comes before the marker and is dropped. A constant: nothing is interpolated.
-ENV_SCRIPT = "exec \"${SHELL:-/bin/sh}\" -l -c 'printf \"\\\\000vmlfs-env-begin\\\\000\"; exec env -0' </dev/null"
+U64 = struct.Struct("<Q")
+ENV_MARK = b"\0vmlfs-env-begin\0"  # printed by the login shell after its profile scripts' own output
 
 
 def agent_argv(mode: str, root: str, *flags: str) -> list[str]:
@@ -148,85 +152,116 @@ class _Body:
         self.error = None
 
 
+class _Agent:
+    """One running ``serve`` agent and the reader of its answers."""
+
+    def __init__(self, runner: Runner, root: str, what: str) -> None:
+        self.proc = runner.start(agent_argv("serve", root))
+        self.reader = StreamReader(self.proc)
+        try:
+            ready = self.reader.need(1) and self.reader.take(1) == b"A"
+            if not ready:
+                check_exit(self.proc, what)
+                raise GuestError(f"{what}: the guest agent did not start ({_stderr(self.proc)})")
+        except BaseException:
+            self.close()
+            raise
+
+    def blob(self, tag: bytes) -> bytes | None:
+        got = self.reader.take(1)
+        if got != tag:
+            return None
+        return self.reader.take(U64.unpack(self.reader.take(8))[0])
+
+    def close(self) -> None:
+        if self.proc.exit_status is None:
+            self.proc.close_stdin()
+            self.proc.terminate()
+
+
 class SshGuest:
     """A guest home on a machine reached by SSH; ``root`` is '' (home), '~/x' or an absolute path."""
 
     def __init__(self, runner: Runner, root: str, description: str | None = None) -> None:
         self.runner, self.root = runner, root
         self.description = description or runner.description
+        self._idle: list[_Agent] = []
         self._release: tuple[str | None] | None = None
 
-    def _start(self, mode: str, *flags: str) -> RemoteProcess:
-        return self.runner.start(agent_argv(mode, self.root, *flags))
+    @contextmanager
+    def _agent(self) -> Iterator[_Agent]:
+        """An idle agent (started if none is); returned to the pool only if its answer was read whole."""
+        agent = self._idle.pop() if self._idle else _Agent(self.runner, self.root, f"connecting to {self.description}")
+        try:
+            yield agent
+        except BaseException:
+            agent.close()
+            raise
+        self._idle.append(agent)
 
     def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
-        proc = self._start("scan")
-        proc.close_stdin()
-        r = StreamReader(proc)
+        with self._agent() as agent:
+            agent.proc.write(b"S")
+            yield from self._records(agent.reader, rules, report)
+
+    def _records(self, r: StreamReader, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
         users: dict[int, str] = {}
         groups: dict[int, str] = {}
         skip: bytes | None = None
         unpack, size = ENTRY.unpack_from, ENTRY.size
-        try:
-            while True:
-                if not r.need(1):
-                    check_exit(proc, f"scanning {self.description}")
-                    raise GuestError(f"scanning {self.description}: the listing ended early")
-                tag = r.buf[r.pos:r.pos + 1]
-                if tag in (b"f", b"d", b"l"):
-                    r.need(size)
-                    kind, mode, uid, gid, nlink, fsize, mtime, ctime, dev, ino, plen, tlen = unpack(r.buf, r.pos)
-                    r.pos += size
-                    path = r.take(plen)
-                    target = r.take(tlen) if kind == b"l" else None
-                    if skip is not None and path.startswith(skip):
-                        continue
-                    skip = None
-                    if rules.excluded(path, kind == b"d"):
-                        skip = path + b"/"
-                        continue
-                    yield ScanEntry(path, kind.decode(), mode, uid, gid, users.get(uid, ""), groups.get(gid, ""),
-                                    fsize, mtime, ctime, nlink, dev, ino, target)
-                elif tag in (b"U", b"G"):
-                    _, ident, nlen = NAME.unpack(r.take(NAME.size))
-                    (users if tag == b"U" else groups)[ident] = r.take(nlen).decode("utf-8", "surrogateescape")
-                elif tag in (b"S", b"R"):
-                    _, plen, mlen = NAME.unpack(r.take(NAME.size))
-                    path, message = r.take(plen), r.take(mlen).decode("utf-8", "replace")
-                    if skip is not None and path.startswith(skip):
-                        continue
-                    if tag == b"S":
-                        report.skipped_special += 1
-                    else:
-                        report.unreadable += 1
-                    report.warn(message)
-                elif tag == b"Z":
-                    r.pos += 1
-                    check_exit(proc, f"scanning {self.description}")
-                    return
+        while True:
+            if not r.need(1):
+                check_exit(r.proc, f"scanning {self.description}")
+                raise GuestError(f"scanning {self.description}: the listing ended early")
+            tag = r.buf[r.pos:r.pos + 1]
+            if tag in (b"f", b"d", b"l"):
+                r.need(size)
+                kind, mode, uid, gid, nlink, fsize, mtime, ctime, dev, ino, plen, tlen = unpack(r.buf, r.pos)
+                r.pos += size
+                path = r.take(plen)
+                target = r.take(tlen) if kind == b"l" else None
+                if skip is not None and path.startswith(skip):
+                    continue
+                skip = None
+                if rules.excluded(path, kind == b"d"):
+                    skip = path + b"/"
+                    continue
+                yield ScanEntry(path, kind.decode(), mode, uid, gid, users.get(uid, ""), groups.get(gid, ""),
+                                fsize, mtime, ctime, nlink, dev, ino, target)
+            elif tag in (b"U", b"G"):
+                _, ident, nlen = NAME.unpack(r.take(NAME.size))
+                (users if tag == b"U" else groups)[ident] = r.take(nlen).decode("utf-8", "surrogateescape")
+            elif tag in (b"S", b"R"):
+                _, plen, mlen = NAME.unpack(r.take(NAME.size))
+                path, message = r.take(plen), r.take(mlen).decode("utf-8", "replace")
+                if skip is not None and path.startswith(skip):
+                    continue
+                if tag == b"S":
+                    report.skipped_special += 1
                 else:
-                    raise GuestError(f"scanning {self.description}: unexpected record {tag!r} from the guest")
-        finally:
-            if proc.exit_status is None:
-                proc.terminate()
+                    report.unreadable += 1
+                report.warn(message)
+            elif tag == b"Z":
+                r.pos += 1
+                return
+            else:
+                raise GuestError(f"scanning {self.description}: unexpected record {tag!r} from the guest")
 
-    def _request(self, mode: str, entries: Sequence[ScanEntry]) -> RemoteProcess:
-        proc = self._start(mode)
-        parts = [U32.pack(len(entries))]
+    @staticmethod
+    def _request(agent: _Agent, op: bytes, entries: Sequence[ScanEntry]) -> None:
+        parts = [op, U32.pack(len(entries))]
         for e in entries:
             parts.append(REQUEST.pack(len(e.path), e.size, e.mtime_ns) + e.path)
-        proc.write(b"".join(parts))
-        proc.close_stdin()
-        return proc
+        agent.proc.write(b"".join(parts))
 
     def read_many(self, entries: Iterable[ScanEntry]) -> Iterator[tuple[ScanEntry, Iterator[bytes]]]:
         batch = list(entries)
         if not batch:
             return
-        proc = self._request("read", batch)
-        r = StreamReader(proc)
-        body: _Body | None = None
-        try:
+        with self._agent() as agent:
+            self._request(agent, b"R", batch)
+            r = agent.reader
+            body: _Body | None = None
             for entry in batch:
                 if body is not None:
                     body.close()
@@ -235,53 +270,42 @@ class SshGuest:
                 yield entry, body
             if body is not None:
                 body.close()
-            if r.need(1):
-                raise GuestError(f"reading from {self.description}: unexpected data after the last file")
-            check_exit(proc, f"reading files from {self.description}")
-        finally:
-            if proc.exit_status is None:
-                proc.terminate()
 
     def digest(self, entry: ScanEntry) -> bytes:
-        proc = self._request("digest", [entry])
-        r = StreamReader(proc)
-        tag = r.take(1)
-        if tag == b"X":
-            message = r.message()
-            check_exit(proc, f"hashing on {self.description}")
-            raise FileChanged(f"{entry.path.decode('utf-8', 'replace')}: {message}")
-        digest = r.take(32)
-        check_exit(proc, f"hashing on {self.description}")
-        return digest
-
-    def _output(self, argv: list[str], stdin: bytes = b"", what: str = "") -> bytes:
-        proc = self.runner.start(argv)
-        if stdin:
-            proc.write(stdin)
-        proc.close_stdin()
-        chunks = []
-        while chunk := proc.read():
-            chunks.append(chunk)
-        check_exit(proc, what)
-        return b"".join(chunks)
+        with self._agent() as agent:
+            self._request(agent, b"H", [entry])
+            tag = agent.reader.take(1)
+            if tag == b"X":
+                message = agent.reader.message()
+                raise FileChanged(f"{entry.path.decode('utf-8', 'replace')}: {message}")
+            return agent.reader.take(32)
 
     def environment(self) -> bytes:
-        out = self._output(["sh", "-c", ENV_SCRIPT], what=f"reading the login environment on {self.description}")
+        with self._agent() as agent:
+            agent.proc.write(b"V")
+            out = agent.blob(b"V") or b""
         if ENV_MARK not in out:
             raise GuestError(f"the login shell on {self.description} printed no environment")
         variables = [v for v in out.split(ENV_MARK, 1)[1].split(b"\0") if b"=" in v]
         return b"".join(v + b"\n" for v in sorted(variables))
 
     def history(self) -> bytes | None:
-        out = self._output(agent_argv("history", self.root), what=f"reading the shell history on {self.description}")
-        return out[1:] if out[:1] == b"Y" else None
+        with self._agent() as agent:
+            agent.proc.write(b"Y")
+            return agent.blob(b"Y")
 
     def release(self) -> str | None:
         """The guest's release from :data:`vmlfs.cernvm.detect.PROBE_SCRIPT`, asked once."""
         if self._release is None:
-            out = self._output(["sh", "-s"], PROBE_SCRIPT.encode(), f"detecting the release of {self.description}")
+            script = PROBE_SCRIPT.encode()
+            with self._agent() as agent:
+                agent.proc.write(b"P" + U32.pack(len(script)) + script)
+                out = agent.blob(b"P") or b""
             self._release = (detect_release(parse_probe_output(out.decode("utf-8", "replace"))),)
         return self._release[0]
 
     def close(self) -> None:
+        for agent in self._idle:
+            agent.close()
+        self._idle.clear()
         self.runner.close()

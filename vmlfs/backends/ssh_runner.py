@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import re
 import shlex
@@ -35,6 +36,9 @@ LOW_WATER = 2 << 20
 CONNECT_TIMEOUT = 20.0
 # All secure; AES-GCM first because AES-NI makes it several times faster than chacha20 here.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr", "aes128-ctr")
+
+if not logging.getLogger().isEnabledFor(logging.DEBUG):
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO lines are per channel; --debug shows them
 
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
