@@ -12,10 +12,12 @@ from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context, resolve_backup, split_ref
 from vmlfs.cli.progress import BackupProgress, byte_bar
+from vmlfs.cli.vm import libvirt_options
+from vmlfs.cernvm.detect import check_release
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.restore import restore_tree
 from vmlfs.engine.verify import verify_store
-from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected
+from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected, InvalidRequest
 
 
 @cli.command()
@@ -25,18 +27,35 @@ from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected
 @click.option("--env-file", type=click.Path(dir_okay=False, exists=True), help="Local guest: take env.txt from this file.")
 @click.option("--accept-new-host-key", is_flag=True, help="SSH guest: trust an unknown host key and add it to known_hosts (a changed key is always refused).")
 @click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True, help="SSH guest: reconnect and start over this many times if the connection drops.")
+@click.option("--vm-snapshot", is_flag=True, help="Also take a libvirt snapshot (vmlfs-<TS>) of the entry's domain.")
+@click.option("--consistent", is_flag=True, help="Hold the entry's domain still during the backup: freeze its file systems through the guest agent, or pause it (local guests only).")
+@click.option("--strict-release", is_flag=True, help="Refuse if the guest's CernVM release differs from the entry's.")
+@libvirt_options
 @pass_context
 def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None,
-           accept_new_host_key: bool, retries: int) -> None:
+           accept_new_host_key: bool, retries: int, vm_snapshot: bool, consistent: bool, strict_release: bool,
+           libvirt_uri: str, insecure: bool) -> None:
     """Take a backup of entry NAME."""
     store = ctx.store()
     cfg = store.load_entry(name)
+    around = None
+    if vm_snapshot or consistent:
+        if not cfg.domain:
+            raise InvalidRequest(f"entry {name!r} names no libvirt domain", hint=f"vmlfs entry add {name} --domain DOMAIN ...")
+        from vmlfs.hypervisor import backup_hook
+
+        # A paused guest cannot answer SSH: SSH guests are frozen through the guest agent or not at all.
+        method = "freeze" if cfg.guest.startswith("ssh://") else "auto"
+        around = backup_hook(libvirt_uri, cfg.domain, insecure=insecure, snapshot=vm_snapshot,
+                             consistency=method if consistent else None, description=f"vmlfs backup of entry {name}")
     for attempt in range(retries + 1):
         progress = BackupProgress(ctx.show_progress)
         guest = None
         try:
             guest = open_guest(cfg, env_file=env_file, accept_new_host_key=accept_new_host_key)
-            meta = run_backup(store, cfg, guest, kind=kind, checksum=checksum, progress=progress)
+            if strict_release:
+                check_release(cfg.release, guest.release(), strict=True)
+            meta = run_backup(store, cfg, guest, kind=kind, checksum=checksum, progress=progress, around=around)
             break
         except ConnectionFailed as exc:
             if isinstance(exc, HostKeyRejected) or attempt == retries:
@@ -56,7 +75,25 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
             + (f" on {meta.base}" if meta.base else "")
             + f", {s['files']} files ({humanize.size(s['bytes'])}), packed {s['packed_files']} ({humanize.size(s['packed_bytes'])}),"
             f" stored {humanize.size(meta.layer['size'])} in {humanize.duration(meta.duration_s)}"
+            + (f", VM snapshot {meta.vm_snapshot}" if meta.vm_snapshot else "")
         )
+
+
+def release_check(recorded: str | None, url: str, strict: bool, accept_new_host_key: bool) -> None:
+    """Compare a backup's release with the SSH guest's before restoring: warn, or refuse when ``strict``."""
+    if not recorded:
+        return
+    from vmlfs.backends.ssh_guest import SshGuest
+    from vmlfs.backends.ssh_runner import SshConnection, SshOptions, parse_ssh_url
+
+    target = parse_ssh_url(url)
+    guest = SshGuest(SshConnection(target, SshOptions(accept_new_host_key=accept_new_host_key)), "/", target.display)
+    try:
+        warning = check_release(recorded, guest.release(), strict=strict)
+    finally:
+        guest.close()
+    if warning:
+        click.echo(f"vmlfs: warning: {warning}", err=True)
 
 
 @cli.command("list")
@@ -72,6 +109,7 @@ def list_backups(ctx: Context, name: str) -> None:
         click.echo(
             f"{m.timestamp}  {m.kind:<12} {m.base or '-':<16} {m.stats['files']:>8} files"
             f"  {humanize.size(m.layer['size']):>10}  {humanize.duration(m.duration_s):>9}"
+            + (f"  vm:{m.vm_snapshot}" if m.vm_snapshot else "")
         )
 
 
@@ -102,8 +140,10 @@ def ls(ctx: Context, ref: str, path: str) -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
 @click.option("--accept-new-host-key", is_flag=True, help="TARGET over SSH: trust an unknown host key (a changed key is always refused).")
+@click.option("--strict-release", is_flag=True, help="TARGET over SSH: refuse if the guest's CernVM release differs from the backup's.")
 @pass_context
-def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool, accept_new_host_key: bool) -> None:
+def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool, accept_new_host_key: bool,
+            strict_release: bool) -> None:
     """Restore a backup (or PATHS inside it) into the directory TARGET (or ssh://[user@]host[:port]/path)."""
     store = ctx.store()
     name, ts = resolve_backup(store, ref)
@@ -112,6 +152,8 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
     open_layer = lambda layer_ts: store.open_layer(name, layer_ts)  # noqa: E731
     try:
         if target.startswith("ssh://"):
+            recorded = store.meta(name, ts).release
+            release_check(recorded, target, strict_release, accept_new_host_key)
             report = restore_to_ssh(manifest, open_layer, target, [os.fsencode(p) for p in paths],
                                     overwrite=overwrite, on_bytes=bar.update, accept_new_host_key=accept_new_host_key)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vmlfs import names
+from vmlfs.cernvm.detect import parse_release
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
 from vmlfs.engine.model import EntryConfig
@@ -23,11 +24,27 @@ def entry() -> None:
 @click.option("--release", help="The CernVM release the guest runs.")
 @click.option("--domain", help="The libvirt domain that runs the guest.")
 @click.option("--env-file", type=click.Path(dir_okay=False), help="For a local guest: take env.txt from this file.")
+@click.option("--vm-memory", type=click.IntRange(64, 1 << 20), metavar="MIB", help="Provisioning: memory of the domain [2048].")
+@click.option("--vm-cpus", type=click.IntRange(1, 256), metavar="N", help="Provisioning: virtual CPUs [1].")
+@click.option("--vm-network", type=click.Choice(["nat", "user", "none"]), help="Provisioning: libvirt network 'default' (nat), QEMU user networking, or none [nat].")
+@click.option("--vm-ssh", metavar="HOST:PORT", help="Provisioning: where the new guest's sshd answers (e.g. a port forward) [from libvirt's DHCP leases, port 22].")
 @pass_context
 def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: tuple[str, ...],
-        release: str | None, domain: str | None, env_file: str | None) -> None:
+        release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
+        vm_network: str | None, vm_ssh: str | None) -> None:
     """Add entry NAME backing up GUEST."""
-    cfg = EntryConfig(names.entry_name(name), guest, list(include), list(exclude), release, domain, env_file)
+    if release is not None:
+        parse_release(release)
+    if domain is not None:
+        from vmlfs.hypervisor.domain_xml import domain_name
+
+        domain_name(domain)  # it names the disk directory when provisioning
+    vm = {k: v for k, v in (("memory", vm_memory), ("cpus", vm_cpus), ("network", vm_network), ("ssh", vm_ssh)) if v is not None}
+    if vm_ssh is not None:
+        from vmlfs.cernvm.provision import ssh_endpoint
+
+        ssh_endpoint(vm_ssh)
+    cfg = EntryConfig(names.entry_name(name), guest, list(include), list(exclude), release, domain, env_file, vm)
     ctx.store().add_entry(cfg)
     click.echo(f"added entry {name} ({guest})")
 

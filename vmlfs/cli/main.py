@@ -30,6 +30,7 @@ COMMAND_MODULES = {
     "mount": "mount", "umount": "mount",
     "vm": "vm",
     "cernvm": "cernvm",
+    "provision": "provision",
 }
 
 

@@ -22,6 +22,9 @@ from vmlfs.backends.factory import open_guest
 from vmlfs.backends.local_store import LocalStore, default_store_path
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
+from vmlfs.cli.vm import libvirt_options
+from vmlfs.hypervisor import check_uri
+from vmlfs.hypervisor.session import MountVm
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
@@ -101,15 +104,18 @@ def _daemon_mount(state: MountState, path: str, allow_other: bool, log_file: str
 @click.option("--cache-size", type=click.IntRange(1, 1 << 16), default=64, show_default=True, metavar="MIB",
               help="Memory for decompressed frames (LRU).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Append the mount's log here (background mode logs nowhere otherwise).")
+@libvirt_options
 @pass_context
 def mount(ctx: Context, mountpoint: str, store_path: str | None, foreground: bool, options: tuple[str, ...],
-          cache_size: int, log_file: str | None) -> None:
+          cache_size: int, log_file: str | None, libvirt_uri: str, insecure: bool) -> None:
     """Mount every backup of the store, read-only, at MOUNTPOINT; control/ files take backups."""
     allow_other = parse_options(options)
     store = LocalStore(store_path or ctx.store_path or default_store_path(), create=False,
                        cache=FrameCache(cache_size << 20))
     path = check_mountpoint(mountpoint, store.root)
-    state = MountState(store, Jobs(store, open_guest))
+    check_uri(libvirt_uri, insecure=insecure)  # refused now, not at the first vm/ access
+    # libvirt is reached lazily: a mount without libvirtd works, only vm/ and provisioning answer EIO.
+    state = MountState(store, Jobs(store, open_guest, MountVm(libvirt_uri, insecure, store)))
     if foreground:
         from vmlfs.fs.fuse_adapter import serve
 

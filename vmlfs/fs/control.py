@@ -16,6 +16,13 @@ Protocol (docs/mount.md):
   shows in ``control/status``, because errors of work that continues after
   ``close`` would otherwise go nowhere.
 
+The same machinery runs the hypervisor jobs (``control/vm-snapshot``: touch
+only; ``/control/provision``: one ``NAME``, ``NAME@TS`` or release word):
+each is a :class:`Job` with a ``work`` callable, one at a time per entry
+(provisioning under the mount-wide key :data:`PROVISION`), with its progress
+and outcome in ``status``. libvirt is reached only through the
+:class:`VmPort` the mount was given, so this module imports none of it.
+
 Pure: no pyfuse3 or trio. :meth:`Jobs.run` blocks and is meant for a worker
 thread; everything else is quick and thread-safe.
 """
@@ -27,18 +34,32 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Protocol
 
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import Guest
+from vmlfs import names
 from vmlfs.engine.model import KINDS, EntryConfig
-from vmlfs.errors import Busy, InvalidRequest, VmlfsError
+from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64
 _ALLOWED = frozenset(b"abcdefghijklmnopqrstuvwxyz \t\r\n")
+_TARGET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@ \t\r\n")
+PROVISION = "/provision"  # the job key of provisioning: no entry name contains '/'
+
+
+class VmPort(Protocol):
+    """What the mount needs from the hypervisor (implemented by vmlfs.hypervisor.session.MountVm)."""
+
+    def snapshot_names(self, domain: str) -> list[str]: ...
+    def snapshot_xml(self, domain: str, name: str) -> bytes: ...
+    def snapshot_tree(self, domain: str) -> bytes: ...
+    def take_snapshot(self, domain: str, description: str) -> str: ...
+    def provision(self, request: str, report: Callable[[str], None]) -> str: ...
+    def close(self) -> None: ...
 
 
 def _refuse(data: bytes, why: str) -> InvalidRequest:
@@ -78,6 +99,24 @@ def check_partial(data: bytes) -> None:
         raise _refuse(data, "unknown word")
 
 
+def parse_target(data: bytes, *, partial: bool = False) -> str:
+    """A ``/control/provision`` request: one word ``NAME``, ``NAME@TS`` or a release, checked as names are."""
+    shown = data[:MAX_REQUEST].decode("ascii", "backslashreplace")
+    if len(data) > MAX_REQUEST or not set(data) <= _TARGET or len(data.split()) > 1:
+        raise InvalidRequest(f"refused provision request {shown!r}: write one word, NAME, NAME@TIMESTAMP or a CernVM release")
+    word = data.strip().decode()
+    if partial:
+        return word
+    name, at, ts = word.partition("@")
+    try:
+        names.entry_name(name)
+        if at and ts != "latest" and not (ts and names.TIMESTAMP.fullmatch(ts + "20000101T000000Z"[len(ts):])):
+            raise InvalidRequest(f"{ts!r} is not a timestamp or a prefix of one")
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"refused provision request {shown!r}: {exc.message}") from None
+    return word
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -92,6 +131,13 @@ class Job:
     scanned_entries: int = 0
     files: int = 0
     bytes: int = 0
+    action: str = "backup"
+    work: Callable[["Job"], str] | None = None
+    """Runs a non-backup job (blocking) and returns its result line."""
+    step: str = ""
+
+    def report(self, step: str) -> None:
+        self.step = step
 
     def scanned(self, count: int) -> None:
         self.scanned_entries = count
@@ -111,9 +157,10 @@ class _State:
 class Jobs:
     """Backups run through control files, one per entry, and what happened to them."""
 
-    def __init__(self, store: LocalStore, open_guest: Callable[[EntryConfig], Guest]) -> None:
+    def __init__(self, store: LocalStore, open_guest: Callable[[EntryConfig], Guest], vm: VmPort | None = None) -> None:
         self.store = store
         self.open_guest = open_guest
+        self.vm = vm
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
         self._mount_error: str | None = None
@@ -169,9 +216,62 @@ class Jobs:
         self.record_error(entry, exc)
         raise exc
 
+    def start_task(self, key: str, action: str, work: Callable[[Job], str], *, probe_lock: bool = True) -> Job:
+        """Reserve ``key`` (an entry, or :data:`PROVISION`) for a job that runs ``work``."""
+        if probe_lock:
+            self.check_idle(key)
+        with self._lock:
+            state = self._state(key)
+            if state.running is None:
+                state.running = job = Job(key, None, action=action, work=work)
+                return job
+            exc = Busy(f"{state.running.action} of {key!r} is already running")
+        self.record_error(key, exc)
+        raise exc
+
+    def port(self, key: str | None) -> VmPort:
+        """The hypervisor, or NotFound recorded in status when the mount has none."""
+        if self.vm is None:
+            exc = NotFound("this mount has no libvirt connection", hint="mount with --libvirt-uri")
+            self.record_error(key, exc)
+            raise exc
+        return self.vm
+
+    def domain(self, entry: str) -> str:
+        """The libvirt domain ``entry`` names; InvalidRequest (recorded) when it names none."""
+        domain = self.store.load_entry(entry).domain
+        if not domain:
+            exc = InvalidRequest(f"entry {entry!r} names no libvirt domain", hint="vmlfs entry add ... --domain NAME")
+            self.record_error(entry, exc)
+            raise exc
+        return domain
+
+    def start_vm_snapshot(self, entry: str) -> Job:
+        """A libvirt snapshot of ``entry``'s domain, as a job (touch ``control/vm-snapshot``)."""
+        vm, domain = self.port(entry), self.domain(entry)
+
+        def work(job: Job) -> str:
+            job.report(f"snapshotting domain {domain}")
+            name = vm.take_snapshot(domain, f"taken through a vmlfs mount (entry {entry})")
+            return f"VM snapshot {name} of domain {domain}"
+
+        return self.start_task(entry, "vm-snapshot", work, probe_lock=False)
+
+    def start_provision(self, request: str) -> Job:
+        """Provision ``request`` (``NAME``, ``NAME@TS`` or a release), one at a time per mount."""
+        vm = self.port(PROVISION)
+        return self.start_task(PROVISION, f"provisioning {request}", lambda job: vm.provision(request, job.report),
+                               probe_lock=False)
+
     def run(self, job: Job) -> None:
-        """Take the backup (blocking); the outcome goes to status, never to the caller."""
+        """Take the backup or run the job's work (blocking); the outcome goes to status, never to the caller."""
         try:
+            if job.work is not None:
+                result = f"{_now()} {job.work(job)}"
+                log.info("control: %s: %s", job.entry, result)
+                with self._lock:
+                    self._state(job.entry).last_result = result
+                return
             cfg = self.store.load_entry(job.entry)
             guest = self.open_guest(cfg)
             try:
@@ -185,10 +285,10 @@ class Jobs:
             with self._lock:
                 self._state(job.entry).last_result = result
         except VmlfsError as exc:
-            log.warning("control: backup of %s failed: %s", job.entry, exc)
+            log.warning("control: %s of %s failed: %s", job.action, job.entry, exc)
             self.record_error(job.entry, exc)
         except Exception as exc:  # noqa: BLE001  (a bug must not leave the entry marked running)
-            log.exception("control: backup of %s crashed", job.entry)
+            log.exception("control: %s of %s crashed", job.action, job.entry)
             self.record_error(job.entry, VmlfsError(f"internal error: {exc!r}"))
         finally:
             with self._lock:
@@ -211,9 +311,12 @@ class Jobs:
         with self._lock:
             state = self._state(entry)
             job, result, error = state.running, state.last_result, state.last_error
-        lines = [f"entry: {entry}"]
+        lines = ["provisioning:" if entry == PROVISION else f"entry: {entry}"]
         if job is None:
             lines.append("running: none")
+        elif job.work is not None:
+            lines.append(f"running: {job.action} for {self._ago(job)}")
+            lines.append(f"progress: {job.step or 'starting'}")
         else:
             lines.append(f"running: {job.kind or 'default'} backup for {self._ago(job)}")
             lines.append(f"progress: {job.scanned_entries} entries scanned, {job.files} files, {job.bytes} bytes packed")

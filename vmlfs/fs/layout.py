@@ -2,12 +2,13 @@
 
 ::
 
-    /control/{snapshot,status}                  mount-wide control (default entry)
+    /control/{provision,snapshot,status}        mount-wide control (default entry, provisioning)
     /entries/<entry>/<ts>/home/...              the backed-up home (archive nodes)
     /entries/<entry>/<ts>/{env.txt,history.txt} files of the backup directory
     /entries/<entry>/<ts>/info.json             kind, base, release, times, counts, sizes
     /entries/<entry>/latest -> <ts>             the newest backup
-    /entries/<entry>/control/{snapshot,status}  per-entry control
+    /entries/<entry>/control/{snapshot,status,vm-snapshot}  per-entry control
+    /entries/<entry>/vm/{<snapshot>.xml,tree}   the libvirt snapshots of the entry's domain (if it names one)
 
 Each function returns the children of one kind of directory as
 :class:`Slot` values (name, kind, argument) in name order; :mod:`vmlfs.fs.nodes`
@@ -24,7 +25,7 @@ from datetime import datetime
 from vmlfs.engine.model import BackupMeta
 
 ENTRIES, CONTROL, LATEST, HOME, INFO = "entries", "control", "latest", "home", "info.json"
-SNAPSHOT, STATUS = "snapshot", "status"
+SNAPSHOT, STATUS, VM_SNAPSHOT, PROVISION, VM, TREE = "snapshot", "status", "vm-snapshot", "provision", "vm", "tree"
 BACKUP_FILES = ("env.txt", "history.txt")  # copied from the backup directory when the backup has them
 
 
@@ -45,10 +46,12 @@ def entries_layout(entry_names: list[str]) -> list[Slot]:
     return [Slot(name, "entry", name) for name in sorted(entry_names)]
 
 
-def entry_layout(timestamps: list[str]) -> list[Slot]:
-    """Backups by timestamp, then ``control`` and ``latest`` (only once a backup exists)."""
+def entry_layout(timestamps: list[str], has_domain: bool = False) -> list[Slot]:
+    """Backups by timestamp, ``control``, ``latest`` (once a backup exists) and ``vm`` (if it names a domain)."""
     stamps = sorted(timestamps)
     slots = [Slot(ts, "backup", ts) for ts in stamps] + [Slot(CONTROL, "control")]
+    if has_domain:
+        slots.append(Slot(VM, "vm"))
     if stamps:
         slots.append(Slot(LATEST, "latest", stamps[-1]))
     return sorted(slots, key=lambda s: s.name)
@@ -60,8 +63,17 @@ def backup_layout(meta: BackupMeta) -> list[Slot]:
     return sorted(slots, key=lambda s: s.name)
 
 
-def control_layout() -> list[Slot]:
-    return [Slot(SNAPSHOT, "snapshot"), Slot(STATUS, "status")]
+def control_layout(per_entry: bool = True) -> list[Slot]:
+    """``snapshot`` and ``status``; per entry also ``vm-snapshot``, mount-wide ``provision``."""
+    extra = Slot(VM_SNAPSHOT, "vm-snapshot") if per_entry else Slot(PROVISION, "provision")
+    return sorted([Slot(SNAPSHOT, "snapshot"), Slot(STATUS, "status"), extra], key=lambda s: s.name)
+
+
+def vm_layout(snapshot_names: list[str]) -> list[Slot]:
+    """``<snapshot>.xml`` per snapshot whose name is a safe file name (others are left out), and ``tree``."""
+    safe = [n for n in snapshot_names
+            if n.isprintable() and "/" not in n and not n.startswith(".") and len(n.encode()) <= 250]
+    return sorted([Slot(f"{n}.xml", "snapshot", n) for n in safe] + [Slot(TREE, "tree")], key=lambda s: s.name)
 
 
 def latest(timestamps: list[str]) -> str | None:

@@ -161,13 +161,18 @@ class EntryDir(VirtualDir):
         self.entry = entry
 
     def slots(self) -> list[Slot]:
-        return layout.entry_layout(self.state.timestamps(self.entry))
+        stamps = self.state.timestamps(self.entry)
+        return layout.entry_layout(stamps, has_domain=bool(self.state.store.load_entry(self.entry).domain))
 
     def child(self, slot: Slot) -> FsNode:
         if slot.kind == "backup":
             return BackupDir(self.state, self.entry, slot.name)
         if slot.kind == "latest":
             return LatestLink(self.state, self.entry, slot.arg or "")
+        if slot.kind == "vm":
+            from vmlfs.fs.vm import VmDir
+
+            return VmDir(self.state, self.entry)
         return ControlDir(self.state, self.entry)
 
 
@@ -246,11 +251,17 @@ class ControlDir(VirtualDir):
         self.entry = entry
 
     def slots(self) -> list[Slot]:
-        return layout.control_layout()
+        return layout.control_layout(per_entry=self.entry is not None)
 
     def child(self, slot: Slot) -> FsNode:
+        from vmlfs.fs.vm import ProvisionFile, VmSnapshotFile
+
         if slot.kind == "snapshot":
             return SnapshotFile(self.state, self.entry)
+        if slot.kind == "vm-snapshot":
+            return VmSnapshotFile(self.state, self.entry)
+        if slot.kind == "provision":
+            return ProvisionFile(self.state, None)
         return StatusFile(self.state, self.entry)
 
 
@@ -280,50 +291,71 @@ class StatusFile(FsNode):
 SNAPSHOT_HELP = b"touch this file to take a backup, or write one word into it: full, incremental or differential\n"
 
 
-class SnapshotFile(FsNode):
-    """Writable by the mounting user or root only; starts backups (see vmlfs.fs.control)."""
+class ControlFile(FsNode):
+    """A writable control file: the mounting user or root only; requests start jobs (vmlfs.fs.control).
+
+    Subclasses say what a request is: ``check`` (every write, on the text so
+    far) and ``start`` (at flush with the whole text, or at ``touch`` with None).
+    """
+
+    help = SNAPSHOT_HELP
+    kind = "snapshot"
 
     def __init__(self, state: "MountState", entry: str | None) -> None:
         self.state, self.entry = state, entry
-        self.ino = state.table.number(("snapshot", entry))
+        self.ino = state.table.number((self.kind, entry))
 
     def attrs(self) -> Attrs:
-        return self.state.attrs(self.ino, stat.S_IFREG | 0o644, len(SNAPSHOT_HELP), self.state.mounted_ns, NEVER)
+        return self.state.attrs(self.ino, stat.S_IFREG | 0o644, len(self.help), self.state.mounted_ns, NEVER)
 
     def open_read(self) -> FsNode:
-        return _Frozen(SNAPSHOT_HELP)
+        return _Frozen(self.help)
+
+    def key(self) -> str:
+        """The job key this file acts on: its entry (for /control, the default entry)."""
+        return self.state.jobs.resolve(self.entry)
 
     def _allowed(self, uid: int) -> str:
         if uid not in (0, self.state.owner_uid):
             exc = PermissionDenied(f"uid {uid} may not write control files (only uid {self.state.owner_uid} or root)")
             self.state.jobs.record_error(self.entry, exc)
             raise exc
-        return self.state.jobs.resolve(self.entry)
+        return self.key()
+
+    def check(self, data: bytes) -> None:
+        check_partial(data)
+
+    def start(self, key: str, data: bytes | None) -> Job:
+        return self.state.jobs.start(key, parse_request(data) if data is not None else None)
 
     def open_write(self, uid: int) -> "ControlHandle":
-        entry = self._allowed(uid)
-        self.state.jobs.check_idle(entry)
-        return ControlHandle(self.state, entry)
+        key = self._allowed(uid)
+        self.state.jobs.check_idle(key)
+        return ControlHandle(self, key)
 
     def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Job | None:
-        """``touch`` (new times) starts a backup of the default kind; O_TRUNC before a write is a no-op."""
+        """``touch`` (new times) starts the default request; O_TRUNC before a write is a no-op."""
         if other:
             raise ReadOnly("control files cannot change owner or mode")
-        entry = self._allowed(uid)
-        return self.state.jobs.start(entry, None) if times else None
+        key = self._allowed(uid)
+        return self.start(key, None) if times else None
+
+
+class SnapshotFile(ControlFile):
+    """``control/snapshot``: starts backups."""
 
 
 class ControlHandle:
-    """An open ``snapshot`` file: words are checked at each write, the job starts at flush (close)."""
+    """An open control file: the request is checked at each write and started at flush (close)."""
 
-    def __init__(self, state: "MountState", entry: str) -> None:
-        self.state, self.entry = state, entry
+    def __init__(self, file: ControlFile, key: str) -> None:
+        self.file, self.state, self.entry = file, file.state, key
         self.buffer = b""
         self.done = False
 
     def write(self, data: bytes) -> int:
         try:
-            check_partial(self.buffer + data)
+            self.file.check(self.buffer + data)
         except VmlfsError as exc:
             self.state.jobs.record_error(self.entry, exc)
             self.done = True
@@ -332,13 +364,12 @@ class ControlHandle:
         return len(data)
 
     def flush(self) -> Job | None:
-        """Start the requested backup once, at the first flush after a write."""
+        """Start the requested job once, at the first flush after a write."""
         if self.done or not self.buffer:
             return None
         self.done = True
         try:
-            kind = parse_request(self.buffer)
+            return self.file.start(self.entry, self.buffer)
         except VmlfsError as exc:
             self.state.jobs.record_error(self.entry, exc)
             raise
-        return self.state.jobs.start(self.entry, kind)

@@ -128,3 +128,5 @@ class MountState:
             data.close()
         for reader in layers:
             reader.close()
+        if self.jobs.vm is not None:
+            self.jobs.vm.close()

@@ -18,6 +18,7 @@ from vmlfs.hypervisor.connection import (
 )
 from vmlfs.hypervisor.domain_xml import build_domain_xml, detect_virt_type, parse_xml
 from vmlfs.hypervisor.snapshots import (
+    backup_hook,
     backup_point,
     consistent,
     create_snapshot,
@@ -33,6 +34,7 @@ __all__ = [
     "URI_ENV",
     "DomainInfo",
     "SnapshotInfo",
+    "backup_hook",
     "backup_point",
     "build_domain_xml",
     "check_uri",

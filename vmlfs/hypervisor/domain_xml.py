@@ -111,6 +111,7 @@ def build_domain_xml(
     vcpus: int = 1,
     disk_format: Literal["qcow2", "raw"] = "qcow2",
     cdrom: str | os.PathLike[str] | None = None,
+    config_drive: str | os.PathLike[str] | None = None,
     network: Literal["nat", "user", "none"] = "nat",
     network_name: str = "default",
     virt_type: Literal["kvm", "qemu"] | None = None,
@@ -121,7 +122,8 @@ def build_domain_xml(
     """Return the XML of a QEMU/KVM domain for a CernVM guest.
 
     ``disk`` is the root disk on virtio ``vda``; ``cdrom`` (the µCernVM ISO)
-    is attached read-only and booted first when given. ``network`` is
+    is attached read-only and booted first when given; ``config_drive`` (the
+    contextualization ISO) is a second read-only CD-ROM, never booted. ``network`` is
     ``nat`` (libvirt network ``network_name``, virbr0 by default), ``user``
     (QEMU user-mode, no host setup needed) or ``none``. ``virt_type`` None
     means :func:`detect_virt_type`. The serial console is a pty; ``vnc``
@@ -160,15 +162,15 @@ def build_domain_xml(
     _sub(root_disk, "driver", name="qemu", type=disk_format)
     _sub(root_disk, "source", file=_absolute(disk, "disk"))
     _sub(root_disk, "target", dev="vda", bus="virtio")
-    if cdrom is not None:
+    # i440fx ('pc') machines have IDE; q35 has SATA only.
+    ide = machine.startswith("pc") and "q35" not in machine
+    for slot, (image, what) in enumerate(((cdrom, "cdrom image"), (config_drive, "config drive"))):
+        if image is None:
+            continue
         iso = _sub(devices, "disk", type="file", device="cdrom")
         _sub(iso, "driver", name="qemu", type="raw")
-        _sub(iso, "source", file=_absolute(cdrom, "cdrom image"))
-        # i440fx ('pc') machines have IDE; q35 has SATA only.
-        if machine.startswith("pc") and "q35" not in machine:
-            _sub(iso, "target", dev="hdc", bus="ide")
-        else:
-            _sub(iso, "target", dev="sda", bus="sata")
+        _sub(iso, "source", file=_absolute(image, what))
+        _sub(iso, "target", dev=("hdc", "hdd")[slot] if ide else ("sda", "sdb")[slot], bus="ide" if ide else "sata")
         _sub(iso, "readonly")
     if network != "none":
         nic = _sub(devices, "interface", type="network" if network == "nat" else "user")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -20,7 +20,7 @@ from lxml import etree
 
 from vmlfs import names
 from vmlfs.errors import InvalidRequest, VmlfsError
-from vmlfs.hypervisor.connection import domain_state, libvirt_errors, translate
+from vmlfs.hypervisor.connection import domain_state, libvirt_errors, lookup_domain, open_connection, translate
 from vmlfs.hypervisor.domain_xml import parse_xml, to_text
 from vmlfs.hypervisor.tree import SnapshotInfo
 
@@ -260,3 +260,32 @@ def backup_point(
                 except VmlfsError as exc:
                     log.warning("backup failed and its VM snapshot %r could not be removed: %s", taken.name, exc)
             raise
+
+
+def backup_hook(
+    uri: str,
+    domain: str,
+    *,
+    insecure: bool = False,
+    snapshot: bool = False,
+    consistency: ConsistencyMethod | None = None,
+    description: str = "",
+) -> Callable[[str], AbstractContextManager[str | None]]:
+    """The ``around`` hook :func:`vmlfs.engine.backup.run_backup` calls with the backup's timestamp.
+
+    It connects to ``uri`` only once the timestamp is chosen (so the
+    connection lives no longer than the backup), wraps the backup in
+    :func:`backup_point` with a snapshot named ``vmlfs-<ts>`` when
+    ``snapshot``, and yields that name (or None) for ``meta.vm_snapshot``.
+    Kept here so the engine never imports libvirt.
+    """
+
+    @contextmanager
+    def around(ts: str) -> Iterator[str | None]:
+        with open_connection(uri, insecure=insecure) as conn:
+            dom = lookup_domain(conn, domain)
+            name = f"vmlfs-{ts}" if snapshot else None
+            with backup_point(dom, snapshot=name, consistency=consistency, description=description) as taken:
+                yield taken.name if taken is not None else None
+
+    return around

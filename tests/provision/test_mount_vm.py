@@ -1,0 +1,81 @@
+"""``entries/<e>/vm/`` and ``control/vm-snapshot`` through a real mount, on libvirt's test driver.
+
+The mount holds one libvirt connection for its life, so a snapshot taken
+through ``control/vm-snapshot`` is still there (in the test driver's
+per-connection state) when ``vm/`` is listed afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pytest
+
+from tests.fs.conftest import make_store, needs_fuse
+from tests.hypervisor.conftest import NODE_XML
+from vmlfs.backends.local_store import LocalStore
+from vmlfs.engine.model import EntryConfig
+
+
+def wait_status(path, text: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (status := path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return status
+
+
+@pytest.fixture
+def setup(tmp_path):
+    setup = make_store(tmp_path, big_mib=1)
+    store = LocalStore(setup.store_path)
+    store.add_entry(EntryConfig("vm1", str(setup.home), domain="cvm"))
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML)
+    return setup, f"test://{node}"
+
+
+@needs_fuse
+def test_vm_dir_and_vm_snapshot(setup, mount_factory) -> None:
+    s, uri = setup
+    mnt = mount_factory(s.store_path, "--libvirt-uri", uri)
+    vm = mnt.entry("vm1") / "vm"
+    assert "vm" not in os.listdir(mnt.entry("e1"))  # no domain, no vm/
+    assert sorted(os.listdir(vm)) == ["base.xml", "child.xml", "grandchild.xml", "sibling.xml", "tree"]
+    assert "<name>child</name>" in (vm / "child.xml").read_text()
+    assert (vm / "tree").read_text().startswith("base ")
+    with pytest.raises(OSError) as refused:
+        (vm / "tree").write_text("x")
+    assert refused.value.errno in (errno.EROFS, errno.EACCES)
+
+    control = mnt.entry("vm1") / "control"
+    assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-snapshot"]
+    os.utime(control / "vm-snapshot")
+    status = wait_status(control / "status", "last result: ")
+    assert "VM snapshot vmlfs-" in status and "of domain cvm" in status, status
+    made = status.split("VM snapshot ")[1].split()[0]
+    assert f"{made}.xml" in os.listdir(vm)
+    assert f"{made} *" in (vm / "tree").read_text()  # the new current snapshot
+
+    with pytest.raises(OSError) as bad:
+        (control / "vm-snapshot").write_text("now please\n")
+    assert bad.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as nodomain:
+        os.utime(mnt.entry("e1") / "control" / "vm-snapshot")
+    assert nodomain.value.errno == errno.EINVAL
+    assert "names no libvirt domain" in (mnt.entry("e1") / "control" / "status").read_text()
+
+
+@needs_fuse
+def test_unreachable_libvirtd_is_eio_on_vm_only(setup, mount_factory, tmp_path) -> None:
+    s, _ = setup
+    ts = s.backup()
+    mnt = mount_factory(s.store_path, "--libvirt-uri", f"qemu+unix:///system?socket={tmp_path}/no-such-socket")
+    with pytest.raises(OSError) as failed:
+        os.listdir(mnt.entry("vm1") / "vm")
+    assert failed.value.errno == errno.EIO
+    assert "cannot connect to libvirt" in (mnt.entry("vm1") / "control" / "status").read_text()
+    os.utime(mnt.entry("vm1") / "control" / "vm-snapshot")
+    assert "cannot connect to libvirt" in wait_status(mnt.entry("vm1") / "control" / "status", "ConnectionFailed")
+    assert (mnt.entry("e1") / ts / "home" / "src" / "main.py").read_text().startswith("print(")  # the rest works

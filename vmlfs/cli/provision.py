@@ -1,0 +1,32 @@
+"""``vmlfs provision``: a new libvirt domain on an entry's CernVM release, with its environment restored."""
+
+from __future__ import annotations
+
+import click
+
+from vmlfs.cernvm import provision as prov
+from vmlfs.cli.main import cli
+from vmlfs.cli.options import Context, pass_context
+from vmlfs.cli.vm import libvirt_options
+
+
+@cli.command()
+@click.argument("target", metavar="NAME[@TS]|RELEASE")
+@libvirt_options
+@click.option("--strict-release", is_flag=True, help="Refuse to restore when the guest's release differs from the backup's.")
+@click.option("--repo", metavar="URL", help="CernVM release repository [env VMLFS_CERNVM_REPO].")
+@click.option("--ssh-timeout", type=click.FloatRange(1, 3600), default=prov.SSH_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="How long to wait for the new guest's SSH.")
+@pass_context
+def provision(ctx: Context, target: str, libvirt_uri: str, insecure: bool, strict_release: bool, repo: str | None,
+              ssh_timeout: float) -> None:
+    """Fetch the entry's release, define and start a domain, wait for SSH, restore the backup into it.
+
+    TARGET is an entry (its newest backup), NAME@TS, or a bare CernVM release
+    (a fresh domain cernvm-RELEASE, nothing restored).
+    """
+    store = ctx.store()
+    say = (lambda line: None) if ctx.quiet else (lambda line: click.echo(f"vmlfs: {line}", err=True))
+    done = prov.provision(store, prov.plan(store, target), uri=libvirt_uri, insecure=insecure,
+                          strict_release=strict_release, repo=repo, ssh_timeout=ssh_timeout, report=say)
+    click.echo(f"{done.domain} {done.address}")

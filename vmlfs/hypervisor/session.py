@@ -1,0 +1,84 @@
+"""The mount's side of libvirt: one long-lived connection, and the calls its control files make.
+
+A mount lives for hours, libvirtd may restart under it, and libvirt's test
+driver keeps its state per connection: so the mount holds one connection,
+opened on first use and opened again after it broke, instead of one per
+request. Every method blocks and is called from the mount's worker threads;
+libvirt connections are thread-safe, the lock only guards (re)connecting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import libvirt
+
+from vmlfs.errors import ConnectionFailed
+from vmlfs.hypervisor.connection import connect, libvirt_errors, lookup_domain
+from vmlfs.hypervisor.snapshots import _lookup, create_snapshot, list_snapshots
+from vmlfs.hypervisor.tree import render_tree
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class MountVm:
+    """Implements :class:`vmlfs.fs.control.VmPort` over one libvirt connection."""
+
+    def __init__(self, uri: str, insecure: bool, store: Any, *, repo: str | None = None) -> None:
+        self.uri, self.insecure, self.store, self.repo = uri, insecure, store, repo
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None and not self._conn.isAlive():
+                log.info("libvirt connection to %s was lost; reconnecting", self.uri)
+                self._conn = None
+            if self._conn is None:
+                self._conn = connect(self.uri, insecure=self.insecure)
+            return self._conn
+
+    def _with_domain(self, domain: str, fn: Callable[[libvirt.virDomain], T]) -> T:
+        try:
+            return fn(lookup_domain(self.connection(), domain))
+        except ConnectionFailed:
+            with self._lock:
+                self._conn = None  # connect again next time
+            raise
+
+    def snapshot_names(self, domain: str) -> list[str]:
+        return [s.name for s in self._with_domain(domain, list_snapshots)]
+
+    def snapshot_xml(self, domain: str, name: str) -> bytes:
+        def xml(dom: libvirt.virDomain) -> bytes:
+            snap = _lookup(dom, name)
+            with libvirt_errors(f"reading snapshot {name!r} of domain {domain!r}"):
+                return snap.getXMLDesc(0).encode()
+        return self._with_domain(domain, xml)
+
+    def snapshot_tree(self, domain: str) -> bytes:
+        return render_tree(self._with_domain(domain, list_snapshots)).encode()
+
+    def take_snapshot(self, domain: str, description: str) -> str:
+        return self._with_domain(domain, lambda dom: create_snapshot(dom, None, description)).name
+
+    def provision(self, request: str, report: Callable[[str], None]) -> str:
+        from vmlfs.cernvm import provision as prov
+
+        done = prov.provision(self.store, prov.plan(self.store, request), uri=self.uri, insecure=self.insecure,
+                              repo=self.repo, report=report, connection=self.connection())
+        return f"provisioned {request}: domain {done.domain} at {done.address}" + (
+            f"; {done.report.files} files restored" if done.report else "") + (f"; warning: {done.warning}" if done.warning else "")
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError as exc:
+                log.debug("closing libvirt connection: %s", exc)
