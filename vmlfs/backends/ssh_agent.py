@@ -13,6 +13,7 @@ arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
   for each (path, size, mtime) check the file still matches, then stream its
   bytes / its sha256; ``Y`` the shell history; ``V`` the login environment;
   ``P`` run a release probe script.
+- ``lock``: hold an entry's flock (ROOT is the lock file) until stdin ends.
 - ``restore``: apply a stream of operations below ROOT with the same rules as
   the local restore: directory fds, O_NOFOLLOW, O_EXCL, one validated name
   component at a time, never through a symlink.
@@ -408,6 +409,27 @@ def serve(root, inp, out):
         out.flush()
 
 
+def hold_lock(path, inp, out):
+    """flock ``path`` as vmlfs/backends/lock.py does, answer b'L' (held) or b'B' + holder, and keep it
+    until stdin ends: when the SSH connection dies, so does this process, and the kernel frees the lock."""
+    import fcntl
+    import socket
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        holder = os.pread(fd, 200, 0)
+        out.write(b"B" + struct.pack("<I", len(holder)) + holder)
+        return
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, ("%d %s\n" % (os.getpid(), socket.gethostname())).encode(), 0)
+    out.write(b"L")
+    out.flush()
+    while inp.read(65536):
+        pass
+    os.ftruncate(fd, 0)
+
+
 def main(argv):
     mode, root = argv[0], resolve_root(os.fsencode(argv[1]))
     inp = sys.stdin.buffer
@@ -415,6 +437,8 @@ def main(argv):
     try:
         if mode == "restore":
             restore(root, inp, out, "--overwrite" in argv[2:])
+        elif mode == "lock":
+            hold_lock(root, inp, out)
         elif mode == "serve":
             serve(root, inp, out)
         else:

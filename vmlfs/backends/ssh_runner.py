@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import hashlib
 import logging
 import os
 import re
@@ -217,10 +219,105 @@ class SshConnection:
     def start(self, argv: Sequence[str]) -> "RemoteProcess":
         return RemoteProcess(self, remote_command(argv))
 
+    def sftp(self) -> "Sftp":
+        return Sftp(self)
+
     def close(self) -> None:
         conn = self._conn
         if conn is not None:
             self._loop.soon(conn.close)
+
+
+class Sftp:
+    """Synchronous SFTP calls; errors become OSError (FileNotFoundError, FileExistsError) or ConnectionLost."""
+
+    def __init__(self, conn: SshConnection) -> None:
+        self._conn, self._loop = conn, conn._loop
+        self._client = self._call(conn._conn.start_sftp_client())
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self._loop.call(self._mapped(coro))
+
+    async def _mapped(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await coro
+        except asyncssh.SFTPNoSuchFile as exc:
+            raise FileNotFoundError(errno.ENOENT, exc.reason) from None
+        except asyncssh.SFTPFileAlreadyExists as exc:
+            raise FileExistsError(errno.EEXIST, exc.reason) from None
+        except asyncssh.SFTPError as exc:
+            raise OSError(errno.EIO, f"{exc.reason} (SFTP)") from None
+        except (asyncssh.Error, ConnectionError) as exc:
+            raise ConnectionLost(f"SSH connection to {self._conn.description} lost: {getattr(exc, 'reason', exc)}") from None
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(n for n in self._call(self._client.listdir(path)) if n not in (".", ".."))
+
+    def read(self, path: str) -> bytes:
+        return self._call(self._read(path, 0, -1))
+
+    def read_at(self, path: str, offset: int, size: int) -> bytes:
+        return self._call(self._read(path, offset, size))
+
+    async def _read(self, path: str, offset: int, size: int) -> bytes:
+        async with self._client.open(path, "rb") as f:
+            return await f.read(size, offset)
+
+    def write(self, path: str, data: bytes) -> None:
+        """Write a whole file and fsync it (OpenSSH's fsync extension)."""
+        self._call(self._write(path, data))
+
+    async def _write(self, path: str, data: bytes) -> None:
+        async with self._client.open(path, "wb") as f:
+            await f.write(data)
+            await f.fsync()
+
+    def put(self, local: str, remote: str) -> None:
+        """Upload a file with pipelined requests, then fsync it."""
+        self._call(self._put(local, remote))
+
+    async def _put(self, local: str, remote: str) -> None:
+        await self._client.put(local, remote, max_requests=16)
+        async with self._client.open(remote, "ab") as f:
+            await f.fsync()
+
+    def get(self, remote: str, local: str) -> None:
+        """Download a file with pipelined requests."""
+        self._call(self._client.get(remote, local, max_requests=16))
+
+    def sha256(self, path: str) -> tuple[int, str]:
+        """(size, sha256 hex) of a remote file, streamed (the hashing runs on the SSH thread)."""
+        return self._call(self._sha256(path))
+
+    async def _sha256(self, path: str) -> tuple[int, str]:
+        h, size = hashlib.sha256(), 0
+        async with self._client.open(path, "rb", max_requests=16) as f:
+            while chunk := await f.read(4 << 20):
+                h.update(chunk)
+                size += len(chunk)
+        return size, h.hexdigest()
+
+    def size(self, path: str) -> int:
+        return self._call(self._client.stat(path)).size
+
+    def exists(self, path: str) -> bool:
+        return self._call(self._client.exists(path))
+
+    def mkdir(self, path: str) -> None:
+        self._call(self._client.mkdir(path))
+
+    def makedirs(self, path: str) -> None:
+        self._call(self._client.makedirs(path, exist_ok=True))
+
+    def rename(self, old: str, new: str) -> None:
+        """POSIX rename (replaces a file, fails onto a non-empty directory)."""
+        self._call(self._client.posix_rename(old, new))
+
+    def rmtree(self, path: str) -> None:
+        self._call(self._client.rmtree(path, ignore_errors=True))
+
+    def close(self) -> None:
+        self._loop.soon(self._client.exit)
 
 
 class _Session(asyncssh.SSHClientSession):

@@ -25,8 +25,13 @@ class Context:
 
     def store(self, *, create: bool = True) -> LocalStore:
         if self._store is None:
-            self._store = LocalStore(self.store_path or default_store_path(), create=create)
-        return self._store
+            if (self.store_path or "").startswith("ssh://"):
+                from vmlfs.backends.ssh_store import SshStore  # same methods as LocalStore; asyncssh only when used
+
+                self._store = SshStore(self.store_path, create=create)  # type: ignore[assignment]
+            else:
+                self._store = LocalStore(self.store_path or default_store_path(), create=create)
+        return self._store  # type: ignore[return-value]
 
 
 pass_context = click.make_pass_decorator(Context)

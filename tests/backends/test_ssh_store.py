@@ -1,0 +1,123 @@
+"""A store kept on another machine over SSH (a real sshd on 127.0.0.1): every command against it,
+manifests cached by content hash, layers read by range, the remote entry lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.backends.conftest import Sshd
+from tests.cli.test_backup_cycle import build_guest, change_guest
+from tests.conftest import Vmlfs, snapshot_copy, tree_listing
+from vmlfs.backends.ssh_store import SshStore
+from vmlfs.errors import Busy, NotFound
+
+pytestmark = pytest.mark.sshd
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    return tmp_path / "remote store; it's"
+
+
+@pytest.fixture
+def cli(vmlfs: Vmlfs, sshd: Sshd, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Vmlfs:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    vmlfs.env = sshd.env(vmlfs.env) | {"VMLFS_STORE": sshd.url(str(remote)), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    vmlfs.store = remote
+    return vmlfs
+
+
+def test_every_command_against_an_ssh_store(cli: Vmlfs, sshd: Sshd, remote: Path, tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    build_guest(guest)
+    cli.run("entry", "add", "e", "--guest", sshd.url(str(guest)))  # SSH guest into an SSH store
+    copies = []
+    for step, kind in enumerate(["full", "incremental", "differential"]):
+        if step:
+            change_guest(guest, step)
+        cli.run("backup", "e", "--kind", kind)
+        copies.append(snapshot_copy(guest, tmp_path / f"copy{step}"))
+    assert [line.split()[1] for line in cli.run("list", "e").stdout.decode().splitlines()] == ["full", "incremental", "differential"]
+    assert "run.C" in cli.run("ls", "e", "analysis").stdout.decode()
+    for step, ts in enumerate(cli.backups("e")):
+        cli.run("restore", f"e@{ts}", str(tmp_path / f"r{step}"))
+        assert tree_listing(tmp_path / f"r{step}") == tree_listing(copies[step])
+    assert "ok: 3 backups" in cli.run("verify").stdout.decode()
+    assert list((remote / "entries" / "e" / ".tmp").iterdir()) == []
+    assert (remote / "vmlfs-store.json").exists() and "e" in cli.run("entry", "list").stdout.decode()
+    cli.run("entry", "remove", "e", "--yes")
+    assert not (remote / "entries" / "e").exists()
+
+
+def test_damage_on_the_host_is_found_and_the_cache_never_serves_stale_data(cli: Vmlfs, sshd: Sshd, remote: Path, tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    (guest / "a.txt").write_text("first")
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("backup", "e")
+    ts = cli.backups("e")[0]
+    assert "a.txt" in cli.run("ls", "e").stdout.decode()
+    cached = list((tmp_path / "cache").rglob("*.sqlite"))
+    assert len(cached) == 1 and cached[0].name.startswith(f"{ts}-")
+    backup = remote / "entries" / "e" / "backups" / ts
+    manifest = backup / "manifest.sqlite"
+    data = bytearray(manifest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    manifest.write_bytes(bytes(data))
+    proc = cli.run("verify", check=False)
+    assert proc.returncode == 7 and b"manifest.sqlite differs" in proc.stdout
+    # A backup replaced on the host under the same name: new meta.json, new manifest hash, new cache key.
+    (guest / "b.txt").write_text("second")
+    cli.run("backup", "e")
+    newer = backup.parent / cli.backups("e")[1]
+    for name in ("manifest.sqlite", "meta.json", "layer.tar.zst", "env.txt"):
+        os.replace(newer / name, backup / name)
+    newer.rmdir()
+    (backup / "meta.json").write_text((backup / "meta.json").read_text().replace(newer.name, ts))
+    assert "b.txt" in cli.run("ls", f"e@{ts}").stdout.decode()
+
+
+def test_layers_are_read_by_range(sshd: Sshd, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Vmlfs) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    (guest / "big.bin").write_bytes(os.urandom(12 << 20))
+    (guest / "small.txt").write_text("needle")
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("backup", "e")
+    store = SshStore(sshd.url(str(remote)), create=False)
+    try:
+        ts = cli.backups("e")[0]
+        manifest = store.open_manifest("e", ts)
+        node = manifest.lookup(b"small.txt")
+        layer = store.open_layer("e", ts)
+        assert layer.read(node.data_offset, node.size) == b"needle"  # type: ignore[arg-type]
+        assert layer.frames_decompressed == 1, "one frame of a 12 MiB layer"
+        manifest.close()
+    finally:
+        store.close()
+
+
+def test_the_entry_lock_is_held_on_the_store_host(sshd: Sshd, remote: Path, cli: Vmlfs, tmp_path: Path) -> None:
+    cli.run("entry", "add", "e", "--guest", str(tmp_path))
+    first, second = SshStore(sshd.url(str(remote))), SshStore(sshd.url(str(remote)))
+    try:
+        with first.lock("e"):
+            with pytest.raises(Busy, match="locked by pid [0-9]+"):
+                second.lock("e").acquire()
+            proc = cli.run("backup", "e", check=False)
+            assert proc.returncode == 5 and b"locked by pid" in proc.stderr
+        with second.lock("e"):
+            pass
+    finally:
+        first.close()
+        second.close()
+    store = SshStore(sshd.url(str(remote)))
+    try:
+        with pytest.raises(NotFound, match="has no backup 20200101T000000Z"):
+            store.open_layer("e", "20200101T000000Z")
+    finally:
+        store.close()
