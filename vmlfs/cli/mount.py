@@ -21,8 +21,7 @@ from vmlfs.archive.seekable import FrameCache
 from vmlfs.backends.factory import open_guest
 from vmlfs.backends.local_store import LocalStore, default_store_path
 from vmlfs.cli.main import cli
-from vmlfs.cli.options import Context, pass_context
-from vmlfs.cli.vm import libvirt_options
+from vmlfs.cli.options import Context, libvirt_options, pass_context
 from vmlfs.hypervisor import check_uri
 from vmlfs.hypervisor.session import MountVm
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
 
 import click
 
@@ -58,3 +59,29 @@ def resolve_backup(store: LocalStore, ref: str) -> tuple[str, str]:
     if not matches:
         raise NotFound(f"entry {name!r} has no backup matching {ts!r}", hint=f"see 'vmlfs list {name}'")
     raise InvalidRequest(f"{ts!r} matches {len(matches)} backups of {name!r}: {', '.join(matches[:5])}", hint="give more digits")
+
+
+LIBVIRT_URI_ENV = "VMLFS_LIBVIRT_URI"
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def libvirt_options(func: F) -> F:
+    """``--libvirt-uri`` and ``--insecure``, shared by ``vm``, ``backup``, ``mount`` and ``provision``.
+
+    Defined here, not beside the libvirt code, so that commands which only
+    sometimes talk to libvirt do not import it at start-up.
+    """
+    func = click.option(
+        "--insecure",
+        is_flag=True,
+        help="Allow libvirt URIs without verification (no_verify=1, known_hosts_verify=ignore) or encryption (+tcp).",
+    )(func)
+    return click.option(
+        "--libvirt-uri",
+        envvar=LIBVIRT_URI_ENV,
+        default=DEFAULT_LIBVIRT_URI,
+        show_default=True,
+        metavar="URI",
+        help=f"libvirt connection URI, e.g. qemu:///system, xen:///system, esx://host, test:///default [env {LIBVIRT_URI_ENV}].",
+    )(func)

@@ -6,8 +6,7 @@ import click
 
 from vmlfs.cernvm import provision as prov
 from vmlfs.cli.main import cli
-from vmlfs.cli.options import Context, pass_context
-from vmlfs.cli.vm import libvirt_options
+from vmlfs.cli.options import Context, libvirt_options, pass_context
 
 
 @cli.command()

@@ -7,35 +7,14 @@ boundary in :mod:`vmlfs.cli.main`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 import libvirt
 
 from vmlfs import hypervisor
 from vmlfs.cli.main import cli
-
-F = TypeVar("F", bound=Callable[..., Any])
+from vmlfs.cli.options import libvirt_options
 
 _META_KEY = "vmlfs.libvirt"
-
-
-def libvirt_options(func: F) -> F:
-    """``--libvirt-uri`` and ``--insecure``, shared by ``vm`` and ``backup --vm-snapshot``."""
-    func = click.option(
-        "--insecure",
-        is_flag=True,
-        help="Allow libvirt URIs without verification (no_verify=1, known_hosts_verify=ignore) or encryption (+tcp).",
-    )(func)
-    return click.option(
-        "--libvirt-uri",
-        envvar=hypervisor.URI_ENV,
-        default=hypervisor.DEFAULT_URI,
-        show_default=True,
-        metavar="URI",
-        help=f"libvirt connection URI, e.g. qemu:///system, xen:///system, esx://host, test:///default [env {hypervisor.URI_ENV}].",
-    )(func)
 
 
 def _connection(ctx: click.Context) -> libvirt.virConnect:

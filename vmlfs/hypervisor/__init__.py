@@ -6,8 +6,6 @@ Every call blocks: from trio, run them through ``trio.to_thread.run_sync``.
 """
 
 from vmlfs.hypervisor.connection import (
-    DEFAULT_URI,
-    URI_ENV,
     DomainInfo,
     check_uri,
     connect,
@@ -30,8 +28,6 @@ from vmlfs.hypervisor.snapshots import (
 from vmlfs.hypervisor.tree import SnapshotInfo, render_tree
 
 __all__ = [
-    "DEFAULT_URI",
-    "URI_ENV",
     "DomainInfo",
     "SnapshotInfo",
     "backup_hook",

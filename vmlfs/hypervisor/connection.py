@@ -23,8 +23,6 @@ from vmlfs.errors import Busy, ConnectionFailed, HypervisorError, InvalidRequest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "qemu:///system"
-URI_ENV = "VMLFS_LIBVIRT_URI"
 
 _SCHEME = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9]+)?")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
@@ -128,7 +126,7 @@ def libvirt_errors(action: str) -> Iterator[None]:
         raise translate(exc, action) from exc
 
 
-def connect(uri: str = DEFAULT_URI, *, insecure: bool = False) -> libvirt.virConnect:
+def connect(uri: str, *, insecure: bool = False) -> libvirt.virConnect:
     """Open a libvirt connection to ``uri``; the caller closes it (or use :func:`open_connection`)."""
     check_uri(uri, insecure=insecure)
     libvirt.registerErrorHandler(_silence, None)
@@ -143,7 +141,7 @@ def connect(uri: str = DEFAULT_URI, *, insecure: bool = False) -> libvirt.virCon
 
 
 @contextmanager
-def open_connection(uri: str = DEFAULT_URI, *, insecure: bool = False) -> Iterator[libvirt.virConnect]:
+def open_connection(uri: str, *, insecure: bool = False) -> Iterator[libvirt.virConnect]:
     """:func:`connect`, closed on exit."""
     conn = connect(uri, insecure=insecure)
     try:
