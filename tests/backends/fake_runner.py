@@ -11,7 +11,7 @@ import subprocess
 import threading
 from typing import Sequence
 
-from vmlfs.backends.ssh_runner import remote_command
+from vmlfs.backends.ssh_url import remote_command
 
 
 class LocalProcess:

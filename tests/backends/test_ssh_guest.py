@@ -21,7 +21,8 @@ from tests.cli.test_backup_cycle import build_guest, change_guest
 from tests.conftest import Vmlfs, snapshot_copy, tree_listing
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.backends.ssh_guest import SshGuest
-from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions, parse_ssh_url
+from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
+from vmlfs.backends.ssh_url import parse_ssh_url
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.model import EntryConfig
 

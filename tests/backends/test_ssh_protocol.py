@@ -18,7 +18,7 @@ from tests.backends.fake_runner import RecordingRunner
 from tests.cli.test_backup_cycle import build_guest
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.ssh_guest import SshGuest, agent_argv
-from vmlfs.backends.ssh_runner import SshTarget, parse_ssh_url, remote_command
+from vmlfs.backends.ssh_url import SshTarget, parse_ssh_url, remote_command
 from vmlfs.engine.guest import FileChanged, ScanReport
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import InvalidRequest, NotFound

@@ -4,6 +4,7 @@ manifests cached by content hash, layers read by range, the remote entry lock.""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ import pytest
 from tests.backends.conftest import Sshd
 from tests.cli.test_backup_cycle import build_guest, change_guest
 from tests.conftest import Vmlfs, snapshot_copy, tree_listing
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.backends.ssh_runner import ConnectionLost
 from vmlfs.backends.ssh_store import SshStore
+from vmlfs.engine.backup import run_backup
 from vmlfs.errors import Busy, NotFound
 
 pytestmark = pytest.mark.sshd
@@ -121,3 +125,31 @@ def test_the_entry_lock_is_held_on_the_store_host(sshd: Sshd, remote: Path, cli:
             store.open_layer("e", "20200101T000000Z")
     finally:
         store.close()
+
+
+def test_store_connection_dropped_mid_backup_commits_nothing(sshd: Sshd, remote: Path, cli: Vmlfs, tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    for i in range(8):
+        (guest / f"f{i}").write_bytes(os.urandom(1 << 20))
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    store = SshStore(sshd.url(str(remote)))
+    cfg = store.load_entry("e")
+
+    class KillOnFirstFile:
+        killed = 0
+
+        def scanned(self, count: int) -> None:
+            pass
+
+        def packed(self, files: int, nbytes: int) -> None:
+            if not self.killed:
+                self.killed = sshd.drop_connections()
+                assert self.killed, "no sshd session to kill"
+
+    with pytest.raises(ConnectionLost):
+        run_backup(store, cfg, LocalGuest(guest), progress=KillOnFirstFile())
+    assert cli.backups("e") == [] and not list(Path(tempfile.gettempdir()).glob("vmlfs-e-*"))
+    cli.run("backup", "e")
+    assert len(cli.backups("e")) == 1 and list((remote / "entries" / "e" / ".tmp").iterdir()) == []
+    cli.run("verify")

@@ -17,7 +17,8 @@ def open_guest(cfg: EntryConfig, *, env_file: str | None = None, accept_new_host
     """Connect to the entry's guest; for SSH this checks the host key and authenticates now."""
     if cfg.guest.startswith("ssh://"):
         from vmlfs.backends.ssh_guest import SshGuest  # asyncssh is imported only when SSH is used
-        from vmlfs.backends.ssh_runner import SshConnection, SshOptions, parse_ssh_url
+        from vmlfs.backends.ssh_runner import SshConnection, SshOptions
+        from vmlfs.backends.ssh_url import parse_ssh_url
 
         target = parse_ssh_url(cfg.guest)
         conn = SshConnection(target, SshOptions(accept_new_host_key=accept_new_host_key))
@@ -31,7 +32,8 @@ def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReade
                    *, overwrite: bool, on_bytes: Callable[[int], None], accept_new_host_key: bool = False) -> RestoreReport:
     """Restore into ``ssh://[user@]host[:port]/path`` with the local restore's safety rules (ssh_restore.py)."""
     from vmlfs.backends.ssh_restore import restore_to_guest
-    from vmlfs.backends.ssh_runner import SshConnection, SshOptions, parse_ssh_url
+    from vmlfs.backends.ssh_runner import SshConnection, SshOptions
+    from vmlfs.backends.ssh_url import parse_ssh_url
 
     target = parse_ssh_url(url)
     conn = SshConnection(target, SshOptions(accept_new_host_key=accept_new_host_key))

@@ -7,8 +7,7 @@ module offers a synchronous facade over it: callers in any thread submit
 coroutines with ``asyncio.run_coroutine_threadsafe`` and block on the result.
 Nothing else in vmlfs imports asyncssh.
 
-Remote commands are argv lists joined with :func:`shlex.join` (the remote
-side runs them through the login shell, which must be POSIX-compatible); no
+Remote commands are argv lists quoted by :mod:`vmlfs.backends.ssh_url`; no
 caller ever builds shell text. Data flows through :class:`RemoteProcess`,
 whose stdout is filled by asyncssh callbacks into a bounded buffer (reading
 is paused above :data:`HIGH_WATER`), so a slow consumer never makes memory
@@ -23,15 +22,14 @@ import errno
 import hashlib
 import logging
 import os
-import re
-import shlex
 import threading
 from dataclasses import dataclass
 from typing import Any, Coroutine, Protocol, Sequence
 
 import asyncssh
 
-from vmlfs.errors import ConnectionFailed, HostKeyRejected, InvalidRequest, PermissionDenied
+from vmlfs.backends.ssh_url import SshTarget, remote_command
+from vmlfs.errors import ConnectionFailed, HostKeyRejected, PermissionDenied
 
 HIGH_WATER = 8 << 20  # buffered stdout bytes at which reading from the channel pauses
 LOW_WATER = 2 << 20
@@ -42,68 +40,8 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly130
 if not logging.getLogger().isEnabledFor(logging.DEBUG):
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO lines are per channel; --debug shows them
 
-_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]")
-_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-
-
 class ConnectionLost(ConnectionFailed):
     """An established SSH connection or channel dropped mid-transfer; a retry may succeed."""
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """Where an ``ssh://[user@]host[:port][/path]`` URL points; ``path`` '' means the remote home."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-    path: str = ""
-
-    @property
-    def display(self) -> str:
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        path = "/" + self.path if self.path.startswith("~") else self.path
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ssh://{user}{host}{port}{path}"
-
-
-def parse_ssh_url(url: str) -> SshTarget:
-    """Split an SSH URL, refusing hosts and users that could be read as options or shell text.
-
-    ``ssh://h`` and ``ssh://h/`` are the remote home, ``ssh://h/~/x`` is below
-    it, ``ssh://h/abs/path`` is absolute. The path may hold any character but
-    NUL; it is only ever passed as one argv element.
-    """
-    if not url.startswith("ssh://"):
-        raise InvalidRequest(f"not an SSH URL: {url!r}", hint="use ssh://[user@]host[:port]/path")
-    rest = url[len("ssh://"):]
-    authority, slash, path = rest.partition("/")
-    user, at, hostport = authority.rpartition("@")
-    if not at:
-        user = ""
-    port: int | None = None
-    host = hostport
-    m = re.fullmatch(r"(.*?)(?::([0-9]{1,5}))?", hostport)
-    if m and m.group(2) and not hostport.endswith("]"):
-        host, port = m.group(1), int(m.group(2))
-    if not _HOST.fullmatch(host or ""):
-        raise InvalidRequest(f"invalid SSH host {host!r} in {url!r}", hint="letters, digits, '.', '_' and '-', not starting with '-'")
-    if at and not _USER.fullmatch(user):
-        raise InvalidRequest(f"invalid SSH user {user!r} in {url!r}", hint="letters, digits, '.', '_' and '-', not starting with '-'")
-    if port is not None and not 0 < port < 65536:
-        raise InvalidRequest(f"invalid SSH port {port} in {url!r}")
-    if "\0" in path:
-        raise InvalidRequest(f"SSH path contains NUL: {url!r}")
-    path = "" if not path else ("/" + path if not path.startswith("~") else path)
-    return SshTarget(host.strip("[]"), user or None, port, path)
-
-
-def remote_command(argv: Sequence[str]) -> str:
-    """The command line for an argv: every element quoted, so the remote shell sees exactly argv."""
-    if not argv or any("\0" in a for a in argv):
-        raise InvalidRequest("a remote argv must be non-empty and free of NUL")
-    return shlex.join(argv)
 
 
 @dataclass(frozen=True)
@@ -147,8 +85,8 @@ class _LoopThread:
 class _HostKeyPolicy(asyncssh.SSHClient):
     """Decides on host keys known_hosts does not already trust: accept-new, or refuse and say why."""
 
-    def __init__(self, target: SshTarget, options: SshOptions) -> None:
-        self.target, self.options = target, options
+    def __init__(self, options: SshOptions) -> None:
+        self.options = options
         self.verdict: str | None = None
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
@@ -189,7 +127,7 @@ class SshConnection:
         self._conn: asyncssh.SSHClientConnection = self._loop.call(self._connect())
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
-        policy = _HostKeyPolicy(self.target, self.options)
+        policy = _HostKeyPolicy(self.options)
         path = self.options.known_hosts_path()
         kwargs: dict[str, Any] = {}
         if self.target.port:

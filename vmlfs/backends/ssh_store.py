@@ -37,7 +37,8 @@ from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader, decompress_frame, read_seek_table
 from vmlfs.backends.local_store import LAYER, MANIFEST, META, STORE_FILE, BackupRecord
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
-from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions, parse_ssh_url
+from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
+from vmlfs.backends.ssh_url import parse_ssh_url
 from vmlfs.engine.model import STORE_VERSION, BackupMeta, EntryConfig, check_version, dump_json, parse_json
 from vmlfs.errors import AlreadyExists, Busy, CorruptData, InvalidRequest, NotFound, StorageFull, VmlfsError
 
