@@ -51,6 +51,7 @@ def _small_tree(work: Path, files: int) -> Path:
 def run(work: Path, files: int = 20_000, big: int = 3, small_files: int = 100_000) -> list[str]:
     tree = dataset(work, files, big)
     small = _small_tree(work, small_files)
+    shutil.rmtree(work / "sshd", ignore_errors=True)  # fresh throw-away keys every run
     proc, sshd = start_sshd(work / "sshd")
     env = dict(os.environ, HOME=str(sshd.home), VMLFS_STORE=str(work / "ssh-store"))
     env.pop("SSH_AUTH_SOCK", None)
