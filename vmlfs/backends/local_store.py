@@ -244,7 +244,10 @@ class LocalStore:
 
     def new_work_dir(self, entry: str, ts: str) -> Path:
         work = self.entry_dir(entry) / ".tmp" / f"{names.timestamp(ts)}-{os.getpid()}"
-        work.mkdir(parents=True)
+        try:
+            work.mkdir(parents=True)
+        except OSError as exc:
+            raise StorageFull(f"cannot create {work}: {exc.strerror}") from exc
         return work
 
     def commit(self, entry: str, work: Path, ts: str) -> None:

@@ -357,7 +357,7 @@ def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str |
                 meta = _build(store, cfg, guest, ts, kind, base_ts, base, work, progress, checksum, threads, started, t0)
                 meta.warnings[:0] = notes
                 meta.vm_snapshot = vm_snapshot
-                (work / META).write_bytes(meta.to_json())
+                _write(work / META, meta.to_json())
                 store.commit(cfg.name, work, ts)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
