@@ -82,7 +82,7 @@ class VmSettings:
 
 def ssh_endpoint(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT``) checked like an SSH URL's host and port."""
-    from vmlfs.backends.ssh_runner import parse_ssh_url
+    from vmlfs.backends.ssh_url import parse_ssh_url
 
     target = parse_ssh_url(f"ssh://{text}")
     if target.port is None or target.path or target.user:
@@ -196,7 +196,8 @@ def restore_into(store: LocalStore, entry: str, ts: str, url: str, *, recorded: 
     """
     from vmlfs.backends.ssh_guest import SshGuest
     from vmlfs.backends.ssh_restore import restore_to_guest
-    from vmlfs.backends.ssh_runner import SshConnection, SshOptions, parse_ssh_url
+    from vmlfs.backends.ssh_runner import SshConnection, SshOptions
+    from vmlfs.backends.ssh_url import parse_ssh_url
 
     target = parse_ssh_url(url)
     conn = SshConnection(target, SshOptions(accept_new_host_key=accept_new_host_key, known_hosts=known_hosts))
@@ -279,7 +280,7 @@ def provision(store: LocalStore, target: Target, *, uri: str, insecure: bool = F
         return Provisioned(target.domain, f"{host}:{port}", None, None)
     user, path = "root", "/root"
     if target.entry.guest.startswith("ssh://"):
-        from vmlfs.backends.ssh_runner import parse_ssh_url
+        from vmlfs.backends.ssh_url import parse_ssh_url
 
         old = parse_ssh_url(target.entry.guest)
         user, path = old.user or "root", old.path or "/root"

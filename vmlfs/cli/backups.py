@@ -83,7 +83,8 @@ def release_check(recorded: str | None, url: str, strict: bool, accept_new_host_
     if not recorded:
         return
     from vmlfs.backends.ssh_guest import SshGuest
-    from vmlfs.backends.ssh_runner import SshConnection, SshOptions, parse_ssh_url
+    from vmlfs.backends.ssh_runner import SshConnection, SshOptions
+    from vmlfs.backends.ssh_url import parse_ssh_url
 
     target = parse_ssh_url(url)
     guest = SshGuest(SshConnection(target, SshOptions(accept_new_host_key=accept_new_host_key)), "/", target.display)
