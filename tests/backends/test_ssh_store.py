@@ -4,7 +4,10 @@ manifests cached by content hash, layers read by range, the remote entry lock.""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -152,4 +155,49 @@ def test_store_connection_dropped_mid_backup_commits_nothing(sshd: Sshd, remote:
     assert cli.backups("e") == [] and not list(Path(tempfile.gettempdir()).glob("vmlfs-e-*"))
     cli.run("backup", "e")
     assert len(cli.backups("e")) == 1 and list((remote / "entries" / "e" / ".tmp").iterdir()) == []
+    cli.run("verify")
+
+
+@pytest.mark.fuse
+def test_an_ssh_store_mounted_and_read_with_cp_a(cli: Vmlfs, sshd: Sshd, remote: Path, tmp_path: Path) -> None:
+    if not (os.path.exists("/dev/fuse") and shutil.which("fusermount3")):
+        pytest.skip("needs /dev/fuse and fusermount3")
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    build_guest(guest)
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("backup", "e")
+    copy = snapshot_copy(guest, tmp_path / "copy")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cli.run("mount", str(mnt))  # in the background: the store connection is opened after the fork
+    try:
+        ts = cli.backups("e")[0]
+        home = mnt / "entries" / "e" / ts / "home"
+        subprocess.run(["cp", "-a", str(home), str(tmp_path / "out")], check=True)
+        assert tree_listing(tmp_path / "out") == tree_listing(copy)
+        assert os.readlink(mnt / "entries" / "e" / "latest") == ts
+        (guest / "new-after-mount.txt").write_text("appears without remounting")
+        cli.run("backup", "e")
+        newest = cli.backups("e")[-1]
+        assert (mnt / "entries" / "e" / newest / "home" / "new-after-mount.txt").read_text() == "appears without remounting"
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+
+
+def test_retries_reopen_a_dropped_store_connection(sshd: Sshd, remote: Path, cli: Vmlfs, tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    for i in range(40):
+        (guest / f"f{i}").write_bytes(os.urandom(1 << 20))
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    proc = cli.popen("backup", "e", "--retries", "3")
+    for _ in range(200):  # kill the sessions once the backup is under way
+        if (remote / "entries" / "e" / ".lock").exists() and sshd.drop_connections():
+            break
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert b"retrying (1/3)" in err, "the connection was dropped while the backup ran"
+    assert len(cli.backups("e")) == 1
     cli.run("verify")

@@ -1,12 +1,13 @@
-"""Turn an entry's ``guest`` string into a Guest: a local directory or an SSH URL."""
+"""Turn a guest or store location into a Guest or a Store: a local directory or an SSH URL."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from vmlfs.archive.manifest import Manifest
-from vmlfs.archive.seekable import SeekableReader
+from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.guest import Guest
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import RestoreReport
@@ -41,3 +42,12 @@ def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReade
         return restore_to_guest(manifest, open_layer, conn, target.path, paths, overwrite=overwrite, on_bytes=on_bytes)
     finally:
         conn.close()
+
+
+def open_store(location: str, *, create: bool = True, cache: FrameCache | None = None) -> LocalStore:
+    """The store at a directory or at ``ssh://[user@]host[:port]/path`` (SshStore has LocalStore's methods)."""
+    if location.startswith("ssh://"):
+        from vmlfs.backends.ssh_store import SshStore  # asyncssh is imported only when SSH is used
+
+        return SshStore(location, create=create, cache=cache)  # type: ignore[return-value]
+    return LocalStore(location, create=create, cache=cache)

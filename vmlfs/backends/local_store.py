@@ -164,6 +164,26 @@ class LocalStore:
 
     # backups -----------------------------------------------------------------
 
+    def timestamps(self, entry: str) -> list[str]:
+        """Committed backups of ``entry``, oldest first, by name only (no metadata read): for the mount."""
+        try:
+            found = os.listdir(self.entry_dir(entry) / "backups")
+        except FileNotFoundError:
+            raise NotFound(f"no entry {entry!r}") from None
+        except OSError as exc:
+            raise CorruptData(f"cannot list backups of {entry!r}: {exc.strerror}") from None
+        return sorted(ts for ts in found if names.TIMESTAMP.fullmatch(ts))
+
+    def check_alive(self) -> None:
+        """CorruptData if the store vanished or became unreadable (a mount answers EIO, not an empty tree)."""
+        try:
+            os.stat(self.root / STORE_FILE)
+        except OSError as exc:
+            raise CorruptData(f"the store {self.root} is gone or unreadable: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Nothing to release for a local store; SshStore closes its connection here."""
+
     def backup_dir(self, entry: str, ts: str) -> Path:
         return self.entry_dir(entry) / "backups" / names.timestamp(ts)
 

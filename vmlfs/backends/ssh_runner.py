@@ -81,6 +81,16 @@ class _LoopThread:
     def soon(self, fn: Any, *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 
+    @classmethod
+    def _forget_after_fork(cls) -> None:
+        """A forked child (the background mount) has no loop thread: it must start its own.
+        Connections made before the fork belong to the parent and are not used by the child."""
+        cls._instance = None
+        cls._guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_LoopThread._forget_after_fork)
+
 
 class _HostKeyPolicy(asyncssh.SSHClient):
     """Decides on host keys known_hosts does not already trust: accept-new, or refuse and say why."""

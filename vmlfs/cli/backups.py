@@ -25,7 +25,7 @@ from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected, Invalid
 @click.option("--checksum", is_flag=True, help="Re-read and hash every file instead of trusting size and times.")
 @click.option("--env-file", type=click.Path(dir_okay=False, exists=True), help="Local guest: take env.txt from this file.")
 @click.option("--accept-new-host-key", is_flag=True, help="SSH guest: trust an unknown host key and add it to known_hosts (a changed key is always refused).")
-@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True, help="SSH guest: reconnect and start over this many times if the connection drops.")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True, help="SSH guest or store: reconnect and start over this many times if a connection drops.")
 @click.option("--vm-snapshot", is_flag=True, help="Also take a libvirt snapshot (vmlfs-<TS>) of the entry's domain.")
 @click.option("--consistent", is_flag=True, help="Hold the entry's domain still during the backup: freeze its file systems through the guest agent, or pause it (local guests only).")
 @click.option("--strict-release", is_flag=True, help="Refuse if the guest's CernVM release differs from the entry's.")
@@ -61,6 +61,7 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
                 raise
             click.echo(f"vmlfs: {exc}; nothing was committed, retrying ({attempt + 1}/{retries})", err=True)
             time.sleep(min(2 ** attempt, 30))
+            store = ctx.reopen_store()  # the dropped connection may have been the store's
         finally:
             progress.close()
             if guest is not None:

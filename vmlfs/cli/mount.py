@@ -14,12 +14,12 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from vmlfs.archive.seekable import FrameCache
-from vmlfs.backends.factory import open_guest
-from vmlfs.backends.local_store import LocalStore, default_store_path
+from vmlfs.backends.factory import open_guest, open_store
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, libvirt_options, pass_context
 from vmlfs.hypervisor import check_uri
@@ -42,8 +42,8 @@ def parse_options(values: tuple[str, ...]) -> bool:
     return "allow_other" in chosen
 
 
-def check_mountpoint(mountpoint: str, store_root: Path) -> str:
-    """The mountpoint's real path if it is an empty directory that does not hold the store."""
+def check_mountpoint(mountpoint: str, store_root: Path | None) -> str:
+    """The mountpoint's real path if it is an empty directory that does not hold the (local) store."""
     path = os.path.realpath(mountpoint)
     try:
         empty = os.path.isdir(path) and not os.listdir(path)
@@ -51,6 +51,8 @@ def check_mountpoint(mountpoint: str, store_root: Path) -> str:
         empty = False
     if not empty:
         raise InvalidRequest(f"mountpoint {mountpoint} is not an empty directory")
+    if store_root is None:  # a store over SSH cannot live in this mount
+        return path
     store = os.path.realpath(store_root)
     if store == path or store.startswith(path.rstrip(os.sep) + os.sep):
         # The mount would serve its own store: every access would call back into itself.
@@ -58,8 +60,9 @@ def check_mountpoint(mountpoint: str, store_root: Path) -> str:
     return path
 
 
-def _daemon_mount(state: MountState, path: str, allow_other: bool, log_file: str | None) -> None:
-    """Fork; the child mounts and writes 'ok' (or the error) into a pipe the parent waits on."""
+def _daemon_mount(make_state: Callable[[], MountState], path: str, allow_other: bool, log_file: str | None) -> None:
+    """Fork; the child opens the store (an SSH connection cannot cross a fork), mounts, and
+    writes 'ok' (or the error) into a pipe the parent waits on."""
     from vmlfs.fs.fuse_adapter import serve
 
     reader, writer = os.pipe()
@@ -84,7 +87,7 @@ def _daemon_mount(state: MountState, path: str, allow_other: bool, log_file: str
 
     code = 0
     try:
-        serve(state, path, allow_other=allow_other, on_ready=ready)
+        serve(make_state(), path, allow_other=allow_other, on_ready=ready)
     except BaseException as exc:  # noqa: BLE001  (the parent must hear about any failure)
         log.error("mount failed: %s", exc)
         try:
@@ -109,23 +112,27 @@ def mount(ctx: Context, mountpoint: str, store_path: str | None, foreground: boo
           cache_size: int, log_file: str | None, libvirt_uri: str, insecure: bool) -> None:
     """Mount every backup of the store, read-only, at MOUNTPOINT; control/ files take backups."""
     allow_other = parse_options(options)
-    store = LocalStore(store_path or ctx.store_path or default_store_path(), create=False,
-                       cache=FrameCache(cache_size << 20))
-    path = check_mountpoint(mountpoint, store.root)
+    location = store_path or ctx.store_location
+    path = check_mountpoint(mountpoint, None if location.startswith("ssh://") else Path(location))
     check_uri(libvirt_uri, insecure=insecure)  # refused now, not at the first vm/ access
-    # libvirt is reached lazily: a mount without libvirtd works, only vm/ and provisioning answer EIO.
-    state = MountState(store, Jobs(store, open_guest, MountVm(libvirt_uri, insecure, store)))
+    open_store(location, create=False).close()  # missing, unreachable or newer stores: one line, before forking
+
+    def make_state() -> MountState:
+        store = open_store(location, create=False, cache=FrameCache(cache_size << 20))
+        # libvirt is reached lazily: a mount without libvirtd works, only vm/ and provisioning answer EIO.
+        return MountState(store, Jobs(store, open_guest, MountVm(libvirt_uri, insecure, store)))
+
     if foreground:
         from vmlfs.fs.fuse_adapter import serve
 
         if log_file:
             logging.getLogger().addHandler(logging.FileHandler(log_file))
         try:
-            serve(state, path, allow_other=allow_other)
+            serve(make_state(), path, allow_other=allow_other)
         except RuntimeError as exc:  # pyfuse3.init: no /dev/fuse, permission denied, ...
             raise VmlfsError(f"cannot mount {path}: {exc}") from None
         return
-    _daemon_mount(state, path, allow_other, log_file)
+    _daemon_mount(make_state, path, allow_other, log_file)
 
 
 def _is_vmlfs_mount(path: str) -> bool:

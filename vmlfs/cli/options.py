@@ -9,6 +9,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from vmlfs import names
+from vmlfs.backends.factory import open_store
 from vmlfs.backends.local_store import LocalStore, default_store_path
 from vmlfs.errors import InvalidRequest, NotFound
 
@@ -24,15 +25,21 @@ class Context:
     def show_progress(self) -> bool:
         return not self.quiet and sys.stderr.isatty()
 
+    @property
+    def store_location(self) -> str:
+        return self.store_path or default_store_path()
+
     def store(self, *, create: bool = True) -> LocalStore:
         if self._store is None:
-            if (self.store_path or "").startswith("ssh://"):
-                from vmlfs.backends.ssh_store import SshStore  # same methods as LocalStore; asyncssh only when used
+            self._store = open_store(self.store_location, create=create)
+        return self._store
 
-                self._store = SshStore(self.store_path, create=create)  # type: ignore[assignment]
-            else:
-                self._store = LocalStore(self.store_path or default_store_path(), create=create)
-        return self._store  # type: ignore[return-value]
+    def reopen_store(self) -> LocalStore:
+        """A fresh connection to the store (after an SSH store's connection dropped)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        return self.store()
 
 
 pass_context = click.make_pass_decorator(Context)

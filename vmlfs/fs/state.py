@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from vmlfs import names
 from vmlfs.archive.seekable import SeekableReader
-from vmlfs.backends.local_store import STORE_FILE, BackupRecord, LocalStore
-from vmlfs.errors import CorruptData, NotFound
+from vmlfs.backends.local_store import BackupRecord, LocalStore
 from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs
@@ -53,27 +51,14 @@ class MountState:
         """Attributes of a virtual node: owned by the mounting user."""
         return Attrs(ino, mode, 1, self.owner_uid, self.owner_gid, size, mtime_ns, mtime_ns, timeout)
 
-    def check_store(self) -> None:
-        """EIO, not an empty tree, when the store vanished or became unreadable under the mount."""
-        try:
-            os.stat(self.store.root / STORE_FILE)
-        except OSError as exc:
-            raise CorruptData(f"the store {self.store.root} is gone or unreadable: {exc.strerror}") from None
-
     def entry_names(self) -> list[str]:
-        self.check_store()
+        self.store.check_alive()
         return self.store.entry_names()
 
     def timestamps(self, entry: str) -> list[str]:
         """Committed backups of ``entry``, oldest first (directory names only: no metadata read)."""
-        self.check_store()
-        try:
-            found = os.listdir(self.store.entry_dir(entry) / "backups")
-        except FileNotFoundError:
-            raise NotFound(f"no entry {entry!r}") from None
-        except OSError as exc:
-            raise CorruptData(f"cannot list backups of {entry!r}: {exc.strerror}") from None
-        return sorted(ts for ts in found if names.TIMESTAMP.fullmatch(ts))
+        self.store.check_alive()
+        return sorted(self.store.timestamps(entry))
 
     def record(self, entry: str, ts: str) -> BackupRecord:
         """A backup's metadata (cached once read successfully) or why it cannot be read."""
@@ -128,5 +113,6 @@ class MountState:
             data.close()
         for reader in layers:
             reader.close()
+        self.store.close()
         if self.jobs.vm is not None:
             self.jobs.vm.close()
