@@ -30,6 +30,9 @@ def main() -> None:
     print("\n== mount: vmlfs vs ratarmount", flush=True)
     subprocess.run([sys.executable, str(HERE / "mount_bench.py"), "--work", str(work / "mount"), "--files", str(args.files)],
                    check=True)
+    print("\n== SSH: vmlfs over SSH vs ssh tar | zstd", flush=True)
+    subprocess.run([sys.executable, str(HERE / "ssh_bench.py"), "--work", str(work), "--files", str(args.files),
+                    "--big", str(args.big)], check=True)
 
 
 if __name__ == "__main__":
