@@ -266,24 +266,33 @@ class SeekableReader:
 
     def __init__(self, path: str | os.PathLike[str], *, cache: FrameCache | None = None, name: str = "") -> None:
         self.path = os.fspath(path)
-        self.name = name or self.path
+        name = name or self.path
+        try:
+            self._f = open(self.path, "rb")
+        except FileNotFoundError:
+            raise CorruptData(f"{name}: layer file is missing") from None
+        except OSError as exc:
+            raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
+        try:
+            table = read_seek_table(self._f, os.fstat(self._f.fileno()).st_size)
+        except CorruptData as exc:
+            self._f.close()
+            raise CorruptData(f"{name}: {exc}") from None
+        self._setup(self.path, name, cache, table)
+
+    def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable) -> None:
+        """State shared by every source of frames; ``key`` names the layer in the frame cache."""
+        self.path, self.name, self.table = key, name, table
         self._cache = cache if cache is not None else FrameCache()
         self._lock = threading.Lock()
         # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
         self._loading = [threading.Lock() for _ in range(16)]
         self.frames_decompressed = 0
         self._prefetching: set[int] = set()
-        try:
-            self._f = open(self.path, "rb")
-        except FileNotFoundError:
-            raise CorruptData(f"{self.name}: layer file is missing") from None
-        except OSError as exc:
-            raise CorruptData(f"{self.name}: cannot open layer: {exc.strerror}") from None
-        try:
-            self.table = read_seek_table(self._f, os.fstat(self._f.fileno()).st_size)
-        except CorruptData as exc:
-            self._f.close()
-            raise CorruptData(f"{self.name}: {exc}") from None
+
+    def _read_compressed(self, offset: int, length: int) -> bytes:
+        """Raw bytes of the layer file (a remote store reads them over SFTP instead)."""
+        return os.pread(self._f.fileno(), length, offset)
 
     def close(self) -> None:
         self._f.close()
@@ -312,7 +321,7 @@ class SeekableReader:
     def _load(self, key: tuple[object, int], index: int) -> bytes:
         t = self.table
         start, end = t.c_offsets[index], t.c_offsets[index + 1]
-        data = os.pread(self._f.fileno(), end - start, start)
+        data = self._read_compressed(start, end - start)
         if len(data) != end - start:
             raise CorruptData(f"{self.name}: frame {index} is truncated")
         frame = decompress_frame(data, t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")

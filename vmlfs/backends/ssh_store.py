@@ -29,12 +29,11 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest
-from vmlfs.archive.seekable import FrameCache, SeekableReader, decompress_frame, read_seek_table
+from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
 from vmlfs.backends.local_store import LAYER, MANIFEST, META, STORE_FILE, BackupRecord
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
@@ -55,14 +54,7 @@ class RemoteLayerReader(SeekableReader):
     """A SeekableReader whose frames come from SFTP range reads instead of a local file."""
 
     def __init__(self, store: "SshStore", path: str, sha256: str, *, name: str) -> None:
-        self.path = f"{store.description}/{path}#{sha256}"  # the frame-cache key: content-addressed
-        self.name = name
         self._remote, self._store = path, store
-        self._cache = store.frame_cache
-        self._lock = threading.Lock()
-        self._loading = [threading.Lock() for _ in range(16)]
-        self.frames_decompressed = 0
-        self._prefetching: set[int] = set()
         try:
             size = store.sftp.size(path)
             tail_len = min(size, 1 << 20)
@@ -72,24 +64,17 @@ class RemoteLayerReader(SeekableReader):
         except OSError as exc:
             raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
         try:
-            self.table = read_seek_table(_Tail(tail, size), size)
+            table = read_seek_table(_Tail(tail, size), size)
         except CorruptData as exc:
             raise CorruptData(f"{name}: {exc}") from None
+        # The frame-cache key is content-addressed: a replaced layer never meets stale frames.
+        self._setup(f"{store.description}/{path}#{sha256}", name, store.frame_cache, table)
+
+    def _read_compressed(self, offset: int, length: int) -> bytes:
+        return self._store.sftp.read_at(self._remote, offset, length)
 
     def close(self) -> None:
-        pass
-
-    def _load(self, key: tuple[object, int], index: int) -> bytes:
-        t = self.table
-        start, end = t.c_offsets[index], t.c_offsets[index + 1]
-        data = self._store.sftp.read_at(self._remote, start, end - start)
-        if len(data) != end - start:
-            raise CorruptData(f"{self.name}: frame {index} is truncated")
-        frame = decompress_frame(data, t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")
-        with self._lock:
-            self.frames_decompressed += 1
-        self._cache.put(key, frame)
-        return frame
+        """Nothing to close: reads go through the store's SFTP session."""
 
 
 class _Tail(io.RawIOBase):
