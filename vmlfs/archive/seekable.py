@@ -353,16 +353,20 @@ class SeekableReader:
             with self._lock:
                 self._prefetching.discard(index)
 
-    def read_cached(self, offset: int, length: int) -> bytes | None:
-        """The bytes if every frame covering them is already decompressed in the cache (no I/O), else None."""
+    def read_cached(self, offset: int, length: int) -> bytes | memoryview | None:
+        """The bytes if every frame covering them is already decompressed in the cache (no I/O), else None.
+
+        Within one frame the answer is a view of the cached frame, not a copy:
+        the FUSE adapter hands it straight to the kernel.
+        """
         t = self.table
         parts = []
         for i in t.frames_covering(offset, length):
             frame = self._cache.get((self.path, i))
             if frame is None:
                 return None
-            parts.append(frame[max(offset - t.d_offsets[i], 0):min(offset + length - t.d_offsets[i], len(frame))])
-        return b"".join(parts)
+            parts.append(memoryview(frame)[max(offset - t.d_offsets[i], 0):min(offset + length - t.d_offsets[i], len(frame))])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read(self, offset: int, length: int) -> bytes:
         """Return up to ``length`` bytes from uncompressed ``offset`` (short only at EOF)."""

@@ -129,9 +129,9 @@ READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a seq
 
 
 class ArchiveFile(ArchiveNode):
-    _window = (0, 0)  # file offsets whose following frames read-ahead already claimed (a hint; races are harmless)
+    _claimed_at = -FRAME_SIZE  # file offset of the last read-ahead claim (a hint; races are harmless)
 
-    def read_cached(self, offset: int, size: int) -> bytes | None:
+    def read_cached(self, offset: int, size: int) -> bytes | memoryview | None:
         r = self.row
         size = max(0, min(size, r.size - offset))
         reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
@@ -144,19 +144,18 @@ class ArchiveFile(ArchiveNode):
         """After a read ending at ``offset``: jobs that decompress the next frames of the layer
         ahead of the reader, so sequential reads overlap decompression (on both cores) with serving.
 
-        Claims are renewed only when the reader gets within one frame of what was already
-        claimed, so most 128 KiB requests cost one comparison here.
+        Claims are renewed once per frame the reader advances (keeping the window
+        ``READAHEAD_FRAMES`` ahead), so most 128 KiB requests cost one comparison here.
         """
         r = self.row
-        start, end = self._window
-        if start <= offset < end - FRAME_SIZE or offset >= r.size or r.layer is None or r.data_offset is None:
+        if self._claimed_at <= offset < self._claimed_at + FRAME_SIZE or offset >= r.size or r.layer is None or r.data_offset is None:
             return []
         reader = self.backup.state.open_layer(self.backup.entry, r.layer)
         if reader is None:
             return []
         frames = [i for i in reader.claim_frames_after(r.data_offset + offset - 1, READAHEAD_FRAMES)
                   if reader.table.d_offsets[i] < r.data_offset + r.size]
-        self._window = (offset, offset + READAHEAD_FRAMES * FRAME_SIZE)
+        self._claimed_at = offset
         return [partial(reader.prefetch, i) for i in frames]
 
     def read(self, offset: int, size: int) -> bytes:

@@ -261,10 +261,29 @@ async def _watch_signals() -> None:
             return
 
 
-async def _announce(mountpoint: str, on_ready: Callable[[], None]) -> None:
-    """Tell the caller the mount is live once it answers a stat through our own loop."""
-    await trio.to_thread.run_sync(os.stat, mountpoint)
-    on_ready()
+READ_AHEAD_KB = 1024
+
+
+def _raise_read_ahead(mountpoint: str) -> None:
+    """Let the kernel ask for 1 MiB per read instead of 128 KiB (the bdi default FUSE cannot exceed).
+
+    Fewer, larger requests roughly double cold sequential reads; decompression
+    works in 1 MiB frames anyway. Only root may write the mount's bdi setting
+    in sysfs; for others this is skipped and reads stay correct, just slower.
+    """
+    dev = os.stat(mountpoint).st_dev
+    try:
+        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
+            f.write(str(READ_AHEAD_KB))
+    except OSError as exc:
+        log.debug("read-ahead left at the kernel default: %s", exc)
+
+
+async def _announce(mountpoint: str, on_ready: Callable[[], None] | None) -> None:
+    """Once the mount answers a stat through our own loop: tune it, then tell the caller it is live."""
+    await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
+    if on_ready is not None:
+        on_ready()
 
 
 async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], None] | None) -> None:
@@ -272,8 +291,7 @@ async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], Non
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
         nursery.start_soon(_watch_signals)
-        if on_ready is not None:
-            nursery.start_soon(_announce, mountpoint, on_ready)
+        nursery.start_soon(_announce, mountpoint, on_ready)
         await pyfuse3.main()
         for job_entry in ops.state.jobs.active():
             log.warning("unmounted while backing up %s: that backup is abandoned (the next one cleans up)", job_entry)
