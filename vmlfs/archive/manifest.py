@@ -62,6 +62,9 @@ GROUP_INDEX = "CREATE INDEX nodes_by_group ON nodes (link_group) WHERE link_grou
 COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns, target, link_group, nlink, sha256, layer, data_offset"
 
 
+# Positions in a row (``COLUMNS`` order), for code that compares raw rows.
+(ID, PARENT, NAME, TYPE, MODE, UID, GID, UNAME, GNAME, SIZE, MTIME, CTIME, TARGET, LINK_GROUP, NLINK, SHA256, LAYER,
+ DATA_OFFSET) = range(18)
 _SET_COLUMNS = ", ".join(f"{c} = ?" for c in COLUMNS.split(", ")[1:])
 
 
@@ -305,6 +308,12 @@ class Manifest:
         return self._nodes(
             "WHERE parent = ? AND name > ? AND id != parent AND id != ? ORDER BY name LIMIT ?", (parent, after, ROOT_ID, limit)
         )
+
+    def children_rows(self, parent: int) -> list[tuple]:
+        """Raw, unvalidated rows of a directory's children, for the backup's diff only:
+        their names are only compared with names from the scan and never become paths,
+        and whatever the new manifest keeps of them is validated when it is read."""
+        return self._query(f"SELECT {COLUMNS} FROM nodes WHERE parent = ? AND id != parent AND id != ?", (parent, ROOT_ID))
 
     def lookup(self, path: bytes | tuple[bytes, ...]) -> Node:
         """The node at a relative path; symlinks are never followed."""

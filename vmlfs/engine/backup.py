@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
-from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, Manifest, ManifestWriter, Node
+from vmlfs.archive.manifest import (
+    CTIME, DIR, FILE, GID, GNAME, ID, LINK_GROUP, MODE, MTIME, NAME, SIZE, TARGET, TYPE, UID, UNAME, Manifest,
+    ManifestWriter, Node,
+)
 from vmlfs.backends.local_store import LAYER, MANIFEST, META, LocalStore
 from vmlfs.cernvm.detect import check_release
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
@@ -87,7 +90,7 @@ class _OpenDir:
 
     path: bytes
     id: int
-    base_children: dict[bytes, Node]
+    base_children: dict[bytes, tuple]  # name -> raw base row (see Manifest.children_rows)
 
 
 class _Builder:
@@ -128,7 +131,12 @@ class _Builder:
                 while stack[-1].path != parent_path:
                     self._close_dir(stack.pop())
                 parent_id = stack[-1].id
-                base_node = stack[-1].base_children.pop(name, None)
+                base_row = stack[-1].base_children.pop(name, None)
+                if base_row is not None and self._untouched(entry, base_row):
+                    if entry.type == DIR:
+                        stack.append(_OpenDir(entry.path, base_row[ID], self._base_children(base_row[ID])))
+                    continue
+                base_node = Node(*base_row) if base_row is not None else None
             if base_node is not None and base_node.type != entry.type:
                 self.manifest.delete_subtree(base_node.id)
                 base_node = None
@@ -143,8 +151,7 @@ class _Builder:
                 continue
             if entry.type == DIR:
                 self.stats.dirs += 1
-                kids = {k.name: k for k in self.base.children(base_node.id)} if base_node is not None else {}  # type: ignore[union-attr]
-                stack.append(_OpenDir(entry.path, node.id, kids))
+                stack.append(_OpenDir(entry.path, node.id, self._base_children(base_node.id) if base_node else {}))
             else:
                 self.stats.symlinks += 1
             if entry.path and not metadata_unchanged(entry, base_node):
@@ -159,10 +166,34 @@ class _Builder:
         self.stats.unreadable = report.unreadable
         self.warnings[:0] = report.warnings
 
+    def _base_children(self, base_id: int) -> dict[bytes, tuple]:
+        assert self.base is not None
+        return {row[NAME]: row for row in self.base.children_rows(base_id)}
+
+    def _untouched(self, entry: ScanEntry, row: tuple) -> bool:
+        """The fast path of a backup where little changed: the entry equals its base row in
+        everything the row records, so the row copied from the base stays as it is (no Node,
+        no write). Hardlinked files take the full path (their group is rebuilt)."""
+        if (row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET]) != (
+            entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target
+        ):
+            return False
+        if entry.type == FILE:
+            if self.checksum or entry.nlink > 1 or row[LINK_GROUP] is not None or (row[SIZE], row[CTIME]) != (entry.size, entry.ctime_ns):
+                return False
+            self.stats.files += 1
+            self.stats.bytes += entry.size
+            self.stats.unchanged_files += 1
+        elif entry.type == DIR:
+            self.stats.dirs += 1
+        else:
+            self.stats.symlinks += 1
+        return True
+
     def _close_dir(self, done: _OpenDir) -> None:
         """Base children the scan did not see were deleted (or excluded) on the guest."""
         for vanished in done.base_children.values():
-            self.manifest.delete_subtree(vanished.id)
+            self.manifest.delete_subtree(vanished[ID])
 
     def _emit(self, node: Node, base_node: Node | None) -> None:
         if base_node is None:
