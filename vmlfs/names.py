@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from vmlfs.errors import UnsafePath, InvalidRequest
+from vmlfs.errors import InvalidRequest, UnsafePath
 
 ENTRY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 TIMESTAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")

@@ -99,7 +99,7 @@ GOOD = {
     "channels": {"production": {"cernvm4": "2021.05-1"}},
     "releases": [
         {"product": "cernvm4", "version": "2021.05-1", "arch": "x86_64", "channel": "production", "files": [
-            {"format": "iso", "path": f"ucernvm-images.2021.05-1.cernvm.x86_64/ucernvm-prod.2021.05-1.cernvm.x86_64.iso", "size": 10, "sha256": HEX},
+            {"format": "iso", "path": "ucernvm-images.2021.05-1.cernvm.x86_64/ucernvm-prod.2021.05-1.cernvm.x86_64.iso", "size": 10, "sha256": HEX},
             {"format": "qcow2", "url": "https://mirror.example/cvm/ucernvm-prod.2021.05-1.cernvm.x86_64.qcow2?x=1", "size": 5, "sha256": HEX.upper()}]},
         {"product": "cernvm2", "kind": "full", "version": "2.7.1-2-3", "files": [
             {"format": "hdd", "compression": "gzip", "path": "19/cernvm-batch-node-2.7.1-2-3-x86_64.hdd.gz", "size": 3, "sha256": HEX}]},

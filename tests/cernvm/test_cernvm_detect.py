@@ -6,7 +6,13 @@ import subprocess
 
 import pytest
 
-from vmlfs.cernvm.detect import PROBE_SCRIPT, check_release, detect_release, parse_probe_output, parse_release
+from vmlfs.cernvm.detect import (
+    PROBE_SCRIPT,
+    check_release,
+    detect_release,
+    parse_probe_output,
+    parse_release,
+)
 from vmlfs.errors import InvalidRequest
 
 CERNVM4 = {

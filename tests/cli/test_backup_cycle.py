@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest

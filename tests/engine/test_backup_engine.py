@@ -14,8 +14,8 @@ from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import ScanEntry, ScanReport
 from vmlfs.engine.model import EntryConfig
-from vmlfs.engine.rules import Rules
 from vmlfs.engine.restore import restore_tree
+from vmlfs.engine.rules import Rules
 from vmlfs.engine.verify import verify_store
 
 

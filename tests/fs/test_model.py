@@ -8,14 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.fs.conftest import make_store
 from vmlfs.backends.factory import open_guest
-from vmlfs.errors import Busy, CorruptData, InvalidRequest, NotFound, PermissionDenied, ReadOnly
+from vmlfs.errors import (
+    Busy,
+    CorruptData,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ReadOnly,
+)
 from vmlfs.fs import layout
 from vmlfs.fs.control import Jobs, check_partial, parse_request
 from vmlfs.fs.inodes import ROOT_INODE, InodeTable
 from vmlfs.fs.nodes import ControlHandle
 from vmlfs.fs.state import MountState
-from tests.fs.conftest import make_store
 
 MODEL = ("layout.py", "inodes.py", "nodes.py", "archive.py", "control.py", "state.py")
 

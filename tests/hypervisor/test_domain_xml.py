@@ -8,7 +8,12 @@ import pytest
 from lxml import etree
 
 from vmlfs.errors import InvalidRequest
-from vmlfs.hypervisor import build_domain_xml, detect_virt_type, open_connection, parse_xml
+from vmlfs.hypervisor import (
+    build_domain_xml,
+    detect_virt_type,
+    open_connection,
+    parse_xml,
+)
 
 BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'

@@ -19,7 +19,12 @@ import vmlfs.cli.backups as backups_cli
 from vmlfs.backends.factory import open_guest
 from vmlfs.cli.main import cli
 from vmlfs.errors import GuestError
-from vmlfs.hypervisor import domain_state, list_snapshots, lookup_domain, open_connection
+from vmlfs.hypervisor import (
+    domain_state,
+    list_snapshots,
+    lookup_domain,
+    open_connection,
+)
 
 URI = "test:///default"
 

@@ -57,7 +57,7 @@ def test_provision_restores_into_the_new_guest(tmp_path, client_home, fake_boot,
     assert done.stdout == f"e1 127.0.0.1:{fake_boot.port}\n"
     assert tree_listing(target) == tree_listing(tmp_path / "src" / "home")
     # the release check ran against the detected guest (this host is no CernVM): a warning, not a refusal
-    assert f"warning: the guest runs release distro=" in done.stderr and RELEASE in done.stderr
+    assert "warning: the guest runs release distro=" in done.stderr and RELEASE in done.stderr
     # the guest got the user's key and the host key vmlfs trusts, from the config drive
     assert fake_boot.user_data["ssh_authorized_keys"] == [(client_home / ".ssh/id_ed25519.pub").read_text().strip()]
     assert (disk_dir() / "known_hosts").read_text().split()[1:] == (disk_dir() / "ssh_host_ed25519_key.pub").read_text().split()[:2]

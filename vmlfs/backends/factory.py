@@ -17,7 +17,9 @@ from vmlfs.errors import InvalidRequest
 def open_guest(cfg: EntryConfig, *, env_file: str | None = None, accept_new_host_key: bool = False) -> Guest:
     """Connect to the entry's guest; for SSH this checks the host key and authenticates now."""
     if cfg.guest.startswith("ssh://"):
-        from vmlfs.backends.ssh_guest import SshGuest  # asyncssh is imported only when SSH is used
+        from vmlfs.backends.ssh_guest import (
+            SshGuest,  # asyncssh is imported only when SSH is used
+        )
         from vmlfs.backends.ssh_runner import SshConnection, SshOptions
         from vmlfs.backends.ssh_url import parse_ssh_url
 
@@ -47,7 +49,9 @@ def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReade
 def open_store(location: str, *, create: bool = True, cache: FrameCache | None = None) -> LocalStore:
     """The store at a directory or at ``ssh://[user@]host[:port]/path`` (SshStore has LocalStore's methods)."""
     if location.startswith("ssh://"):
-        from vmlfs.backends.ssh_store import SshStore  # asyncssh is imported only when SSH is used
+        from vmlfs.backends.ssh_store import (
+            SshStore,  # asyncssh is imported only when SSH is used
+        )
 
         return SshStore(location, create=create, cache=cache)  # type: ignore[return-value]
     return LocalStore(location, create=create, cache=cache)

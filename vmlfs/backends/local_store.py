@@ -26,8 +26,22 @@ from vmlfs import names
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.lock import EntryLock
-from vmlfs.engine.model import STORE_VERSION, BackupMeta, EntryConfig, check_version, dump_json, parse_json
-from vmlfs.errors import AlreadyExists, CorruptData, InvalidRequest, NotFound, StorageFull, VmlfsError
+from vmlfs.engine.model import (
+    STORE_VERSION,
+    BackupMeta,
+    EntryConfig,
+    check_version,
+    dump_json,
+    parse_json,
+)
+from vmlfs.errors import (
+    AlreadyExists,
+    CorruptData,
+    InvalidRequest,
+    NotFound,
+    StorageFull,
+    VmlfsError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,23 @@ from vmlfs.backends.local_store import LAYER, MANIFEST, META, STORE_FILE, Backup
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
 from vmlfs.backends.ssh_url import parse_ssh_url
-from vmlfs.engine.model import STORE_VERSION, BackupMeta, EntryConfig, check_version, dump_json, parse_json
-from vmlfs.errors import AlreadyExists, Busy, CorruptData, InvalidRequest, NotFound, StorageFull, VmlfsError
+from vmlfs.engine.model import (
+    STORE_VERSION,
+    BackupMeta,
+    EntryConfig,
+    check_version,
+    dump_json,
+    parse_json,
+)
+from vmlfs.errors import (
+    AlreadyExists,
+    Busy,
+    CorruptData,
+    InvalidRequest,
+    NotFound,
+    StorageFull,
+    VmlfsError,
+)
 
 log = logging.getLogger(__name__)
 MANIFEST_CACHE_BYTES = 2 << 30

@@ -25,7 +25,13 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from vmlfs import names
 from vmlfs.cernvm.versions import Version, check_arch, parse_version
-from vmlfs.errors import CorruptData, InvalidRequest, NotFound, UnsafePath, UnsupportedVersion
+from vmlfs.errors import (
+    CorruptData,
+    InvalidRequest,
+    NotFound,
+    UnsafePath,
+    UnsupportedVersion,
+)
 
 CATALOG_FORMAT, CATALOG_VERSION = "vmlfs-cernvm-catalog", 1
 #: Image formats, best first for libvirt: a qcow2 or raw disk boots alone; an ISO needs a blank disk.

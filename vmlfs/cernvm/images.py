@@ -21,9 +21,15 @@ from typing import Sequence
 import httpx
 
 from vmlfs.cernvm import catalog
-from vmlfs.cernvm.catalog import Catalog, ImageFile, Release, format_order, match_image_name
-from vmlfs.cernvm.versions import ARCHES, Version, check_arch, parse_version
+from vmlfs.cernvm.catalog import (
+    Catalog,
+    ImageFile,
+    Release,
+    format_order,
+    match_image_name,
+)
 from vmlfs.cernvm.download import download, http_error, sha256_of
+from vmlfs.cernvm.versions import ARCHES, Version, check_arch, parse_version
 from vmlfs.errors import CorruptData, DownloadError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,13 @@ from vmlfs.cernvm.detect import check_release, parse_release
 from vmlfs.cernvm.versions import parse_version
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import RestoreReport
-from vmlfs.errors import AlreadyExists, ConnectionFailed, InvalidRequest, NotFound, VmlfsError
+from vmlfs.errors import (
+    AlreadyExists,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    VmlfsError,
+)
 from vmlfs.hypervisor.connection import libvirt_errors
 from vmlfs.hypervisor.domain_xml import domain_name
 

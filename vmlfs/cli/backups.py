@@ -8,11 +8,17 @@ import time
 import click
 
 from vmlfs.backends.factory import open_guest, restore_to_ssh
+from vmlfs.cernvm.detect import check_release
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
-from vmlfs.cli.options import Context, libvirt_options, pass_context, resolve_backup, split_ref
+from vmlfs.cli.options import (
+    Context,
+    libvirt_options,
+    pass_context,
+    resolve_backup,
+    split_ref,
+)
 from vmlfs.cli.progress import BackupProgress, byte_bar
-from vmlfs.cernvm.detect import check_release
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.restore import restore_tree
 from vmlfs.engine.verify import verify_store

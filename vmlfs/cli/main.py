@@ -19,7 +19,6 @@ import click
 from vmlfs.cli.options import Context
 from vmlfs.errors import VmlfsError
 
-
 # Which module defines each command. Modules are imported only when their
 # command runs (or for --help), so `vmlfs backup` does not pay for importing
 # pyfuse3, libvirt or httpx.

@@ -22,11 +22,11 @@ from vmlfs.archive.seekable import FrameCache
 from vmlfs.backends.factory import open_guest, open_store
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, libvirt_options, pass_context
-from vmlfs.hypervisor import check_uri
-from vmlfs.hypervisor.session import MountVm
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
+from vmlfs.hypervisor import check_uri
+from vmlfs.hypervisor.session import MountVm
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,14 +22,35 @@ from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.manifest import (
-    CTIME, DIR, FILE, GID, GNAME, ID, LINK_GROUP, MODE, MTIME, NAME, SIZE, TARGET, TYPE, UID, UNAME, Manifest,
-    ManifestWriter, Node,
+    CTIME,
+    DIR,
+    FILE,
+    GID,
+    GNAME,
+    ID,
+    LINK_GROUP,
+    MODE,
+    MTIME,
+    NAME,
+    SIZE,
+    TARGET,
+    TYPE,
+    UID,
+    UNAME,
+    Manifest,
+    ManifestWriter,
+    Node,
 )
 from vmlfs.backends.local_store import LAYER, MANIFEST, META, LocalStore
 from vmlfs.cernvm.detect import check_release
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
-from vmlfs.engine.plan import choose_base, content_unchanged, metadata_unchanged, next_timestamp
+from vmlfs.engine.plan import (
+    choose_base,
+    content_unchanged,
+    metadata_unchanged,
+    next_timestamp,
+)
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import CorruptData, InvalidRequest, StorageFull
 

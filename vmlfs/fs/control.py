@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
+from vmlfs import names
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import Guest
-from vmlfs import names
 from vmlfs.engine.model import KINDS, EntryConfig
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 

@@ -13,10 +13,18 @@ archive nodes below ``<ts>/home`` live in :mod:`vmlfs.fs.archive`.
 from __future__ import annotations
 
 import stat
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vmlfs.errors import CorruptData, InvalidRequest, NotFound, PermissionDenied, ReadOnly, VmlfsError
+from vmlfs.errors import (
+    CorruptData,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ReadOnly,
+    VmlfsError,
+)
 from vmlfs.fs import layout
 from vmlfs.fs.control import Job, check_partial, parse_request
 from vmlfs.fs.layout import Slot
@@ -60,14 +68,15 @@ class Listing:
         return [(i + 1, name, node) for i, (name, node) in enumerate(self._children[offset:offset + limit], offset)]
 
 
-class FsNode:
+class FsNode(ABC):
     """Base of every node kind; the defaults describe a read-only node without children."""
 
     ino: int
     immutable = False
 
+    @abstractmethod
     def attrs(self) -> Attrs:
-        raise NotImplementedError
+        """The node's attributes (inode number, mode, owner, size, times, cache timeout)."""
 
     def lookup(self, name: bytes) -> "FsNode":
         raise NotFound(f"{name!r}: not a directory")
@@ -75,7 +84,7 @@ class FsNode:
     def listing(self) -> Listing:
         raise InvalidRequest("not a directory")
 
-    def open_read(self) -> "FsNode":
+    def open_read(self) -> "FsNode | _Frozen":
         """The object reads go to; control nodes freeze their content here."""
         return self
 
@@ -108,11 +117,13 @@ class VirtualDir(FsNode):
         self.ino = state.table.number(key)
         self.mtime_ns = mtime_ns
 
+    @abstractmethod
     def slots(self) -> list[Slot]:
-        raise NotImplementedError
+        """The directory's layout (from :mod:`vmlfs.fs.layout`)."""
 
+    @abstractmethod
     def child(self, slot: Slot) -> FsNode:
-        raise NotImplementedError
+        """The node one slot stands for."""
 
     def attrs(self) -> Attrs:
         return self.state.attrs(self.ino, stat.S_IFDIR | self.mode, 0, self.mtime_ns, self.timeout)
@@ -265,14 +276,17 @@ class ControlDir(VirtualDir):
         return StatusFile(self.state, self.entry)
 
 
-class _Frozen(FsNode):
-    """The content of a control file as it was at open, so one ``cat`` never reads a torn report."""
+class _Frozen:
+    """A read handle on content fixed at open, so one ``cat`` of a control file never reads a torn report."""
 
     def __init__(self, content: bytes) -> None:
         self.content = content
 
     def read(self, offset: int, size: int) -> bytes:
         return self.content[offset:offset + size]
+
+    def read_cached(self, offset: int, size: int) -> bytes:
+        return self.read(offset, size)
 
 
 class StatusFile(FsNode):
@@ -284,7 +298,7 @@ class StatusFile(FsNode):
         return self.state.attrs(self.ino, stat.S_IFREG | 0o444, len(self.state.jobs.status(self.entry)),
                                 self.state.now_ns(), NEVER)
 
-    def open_read(self) -> FsNode:
+    def open_read(self) -> _Frozen:
         return _Frozen(self.state.jobs.status(self.entry))
 
 
@@ -308,7 +322,7 @@ class ControlFile(FsNode):
     def attrs(self) -> Attrs:
         return self.state.attrs(self.ino, stat.S_IFREG | 0o644, len(self.help), self.state.mounted_ns, NEVER)
 
-    def open_read(self) -> FsNode:
+    def open_read(self) -> _Frozen:
         return _Frozen(self.help)
 
     def key(self) -> str:

@@ -19,7 +19,15 @@ from vmlfs.errors import ConnectionFailed, HypervisorError, InvalidRequest
 from vmlfs.fs import layout
 from vmlfs.fs.control import PROVISION, Job, parse_target
 from vmlfs.fs.layout import Slot
-from vmlfs.fs.nodes import NEVER, Attrs, ControlFile, ControlHandle, FsNode, VirtualDir, _Frozen
+from vmlfs.fs.nodes import (
+    NEVER,
+    Attrs,
+    ControlFile,
+    ControlHandle,
+    FsNode,
+    VirtualDir,
+    _Frozen,
+)
 
 if TYPE_CHECKING:
     from vmlfs.fs.state import MountState
@@ -70,7 +78,7 @@ class VmFile(FsNode):
     def attrs(self) -> Attrs:
         return self.state.attrs(self.ino, stat.S_IFREG | 0o444, len(self.content), self.state.now_ns(), NEVER)
 
-    def open_read(self) -> FsNode:
+    def open_read(self) -> _Frozen:
         self.content = self.fetch()
         return _Frozen(self.content)
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import libvirt
 
-from vmlfs.errors import Busy, ConnectionFailed, HypervisorError, InvalidRequest, NotFound, VmlfsError
+from vmlfs.errors import (
+    Busy,
+    ConnectionFailed,
+    HypervisorError,
+    InvalidRequest,
+    NotFound,
+    VmlfsError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,13 @@ from lxml import etree
 
 from vmlfs import names
 from vmlfs.errors import InvalidRequest, VmlfsError
-from vmlfs.hypervisor.connection import domain_state, libvirt_errors, lookup_domain, open_connection, translate
+from vmlfs.hypervisor.connection import (
+    domain_state,
+    libvirt_errors,
+    lookup_domain,
+    open_connection,
+    translate,
+)
 from vmlfs.hypervisor.domain_xml import parse_xml, to_text
 from vmlfs.hypervisor.tree import SnapshotInfo
 
