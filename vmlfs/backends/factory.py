@@ -8,6 +8,7 @@ from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
+from vmlfs.backends.store_layout import StoreLayout
 from vmlfs.engine.guest import Guest
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import RestoreReport
@@ -46,12 +47,12 @@ def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReade
         conn.close()
 
 
-def open_store(location: str, *, create: bool = True, cache: FrameCache | None = None) -> LocalStore:
-    """The store at a directory or at ``ssh://[user@]host[:port]/path`` (SshStore has LocalStore's methods)."""
+def open_store(location: str, *, create: bool = True, cache: FrameCache | None = None) -> StoreLayout:
+    """The store at a directory or at ``ssh://[user@]host[:port]/path``."""
     if location.startswith("ssh://"):
         from vmlfs.backends.ssh_store import (
             SshStore,  # asyncssh is imported only when SSH is used
         )
 
-        return SshStore(location, create=create, cache=cache)  # type: ignore[return-value]
+        return SshStore(location, create=create, cache=cache)
     return LocalStore(location, create=create, cache=cache)

@@ -34,26 +34,24 @@ from pathlib import Path
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
-from vmlfs.backends.local_store import LAYER, MANIFEST, META, STORE_FILE, BackupRecord
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
 from vmlfs.backends.ssh_url import parse_ssh_url
-from vmlfs.engine.model import (
-    STORE_VERSION,
-    BackupMeta,
-    EntryConfig,
-    check_version,
-    dump_json,
-    parse_json,
+from vmlfs.backends.store_layout import (
+    LAYER,
+    MANIFEST,
+    META,
+    STORE_FILE,
+    StoreLayout,
+    backup_path,
+    entry_path,
 )
 from vmlfs.errors import (
     AlreadyExists,
     Busy,
     CorruptData,
     InvalidRequest,
-    NotFound,
     StorageFull,
-    VmlfsError,
 )
 
 log = logging.getLogger(__name__)
@@ -143,8 +141,8 @@ class _RemoteLock:
             self.proc = None
 
 
-class SshStore:
-    """A vmlfs store at ``ssh://[user@]host[:port]/path``; same methods as LocalStore."""
+class SshStore(StoreLayout):
+    """A vmlfs store at ``ssh://[user@]host[:port]/path``, through one SFTP session."""
 
     def __init__(self, url: str, *, create: bool = True, cache: FrameCache | None = None,
                  options: SshOptions = SshOptions()) -> None:
@@ -158,18 +156,20 @@ class SshStore:
         self.sftp = self.conn.sftp()
         key = hashlib.sha256(self.description.encode()).hexdigest()[:16]
         self.cache_dir = cache_root() / key
-        if not self.sftp.exists(self._p(STORE_FILE)):
-            if not create:
-                raise NotFound(f"no vmlfs store at {self.description}", hint="create one with 'vmlfs entry add' or pass --store")
+        if create and not self.sftp.exists(self._p(STORE_FILE)):
             try:
-                self.sftp.makedirs(self._p("entries"))
+                self.sftp.makedirs(self._p(""))
             except OSError as exc:
                 raise StorageFull(f"cannot create store at {self.description}: {exc.strerror}") from None
-            self._write(STORE_FILE, dump_json({"format": "vmlfs-store", "version": STORE_VERSION, "default_entry": None}))
-        self._read_header()
+        self._create_or_check(create)
 
-    def _p(self, *parts: str) -> str:
-        return "/".join([self.root.rstrip("/") or "/", *parts]).replace("//", "/")
+    def _p(self, rel: str) -> str:
+        return "/".join([self.root.rstrip("/") or "/", rel]).replace("//", "/").rstrip("/") or "/"
+
+    # primitives --------------------------------------------------------------
+
+    def _read(self, rel: str) -> bytes:
+        return self.sftp.read(self._p(rel))
 
     def _write(self, rel: str, data: bytes) -> None:
         """Readers see the old or the new content, never half (temporary name, fsync, rename)."""
@@ -180,107 +180,27 @@ class SshStore:
         except OSError as exc:
             raise StorageFull(f"cannot write {self.description}/{rel}: {exc.strerror}") from None
 
-    def _read_header(self) -> dict:
-        where = f"{self.description}/{STORE_FILE}"
-        doc = parse_json(self.sftp.read(self._p(STORE_FILE)), where)
-        if doc.get("format") != "vmlfs-store":
-            raise CorruptData(f"{where} is not a vmlfs store header")
-        check_version(doc, STORE_VERSION, where)
-        return doc
+    def _listdir(self, rel: str) -> list[str]:
+        return self.sftp.listdir(self._p(rel))
 
-    # entries -----------------------------------------------------------------
+    def _exists(self, rel: str) -> bool:
+        return self.sftp.exists(self._p(rel))
 
-    def _entry(self, name: str, *parts: str) -> str:
-        return "/".join(["entries", names.entry_name(name), *parts])
-
-    def entry_names(self) -> list[str]:
+    def _mkdir(self, rel: str) -> None:
         try:
-            found = self.sftp.listdir(self._p("entries"))
-        except FileNotFoundError:
-            return []
-        out = []
-        for name in found:
-            try:
-                out.append(names.entry_name(name))
-            except InvalidRequest:
-                log.warning("ignoring %r in the store: not a valid entry name", name)
-        return out
+            self.sftp.mkdir(self._p(rel))
+        except OSError as exc:  # SFTP reports an existing directory as a plain failure
+            if not isinstance(exc, FileExistsError) and self.sftp.exists(self._p(rel)):
+                raise FileExistsError(exc.errno, exc.strerror, rel) from None
+            raise
 
-    def load_entry(self, name: str) -> EntryConfig:
-        rel = self._entry(name, "entry.json")
-        try:
-            data = self.sftp.read(self._p(rel))
-        except FileNotFoundError:
-            raise NotFound(f"no entry {name!r} in {self.description}", hint="see 'vmlfs entry list'") from None
-        return EntryConfig.from_json(data, f"{self.description}/{rel}")
+    def _rename(self, rel: str, new_rel: str) -> None:
+        self.sftp.rename(self._p(rel), self._p(new_rel))
 
-    def add_entry(self, cfg: EntryConfig) -> None:
-        try:
-            self.sftp.mkdir(self._p(self._entry(cfg.name)))
-        except (FileExistsError, OSError) as exc:
-            if isinstance(exc, FileExistsError) or self.sftp.exists(self._p(self._entry(cfg.name))):
-                raise AlreadyExists(f"entry {cfg.name!r} already exists") from None
-            raise StorageFull(f"cannot create entry {cfg.name!r}: {exc.strerror}") from None
-        self.sftp.mkdir(self._p(self._entry(cfg.name, "backups")))
-        self._write(self._entry(cfg.name, "entry.json"), cfg.to_json())
+    def _rmtree(self, rel: str) -> None:
+        self.sftp.rmtree(self._p(rel))
 
-    def save_entry(self, cfg: EntryConfig) -> None:
-        self._write(self._entry(cfg.name, "entry.json"), cfg.to_json())
-
-    def remove_entry(self, name: str) -> None:
-        self.load_entry(name)
-        doomed = self._p("entries", f".removing-{names.entry_name(name)}-{os.getpid()}")
-        with self.lock(name):
-            self.sftp.rename(self._p(self._entry(name)), doomed)
-        self.sftp.rmtree(doomed)
-        if self.default_entry() == name:
-            self.set_default_entry(None)
-
-    def default_entry(self) -> str | None:
-        configured = self._read_header().get("default_entry")
-        if configured:
-            return configured
-        entries = self.entry_names()
-        return entries[0] if len(entries) == 1 else None
-
-    def set_default_entry(self, name: str | None) -> None:
-        if name is not None:
-            self.load_entry(name)
-        doc = self._read_header()
-        doc["default_entry"] = name
-        self._write(STORE_FILE, dump_json(doc))
-
-    # backups -----------------------------------------------------------------
-
-    def _backup(self, entry: str, ts: str, *parts: str) -> str:
-        return self._entry(entry, "backups", names.timestamp(ts), *parts)
-
-    def backups(self, entry: str) -> list[BackupRecord]:
-        try:
-            found = self.sftp.listdir(self._p(self._entry(entry, "backups")))
-        except FileNotFoundError:
-            self.load_entry(entry)
-            return []
-        return [self.backup_record(entry, ts) for ts in found if names.TIMESTAMP.fullmatch(ts)]
-
-    def backup_record(self, entry: str, ts: str) -> BackupRecord:
-        where = f"{self.description}/{self._backup(entry, ts, META)}"
-        try:
-            return BackupRecord(entry, ts, BackupMeta.from_json(self.sftp.read(self._p(self._backup(entry, ts, META))), where))
-        except FileNotFoundError:
-            return BackupRecord(entry, ts, None, f"{where}: metadata missing")
-        except OSError as exc:
-            return BackupRecord(entry, ts, None, f"{where}: {exc.strerror}")
-        except VmlfsError as exc:
-            return BackupRecord(entry, ts, None, str(exc))
-
-    def meta(self, entry: str, ts: str) -> BackupMeta:
-        record = self.backup_record(entry, ts)
-        if record.meta is None:
-            if not self.sftp.exists(self._p(self._backup(entry, ts))):
-                raise NotFound(f"entry {entry!r} has no backup {ts}")
-            raise CorruptData(record.error or "unreadable backup")
-        return record.meta
+    # the rest of the port --------------------------------------------------------
 
     def open_manifest(self, entry: str, ts: str) -> Manifest:
         """The manifest from the local cache, downloaded (and checked against meta.json) if missing."""
@@ -292,7 +212,7 @@ class SshStore:
             os.close(fd)
             try:
                 try:
-                    self.sftp.get(self._p(self._backup(entry, ts, MANIFEST)), tmp)
+                    self.sftp.get(self._p(backup_path(entry, ts, MANIFEST)), tmp)
                 except FileNotFoundError:
                     raise CorruptData(f"{entry}@{ts}: manifest is missing") from None
                 h = hashlib.sha256()
@@ -319,43 +239,20 @@ class SshStore:
 
     def open_layer(self, entry: str, ts: str) -> SeekableReader:
         digest = self.meta(entry, ts).layer["sha256"]
-        return RemoteLayerReader(self, self._p(self._backup(entry, ts, LAYER)), digest, name=f"layer of {entry}@{ts}")
+        return RemoteLayerReader(self, self._p(backup_path(entry, ts, LAYER)), digest, name=f"layer of {entry}@{ts}")
 
     def file_digest(self, entry: str, ts: str, name: str) -> tuple[int, str]:
         """(size, sha256 hex) of a file of a backup directory, for verify (streamed, never whole in memory)."""
-        return self.sftp.sha256(self._p(self._backup(entry, ts, name)))
-
-    def timestamps(self, entry: str) -> list[str]:
-        """Committed backups of ``entry`` by name only (no metadata read), for the mount."""
-        try:
-            found = self.sftp.listdir(self._p(self._entry(entry, "backups")))
-        except FileNotFoundError:
-            raise NotFound(f"no entry {entry!r}") from None
-        return [ts for ts in found if names.TIMESTAMP.fullmatch(ts)]
-
-    def check_alive(self) -> None:
-        """CorruptData if the store is gone or unreadable (the mount answers EIO, not an empty tree)."""
-        try:
-            self.sftp.size(self._p(STORE_FILE))
-        except OSError as exc:
-            raise CorruptData(f"the store {self.description} is gone or unreadable: {exc.strerror}") from None
-
-    def read_backup_file(self, entry: str, ts: str, name: str) -> bytes:
-        if name not in ("env.txt", "history.txt", META):
-            raise InvalidRequest(f"{name!r} is not a backup file")
-        try:
-            return self.sftp.read(self._p(self._backup(entry, ts, name)))
-        except FileNotFoundError:
-            raise NotFound(f"{entry}@{ts} has no {name}") from None
+        return self.sftp.sha256(self._p(backup_path(entry, ts, name)))
 
     # writing -----------------------------------------------------------------
 
     def lock(self, entry: str) -> _RemoteLock:
-        return _RemoteLock(self, self._p(self._entry(entry, ".lock")), f"entry {entry!r}")
+        return _RemoteLock(self, self._p(entry_path(entry, ".lock")), f"entry {entry!r}")
 
     def clean_tmp(self, entry: str) -> int:
         """Remove leftovers of interrupted backups, remote and local; call only while holding the lock."""
-        tmp = self._p(self._entry(entry, ".tmp"))
+        tmp = self._p(entry_path(entry, ".tmp"))
         try:
             leftovers = self.sftp.listdir(tmp)
         except FileNotFoundError:
@@ -372,10 +269,10 @@ class SshStore:
 
     def commit(self, entry: str, work: Path, ts: str) -> None:
         """Upload ``work`` to the host's .tmp, fsync every file, and make it visible with one rename."""
-        target = self._p(self._backup(entry, ts))
+        target = self._p(backup_path(entry, ts))
         if self.sftp.exists(target):
             raise AlreadyExists(f"backup {entry}@{ts} already exists")
-        remote_tmp = self._p(self._entry(entry, ".tmp", f"{ts}-{os.getpid()}"))
+        remote_tmp = self._p(entry_path(entry, ".tmp", f"{ts}-{os.getpid()}"))
         try:
             self.sftp.makedirs(remote_tmp)
             for p in sorted(work.iterdir(), key=lambda p: p.name == META):  # meta.json last

@@ -39,7 +39,7 @@ import libvirt
 
 from vmlfs import hypervisor as hv
 from vmlfs import names
-from vmlfs.backends.local_store import LocalStore
+from vmlfs.backends.store_layout import StoreLayout
 from vmlfs.cernvm import contextualize, images
 from vmlfs.cernvm.detect import check_release, parse_release
 from vmlfs.cernvm.versions import parse_version
@@ -106,7 +106,7 @@ class Target:
     ts: str | None = None
 
 
-def plan(store: LocalStore, request: str) -> Target:
+def plan(store: StoreLayout, request: str) -> Target:
     """Resolve ``NAME``, ``NAME@TS`` (newest, ``latest`` or a unique prefix) or a CernVM release."""
     name, at, ts = request.partition("@")
     if not at and name not in store.entry_names():
@@ -192,7 +192,7 @@ def wait_for_ssh(locate: Callable[[], tuple[str, int]], timeout: float) -> tuple
         time.sleep(0.5)
 
 
-def restore_into(store: LocalStore, entry: str, ts: str, url: str, *, recorded: str | None, strict_release: bool,
+def restore_into(store: StoreLayout, entry: str, ts: str, url: str, *, recorded: str | None, strict_release: bool,
                  known_hosts: str | None = None, accept_new_host_key: bool = False,
                  on_bytes: Callable[[int], None] = lambda n: None) -> tuple[RestoreReport, str | None]:
     """Restore ``entry@ts`` into ``ssh://...`` after comparing ``recorded`` with the guest's detected release.
@@ -228,7 +228,7 @@ class Provisioned:
     warning: str | None
 
 
-def provision(store: LocalStore, target: Target, *, uri: str, insecure: bool = False, strict_release: bool = False,
+def provision(store: StoreLayout, target: Target, *, uri: str, insecure: bool = False, strict_release: bool = False,
               repo: str | None = None, ssh_timeout: float = SSH_TIMEOUT, report: Report = log.info,
               locate: Locate | None = None, connection: Any = None) -> Provisioned:
     """Create, start and fill a domain for ``target`` (see the module docstring for the steps).

@@ -10,7 +10,8 @@ import click
 
 from vmlfs import names
 from vmlfs.backends.factory import open_store
-from vmlfs.backends.local_store import LocalStore, default_store_path
+from vmlfs.backends.local_store import default_store_path
+from vmlfs.backends.store_layout import StoreLayout
 from vmlfs.errors import InvalidRequest, NotFound
 
 
@@ -19,7 +20,7 @@ class Context:
     store_path: str | None
     quiet: bool = False
     debug: bool = False
-    _store: LocalStore | None = field(default=None, repr=False)
+    _store: StoreLayout | None = field(default=None, repr=False)
 
     @property
     def show_progress(self) -> bool:
@@ -29,12 +30,12 @@ class Context:
     def store_location(self) -> str:
         return self.store_path or default_store_path()
 
-    def store(self, *, create: bool = True) -> LocalStore:
+    def store(self, *, create: bool = True) -> StoreLayout:
         if self._store is None:
             self._store = open_store(self.store_location, create=create)
         return self._store
 
-    def reopen_store(self) -> LocalStore:
+    def reopen_store(self) -> StoreLayout:
         """A fresh connection to the store (after an SSH store's connection dropped)."""
         if self._store is not None:
             self._store.close()
@@ -52,7 +53,7 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return name, (ts or None)
 
 
-def resolve_backup(store: LocalStore, ref: str) -> tuple[str, str]:
+def resolve_backup(store: StoreLayout, ref: str) -> tuple[str, str]:
     """``NAME[@TS]``: the newest backup, ``@latest``, or a unique timestamp prefix."""
     name, ts = split_ref(ref)
     stamps = [r.timestamp for r in store.backups(name)]

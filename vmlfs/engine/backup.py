@@ -41,7 +41,7 @@ from vmlfs.archive.manifest import (
     ManifestWriter,
     Node,
 )
-from vmlfs.backends.local_store import LAYER, MANIFEST, META, LocalStore
+from vmlfs.backends.store_layout import LAYER, MANIFEST, META, StoreLayout
 from vmlfs.cernvm.detect import check_release
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
@@ -374,7 +374,7 @@ def _write(path: Path, data: bytes) -> dict[str, object]:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str | None = None,
+def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, *, kind: str | None = None,
                checksum: bool = False, progress: Progress | None = None, now: datetime | None = None,
                threads: int = 2,
                around: Callable[[str], AbstractContextManager[str | None]] | None = None) -> BackupMeta:
@@ -419,7 +419,7 @@ def run_backup(store: LocalStore, cfg: EntryConfig, guest: Guest, *, kind: str |
     return meta
 
 
-def _build(store: LocalStore, cfg: EntryConfig, guest: Guest, ts: str, kind: str, base_ts: str | None,
+def _build(store: StoreLayout, cfg: EntryConfig, guest: Guest, ts: str, kind: str, base_ts: str | None,
            base: Manifest | None, work: Path, progress: Progress, checksum: bool, threads: int,
            started: datetime, t0: float) -> BackupMeta:
     manifest = ManifestWriter(work / MANIFEST, ts, base=base.path if base is not None else None)

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vmlfs.backends.local_store import LAYER, MANIFEST, LocalStore
+from vmlfs.backends.store_layout import LAYER, MANIFEST, StoreLayout
 from vmlfs.errors import VmlfsError
 
 CHUNK = 1 << 20
@@ -35,7 +35,7 @@ class VerifyReport:
 
 
 class _Verifier:
-    def __init__(self, store: LocalStore, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, store: StoreLayout, on_bytes: Callable[[int], None]) -> None:
         self.store = store
         self.on_bytes = on_bytes
         self.report = VerifyReport()
@@ -127,7 +127,7 @@ class _Verifier:
         self.report.problems.append(f"{where}: {text}")
 
 
-def verify_store(store: LocalStore, targets: list[tuple[str, str]], on_bytes: Callable[[int], None] = lambda n: None) -> VerifyReport:
+def verify_store(store: StoreLayout, targets: list[tuple[str, str]], on_bytes: Callable[[int], None] = lambda n: None) -> VerifyReport:
     """Verify the given (entry, timestamp) backups; the report lists every problem found."""
     verifier = _Verifier(store, on_bytes)
     for entry, ts in targets:

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from vmlfs import names
-from vmlfs.backends.local_store import LocalStore
+from vmlfs.backends.store_layout import StoreLayout
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import Guest
 from vmlfs.engine.model import KINDS, EntryConfig
@@ -157,7 +157,7 @@ class _State:
 class Jobs:
     """Backups run through control files, one per entry, and what happened to them."""
 
-    def __init__(self, store: LocalStore, open_guest: Callable[[EntryConfig], Guest], vm: VmPort | None = None) -> None:
+    def __init__(self, store: StoreLayout, open_guest: Callable[[EntryConfig], Guest], vm: VmPort | None = None) -> None:
         self.store = store
         self.open_guest = open_guest
         self.vm = vm

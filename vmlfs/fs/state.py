@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from vmlfs.archive.seekable import SeekableReader
-from vmlfs.backends.local_store import BackupRecord, LocalStore
+from vmlfs.backends.store_layout import BackupRecord, StoreLayout
 from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class MountState:
-    def __init__(self, store: LocalStore, jobs: Jobs, *, owner_uid: int | None = None, owner_gid: int | None = None) -> None:
+    def __init__(self, store: StoreLayout, jobs: Jobs, *, owner_uid: int | None = None, owner_gid: int | None = None) -> None:
         self.store = store
         self.jobs = jobs
         self.table = InodeTable()
