@@ -205,7 +205,9 @@ class SeekableWriter:
 
     def _emit(self, data: bytes) -> None:
         try:
-            self._f.write(data)
+            view = memoryview(data)
+            while view:  # an unbuffered file may take part of a write (a nearly full disk)
+                view = view[self._f.write(view):]
         except OSError as exc:
             raise StorageFull(f"cannot write layer: {os.strerror(exc.errno or 0)}") from exc
         self._sha256.update(data)

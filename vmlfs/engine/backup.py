@@ -423,7 +423,14 @@ def _build(store: StoreLayout, cfg: EntryConfig, guest: Guest, ts: str, kind: st
            base: Manifest | None, work: Path, progress: Progress, checksum: bool, threads: int,
            started: datetime, t0: float) -> BackupMeta:
     manifest = ManifestWriter(work / MANIFEST, ts, base=base.path if base is not None else None)
-    with open(work / LAYER, "wb") as raw:
+    try:
+        # Unbuffered: frames are written whole, and a failing write must fail there, not
+        # again when the file is closed on the way out (which would hide the first error).
+        raw = open(work / LAYER, "wb", buffering=0)
+    except OSError as exc:
+        manifest.abort()
+        raise StorageFull(f"cannot create layer: {exc.strerror}") from exc
+    with raw:
         layer = LayerWriter(raw, threads=threads)
         builder = _Builder(ts, guest, base, layer, manifest, progress, checksum)
         try:
@@ -434,10 +441,6 @@ def _build(store: StoreLayout, cfg: EntryConfig, guest: Guest, ts: str, kind: st
             layer.abort()
             manifest.abort()
             raise
-        try:
-            raw.flush()
-        except OSError as exc:
-            raise StorageFull(f"cannot write layer: {exc.strerror}") from exc
     files = {"env.txt": _write(work / "env.txt", guest.environment())}
     history = guest.history()
     if history is not None:
