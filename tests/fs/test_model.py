@@ -151,3 +151,19 @@ def test_damaged_meta_fails_only_that_backup(state):
     with pytest.raises(CorruptData):
         walk(st, "entries", "e1", ts1).lookup(b"home")
     assert walk(st, "entries", "e1", ts2, "home", "shared.txt").read(0, 100) == b"everyone\n"
+
+
+def test_readahead_only_for_sequential_reads(state):
+    s, st = state
+    ts = s.store().backups("e1")[0].timestamp
+    big = walk(st, "entries", "e1", ts, "home", "data", "big.bin")
+    step = 128 << 10
+    big.read(0, step)  # opens the layer
+    assert big.readahead(0, step) == [], "a first read is not yet sequential"
+    jobs = big.readahead(step, 2 * step)
+    assert jobs, "a read continuing the previous one prefetches the next frames"
+    for job in jobs:
+        job()
+    assert big.readahead(2 * step, 3 * step) == [], "claimed frames are not claimed again"
+    far = big.attrs().size - step
+    assert big.readahead(far - 3 * step, far - 2 * step) == [], "a seek (dd skip=) decompresses only what it reads"

@@ -153,8 +153,23 @@ def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.skip(f"libvirtd did not start: {_tail(log)}")
         yield SYSTEM_URI
     finally:
+        if started and _alive(SYSTEM_URI):
+            _destroy_test_domains(SYSTEM_URI)  # libvirtd leaves running QEMUs behind when it stops
         for proc in reversed(started):
             _stop(proc)
+
+
+def _destroy_test_domains(uri: str) -> None:
+    """Stop every domain a test of this suite left running on the daemon started here."""
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            if dom.name().startswith("vmlfs-test-"):
+                dom.destroy()
+    finally:
+        conn.close()
 
 
 @pytest.fixture

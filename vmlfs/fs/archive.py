@@ -129,7 +129,10 @@ READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a seq
 
 
 class ArchiveFile(ArchiveNode):
-    _claimed_at = -FRAME_SIZE  # file offset of the last read-ahead claim (a hint; races are harmless)
+    # Hints for read-ahead (races between concurrent readers are harmless): where the last
+    # read ended (never, at first: a first read is not yet sequential) and the last claim.
+    _last_end = -(1 << 62)
+    _claimed_at = -FRAME_SIZE
 
     def read_cached(self, offset: int, size: int) -> bytes | memoryview | None:
         r = self.row
@@ -140,22 +143,26 @@ class ArchiveFile(ArchiveNode):
         data = reader.read_cached(r.data_offset + offset, size)
         return data if data is not None and len(data) == size else None
 
-    def readahead(self, offset: int) -> list[Callable[[], None]]:
-        """After a read ending at ``offset``: jobs that decompress the next frames of the layer
-        ahead of the reader, so sequential reads overlap decompression (on both cores) with serving.
+    def readahead(self, start: int, end: int) -> list[Callable[[], None]]:
+        """After a read of ``[start, end)``: jobs that decompress the next frames of the layer
+        ahead of a *sequential* reader, so its reads overlap decompression (on both cores)
+        with serving. A read that does not continue the previous one (``dd skip=``, a seek)
+        decompresses only the frames it covers.
 
         Claims are renewed once per frame the reader advances (keeping the window
-        ``READAHEAD_FRAMES`` ahead), so most 128 KiB requests cost one comparison here.
+        ``READAHEAD_FRAMES`` ahead), so most requests cost two comparisons here.
         """
         r = self.row
-        if self._claimed_at <= offset < self._claimed_at + FRAME_SIZE or offset >= r.size or r.layer is None or r.data_offset is None:
+        sequential = abs(start - self._last_end) <= 2 * FRAME_SIZE  # the kernel's requests may overtake each other
+        self._last_end = end
+        if not sequential or self._claimed_at <= end < self._claimed_at + FRAME_SIZE or end >= r.size:
             return []
-        reader = self.backup.state.open_layer(self.backup.entry, r.layer)
-        if reader is None:
+        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
+        if reader is None or r.data_offset is None:
             return []
-        frames = [i for i in reader.claim_frames_after(r.data_offset + offset - 1, READAHEAD_FRAMES)
+        frames = [i for i in reader.claim_frames_after(r.data_offset + end - 1, READAHEAD_FRAMES)
                   if reader.table.d_offsets[i] < r.data_offset + r.size]
-        self._claimed_at = offset
+        self._claimed_at = end
         return [partial(reader.prefetch, i) for i in frames]
 
     def read(self, offset: int, size: int) -> bytes:

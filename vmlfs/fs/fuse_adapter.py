@@ -180,7 +180,7 @@ class FuseOperations(pyfuse3.Operations):
         if data is None:
             data = await self._run(handle.read, off, size)
         if data and isinstance(handle, ArchiveFile):
-            for job in handle.readahead(off + len(data)):
+            for job in handle.readahead(off, off + len(data)):
                 self.state.prefetcher.submit(job)
         return data
 
