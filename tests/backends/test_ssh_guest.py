@@ -8,6 +8,7 @@ outside their target even when the manifest is hostile.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -227,3 +228,28 @@ def test_retries_reconnect_and_start_over(cli: Vmlfs, sshd: Sshd, tmp_path: Path
     restored = tmp_path / "restored"
     cli.run("restore", "e", str(restored))
     assert tree_listing(restored) == tree_listing(home)
+
+
+def test_the_ssh_agent_is_used(vmlfs: Vmlfs, sshd: Sshd, guest: Path, tmp_path: Path) -> None:
+    """A HOME with no key files: authentication works through SSH_AUTH_SOCK, and fails without it."""
+    home = tmp_path / "agent-home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    shutil.copy(sshd.known_hosts, home / ".ssh" / "known_hosts")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        env = dict(sshd.env(vmlfs.env), HOME=str(home), SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(sshd.user_key)], env=env, check=True, capture_output=True)
+        cli = Vmlfs(vmlfs.store, env)
+        cli.run("entry", "add", "e", "--guest", sshd.url(str(guest)))
+        cli.run("backup", "e")
+        without = Vmlfs(vmlfs.store, {k: v for k, v in env.items() if k != "SSH_AUTH_SOCK"})
+        proc = without.run("backup", "e", check=False)
+        assert proc.returncode == 6 and b"authentication" in proc.stderr
+    finally:
+        agent.terminate()
+        agent.wait()
