@@ -12,7 +12,6 @@ trailer. One remote process, one stream: no round trip per file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from typing import Callable
@@ -22,6 +21,7 @@ from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.backends.ssh_guest import agent_argv, check_exit
 from vmlfs.backends.ssh_runner import RemoteProcess, Runner
+from vmlfs.engine.content import Layers, file_chunks
 from vmlfs.engine.restore import RestoreReport
 from vmlfs.errors import CorruptData, GuestError, UnsafePath
 
@@ -30,7 +30,6 @@ FILE = struct.Struct("<IIIqQQI")
 LINK = struct.Struct("<IIqII")
 HARD = struct.Struct("<QI")
 NO_META = 0xFFFFFFFF
-CHUNK = 1 << 20
 
 
 class _Stopped(Exception):
@@ -40,8 +39,8 @@ class _Stopped(Exception):
 class _Sender:
     def __init__(self, manifest: Manifest, open_layer: Callable[[str], SeekableReader], proc: RemoteProcess,
                  on_bytes: Callable[[int], None]) -> None:
-        self.manifest, self.open_layer, self.proc, self.on_bytes = manifest, open_layer, proc, on_bytes
-        self.layers: dict[str, SeekableReader] = {}
+        self.manifest, self.proc, self.on_bytes = manifest, proc, on_bytes
+        self.layers = Layers(open_layer)
         self.sent_groups: set[int] = set()
 
     def enter(self, name: bytes, node: Node | None) -> None:
@@ -72,46 +71,31 @@ class _Sender:
             self.file(name, node)
 
     def file(self, name: bytes, node: Node) -> None:
+        """The header, exactly ``size`` bytes, then K (whole and verified) or B (void it, with the reason)."""
         group = node.link_group or 0
         self.proc.write(b"F" + FILE.pack(node.mode, node.uid, node.gid, node.mtime_ns, node.size, group, len(name)) + name)
-        h = hashlib.sha256()
-        pos, problem = 0, None
-        while pos < node.size:
-            if self.proc.finished:
-                raise _Stopped
-            want = min(CHUNK, node.size - pos)
-            chunk = b""
-            if problem is None:
-                try:
-                    chunk = self._layer(node.layer).read(node.data_offset + pos, want)  # type: ignore[arg-type, operator]
-                except CorruptData as exc:
-                    problem = str(exc)
-                if not chunk and problem is None:
-                    problem = f"layer {node.layer} ends inside the file"
-            if problem is not None:
-                chunk = bytes(want)  # the promised length; the trailer voids the file
-            h.update(chunk)
-            self.proc.write(chunk)
-            pos += len(chunk)
-            self.on_bytes(len(chunk))
-        if problem is None and h.digest() != node.sha256:
-            problem = "content does not match its sha256 in the manifest"
-        if problem is None:
-            self.proc.write(b"K")
-            if node.link_group is not None:
-                self.sent_groups.add(node.link_group)
-        else:
-            reason = problem.encode()
+        sent = 0
+        try:
+            for chunk in file_chunks(self.layers, node):
+                if self.proc.finished:
+                    raise _Stopped
+                self.proc.write(chunk)
+                sent += len(chunk)
+                self.on_bytes(len(chunk))
+        except CorruptData as exc:
+            while sent < node.size:  # the promised length; the trailer voids the file
+                pad = min(1 << 20, node.size - sent)
+                self.proc.write(bytes(pad))
+                sent += pad
+            reason = str(exc).encode()
             self.proc.write(b"B" + struct.pack("<I", len(reason)) + reason)
-
-    def _layer(self, ts: str) -> SeekableReader:
-        if ts not in self.layers:
-            self.layers[ts] = self.open_layer(ts)
-        return self.layers[ts]
+            return
+        self.proc.write(b"K")
+        if node.link_group is not None:
+            self.sent_groups.add(node.link_group)
 
     def close(self) -> None:
-        for layer in self.layers.values():
-            layer.close()
+        self.layers.close()
 
 
 def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableReader], runner: Runner, root: str,

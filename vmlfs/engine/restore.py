@@ -12,7 +12,6 @@ are not relied upon.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,10 +20,10 @@ from typing import Callable
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
+from vmlfs.engine.content import Layers, file_chunks
 from vmlfs.errors import AlreadyExists, CorruptData, NotFound, UnsafePath, VmlfsError
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
 
 
 @dataclass
@@ -44,21 +43,15 @@ def _show(path: tuple[bytes, ...]) -> str:
 class _Restorer:
     def __init__(self, manifest: Manifest, open_layer: Callable[[str], SeekableReader], target_fd: int,
                  overwrite: bool, on_bytes: Callable[[int], None]) -> None:
-        self.manifest, self.open_layer, self.target_fd = manifest, open_layer, target_fd
+        self.manifest, self.target_fd = manifest, target_fd
         self.overwrite, self.on_bytes = overwrite, on_bytes
         self.as_root = os.geteuid() == 0
-        self.layers: dict[str, SeekableReader] = {}
+        self.layers = Layers(open_layer)
         self.linked: dict[int, bytes] = {}  # hardlink group -> path (relative to target) of the restored first member
         self.report = RestoreReport()
 
-    def _layer(self, ts: str) -> SeekableReader:
-        if ts not in self.layers:
-            self.layers[ts] = self.open_layer(ts)
-        return self.layers[ts]
-
     def close(self) -> None:
-        for layer in self.layers.values():
-            layer.close()
+        self.layers.close()
 
     def enter_dir(self, parent_fd: int, name: bytes, create: bool, mode: int = 0o700) -> int:
         """Open (creating if asked) a real directory ``name`` below ``parent_fd``; never a symlink."""
@@ -127,7 +120,7 @@ class _Restorer:
         fd = self._replace(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
         assert isinstance(fd, int)
         try:
-            self._write_content(fd, node, rel)
+            self._write_content(fd, node)
             self._metadata(fd, node)
         except CorruptData as exc:
             os.close(fd)
@@ -140,25 +133,14 @@ class _Restorer:
             self.linked[node.link_group] = rel
         self.report.files += 1
 
-    def _write_content(self, fd: int, node: Node, rel: bytes) -> None:
-        h = hashlib.sha256()
-        if node.size:
-            layer = self._layer(node.layer)  # type: ignore[arg-type]
-            pos = 0
-            while pos < node.size:
-                chunk = layer.read(node.data_offset + pos, min(CHUNK, node.size - pos))  # type: ignore[operator]
-                if not chunk:
-                    raise CorruptData(f"layer {node.layer} ends inside the file")
-                h.update(chunk)
-                if chunk.count(0) == len(chunk):  # all zeros: leave a hole, the file stays sparse
-                    os.lseek(fd, len(chunk), os.SEEK_CUR)
-                else:
-                    os.write(fd, chunk)
-                pos += len(chunk)
-                self.on_bytes(len(chunk))
-            os.ftruncate(fd, node.size)
-        if h.digest() != node.sha256:
-            raise CorruptData("content does not match its sha256 in the manifest")
+    def _write_content(self, fd: int, node: Node) -> None:
+        for chunk in file_chunks(self.layers, node):
+            if chunk.count(0) == len(chunk):  # all zeros: leave a hole, the file stays sparse
+                os.lseek(fd, len(chunk), os.SEEK_CUR)
+            else:
+                os.write(fd, chunk)
+            self.on_bytes(len(chunk))
+        os.ftruncate(fd, node.size)
         self.report.bytes += node.size
 
     def _metadata(self, fd: int, node: Node) -> None:
