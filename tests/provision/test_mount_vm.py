@@ -52,7 +52,7 @@ def test_vm_dir_and_vm_snapshot(setup, mount_factory) -> None:
     control = mnt.entry("vm1") / "control"
     assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-snapshot"]
     os.utime(control / "vm-snapshot")
-    status = wait_status(control / "status", "last result: ")
+    status = wait_status(control / "status", "VM snapshot vmlfs-")  # "last result: none" is there from the start
     assert "VM snapshot vmlfs-" in status and "of domain cvm" in status, status
     made = status.split("VM snapshot ")[1].split()[0]
     assert f"{made}.xml" in os.listdir(vm)
