@@ -61,6 +61,23 @@ class Sshd:
         return env
 
 
+class KillOnFirstFile:
+    """A backup progress sink that drops every SSH session once the first file is packed:
+    a connection lost mid-backup, at a known point."""
+
+    def __init__(self, sshd: Sshd) -> None:
+        self.sshd = sshd
+        self.killed = 0
+
+    def scanned(self, count: int) -> None:
+        pass
+
+    def packed(self, files: int, nbytes: int) -> None:
+        if not self.killed:
+            self.killed = self.sshd.drop_connections()
+            assert self.killed, "no sshd session to kill"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

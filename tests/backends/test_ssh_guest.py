@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.conftest import Sshd
+from tests.backends.conftest import KillOnFirstFile, Sshd
 from tests.cli.test_backup_cycle import build_guest, change_guest
 from tests.conftest import Vmlfs, snapshot_copy, tree_listing
 from vmlfs.backends.local_store import LocalStore
@@ -184,19 +184,8 @@ def test_dropped_connection_leaves_nothing_and_reports_it(sshd: Sshd, tmp_path: 
     target = parse_ssh_url(cfg.guest)
     guest = SshGuest(SshConnection(target, SshOptions()), target.path)
 
-    class KillOnFirstFile:
-        killed = 0
-
-        def scanned(self, count: int) -> None:
-            pass
-
-        def packed(self, files: int, nbytes: int) -> None:
-            if not self.killed:
-                self.killed = sshd.drop_connections()
-                assert self.killed, "no sshd session to kill"
-
     with pytest.raises(ConnectionLost, match="SSH connection to ssh://root@127.0.0.1:.* lost"):
-        run_backup(store, cfg, guest, progress=KillOnFirstFile())
+        run_backup(store, cfg, guest, progress=KillOnFirstFile(sshd))
     guest.close()
     assert store.backups("e") == []
     assert list((store.entry_dir("e") / ".tmp").iterdir()) == []

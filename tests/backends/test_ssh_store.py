@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.conftest import Sshd
+from tests.backends.conftest import KillOnFirstFile, Sshd
 from tests.cli.test_backup_cycle import build_guest, change_guest
 from tests.conftest import Vmlfs, snapshot_copy, tree_listing
 from vmlfs.backends.local_guest import LocalGuest
@@ -139,19 +139,8 @@ def test_store_connection_dropped_mid_backup_commits_nothing(sshd: Sshd, remote:
     store = SshStore(sshd.url(str(remote)))
     cfg = store.load_entry("e")
 
-    class KillOnFirstFile:
-        killed = 0
-
-        def scanned(self, count: int) -> None:
-            pass
-
-        def packed(self, files: int, nbytes: int) -> None:
-            if not self.killed:
-                self.killed = sshd.drop_connections()
-                assert self.killed, "no sshd session to kill"
-
     with pytest.raises(ConnectionLost):
-        run_backup(store, cfg, LocalGuest(guest), progress=KillOnFirstFile())
+        run_backup(store, cfg, LocalGuest(guest), progress=KillOnFirstFile(sshd))
     assert cli.backups("e") == [] and not list(Path(tempfile.gettempdir()).glob("vmlfs-e-*"))
     cli.run("backup", "e")
     assert len(cli.backups("e")) == 1 and list((remote / "entries" / "e" / ".tmp").iterdir()) == []
