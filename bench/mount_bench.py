@@ -33,7 +33,7 @@ import tree  # noqa: E402  (bench/tree.py, the shared dataset generator)
 
 from vmlfs.backends.local_guest import LocalGuest  # noqa: E402
 from vmlfs.backends.local_store import LocalStore  # noqa: E402
-from vmlfs.engine.backup import run_backup  # noqa: E402
+from vmlfs.engine.backup import BackupOptions, run_backup  # noqa: E402
 from vmlfs.engine.model import EntryConfig  # noqa: E402
 
 VMLFS = [sys.executable, "-m", "vmlfs"]
@@ -157,7 +157,7 @@ def store_with(work: Path, name: str, home: Path, backups: int) -> Path:
     cfg = store.load_entry("e")
     for i in range(backups):
         (home / "counter.txt").write_text(f"{name} {i}\n")
-        run_backup(store, cfg, LocalGuest(home), kind="full" if i == 0 else "incremental")
+        run_backup(store, cfg, LocalGuest(home), BackupOptions(kind="full" if i == 0 else "incremental"))
     return path
 
 
@@ -191,7 +191,7 @@ def main() -> None:
         store = LocalStore(work / "store")
         if "e" not in store.entry_names():
             store.add_entry(EntryConfig("e", str(home)))
-            run_backup(store, store.load_entry("e"), LocalGuest(home), kind="full")
+            run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full"))
         ts = store.backups("e")[-1].timestamp
         archive = work / "same-tree.tar.zst"
         if not archive.exists():

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from vmlfs.errors import InvalidRequest, UnsafePath
 
 ENTRY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TIMESTAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_COMPONENT = 255
@@ -25,6 +26,20 @@ def entry_name(name: str) -> str:
         raise InvalidRequest(
             f"invalid entry name {name!r}",
             hint="use 1-64 characters from A-Z a-z 0-9 . _ - (not '.' or '..')",
+        )
+    return name
+
+
+def domain_name(name: str) -> str:
+    """Return ``name`` if vmlfs may give a new libvirt domain this name.
+
+    The same alphabet as entry names, so a domain can be named after its entry
+    and the name is safe in file names and on a command line.
+    """
+    if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid domain name {name!r}",
+            hint="use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
         )
     return name
 

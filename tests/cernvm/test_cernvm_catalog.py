@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vmlfs.cernvm import catalog
-from vmlfs.cernvm.versions import parse_version
+from vmlfs.release.versions import parse_version
 from vmlfs.errors import CorruptData, NotFound, UnsafePath, UnsupportedVersion
 
 HEX = "0123456789abcdef" * 4

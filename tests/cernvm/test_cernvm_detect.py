@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from vmlfs.cernvm.detect import (
+from vmlfs.release.detect import (
     PROBE_SCRIPT,
     check_release,
     detect_release,

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from vmlfs.cernvm import images
-from vmlfs.cernvm.versions import parse_version
+from vmlfs.release.versions import parse_version
 from vmlfs.cli.cernvm import cernvm
 from vmlfs.cli.main import main
 from vmlfs.cli.options import Context

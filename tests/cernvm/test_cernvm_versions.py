@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmlfs.cernvm.versions import compare_versions, parse_version
+from vmlfs.release.versions import compare_versions, parse_version
 from vmlfs.errors import InvalidRequest
 
 

@@ -11,7 +11,7 @@ from typing import Iterator
 from tests.conftest import snapshot_copy, tree_listing
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
-from vmlfs.engine.backup import run_backup
+from vmlfs.engine.backup import BackupOptions, run_backup
 from vmlfs.engine.guest import ScanEntry, ScanReport
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import restore_tree
@@ -98,7 +98,7 @@ def test_checksum_rereads_everything_but_stores_nothing_new(tmp_path: Path) -> N
     run_backup(store, cfg, LocalGuest(home))
     plain = run_backup(store, cfg, LocalGuest(home))
     assert plain.stats["unchanged_files"] == 5
-    checked = run_backup(store, cfg, LocalGuest(home), checksum=True)
+    checked = run_backup(store, cfg, LocalGuest(home), BackupOptions(checksum=True))
     assert checked.stats["unchanged_files"] == 0 and checked.stats["deduplicated_files"] == 5
     assert checked.stats["packed_files"] == 0
 
@@ -133,7 +133,7 @@ def test_patched_manifests_follow_type_changes_subtree_deletions_and_link_counts
     for i in range(3):
         if i:
             change(i)
-        meta = run_backup(store, cfg, LocalGuest(home), kind="full" if i == 0 else "incremental")
+        meta = run_backup(store, cfg, LocalGuest(home), BackupOptions(kind="full" if i == 0 else "incremental"))
         copy = snapshot_copy(home, tmp_path / f"copy{i}")
         if i >= 1:  # excluded from then on
             shutil.rmtree(copy / "skip-later")

@@ -11,7 +11,7 @@ from vmlfs import names
 from vmlfs.archive.manifest import Node
 from vmlfs.engine.guest import ScanEntry
 from vmlfs.engine.model import BackupMeta
-from vmlfs.engine.plan import choose_base, content_unchanged, next_timestamp
+from vmlfs.engine.plan import choose_base, content_unchanged, metadata_unchanged, next_timestamp, untouched
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import InvalidRequest, UnsafePath
 
@@ -42,11 +42,26 @@ def test_next_timestamp_is_strictly_increasing() -> None:
 
 def test_content_unchanged_trusts_size_mtime_ctime() -> None:
     e = ScanEntry(b"a", "f", 0o644, 0, 0, "", "", 10, 5, 7)
-    base = Node(2, 1, b"a", "f", 0o600, 0, 0, "", "", 10, 5, 7)
+    base = Node(2, 1, b"a", "f", 0o600, 0, 0, "", "", 10, 5, 7).as_row()
     assert content_unchanged(e, base)
     assert not content_unchanged(e, None)
     for change in ({"size": 11}, {"mtime_ns": 6}, {"ctime_ns": 8}):
         assert not content_unchanged(replace(e, **change), base)
+
+
+def test_untouched_is_metadata_and_content_unchanged_without_links() -> None:
+    """One rule decides whether a base row survives as it is; each field it records counts."""
+    e = ScanEntry(b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7)
+    row = Node(2, 1, b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7).as_row()
+    assert metadata_unchanged(e, row) and untouched(e, row, checksum=False)
+    assert not untouched(e, row, checksum=True)
+    for change in ({"mode": 0o600}, {"uid": 9}, {"gid": 9}, {"uname": "x"}, {"gname": "x"}, {"mtime_ns": 6},
+                   {"size": 11}, {"ctime_ns": 8}, {"nlink": 2}):
+        assert not untouched(replace(e, **change), row, checksum=False), change
+    linked = Node(2, 1, b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7, link_group=2).as_row()
+    assert not untouched(e, linked, checksum=False)
+    d = ScanEntry(b"d", "d", 0o755, 1, 2, "u", "g", 0, 5, 7)
+    assert untouched(d, Node(3, 1, b"d", "d", 0o755, 1, 2, "u", "g", 4096, 5, 99).as_row(), checksum=False)
 
 
 def test_rules_are_gitignore_style() -> None:

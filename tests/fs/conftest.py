@@ -19,7 +19,7 @@ import pytest
 
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
-from vmlfs.engine.backup import run_backup
+from vmlfs.engine.backup import BackupOptions, run_backup
 from vmlfs.engine.model import EntryConfig
 
 VMLFS = [sys.executable, "-m", "vmlfs"]
@@ -76,7 +76,7 @@ class StoreSetup:
         """Take a backup through the engine; return its timestamp."""
         store = self.store()
         cfg = store.load_entry(self.entry)
-        return run_backup(store, cfg, LocalGuest(self.home), kind=kind).timestamp
+        return run_backup(store, cfg, LocalGuest(self.home), BackupOptions(kind=kind)).timestamp
 
     def snapshot_copy(self, ts: str) -> Path:
         """A ``cp -a`` copy of the guest taken right after backup ``ts``: what the mount must show."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fs.conftest import make_store
-from vmlfs.backends.factory import open_guest
+from vmlfs.app.session import Session
 from vmlfs.errors import (
     Busy,
     CorruptData,
@@ -87,8 +87,8 @@ def test_control_accepts_and_checks_prefixes():
 def state(tmp_path):
     s = make_store(tmp_path)
     s.backup()
-    store = s.store()
-    st = MountState(store, Jobs(store, open_guest), owner_uid=1000, owner_gid=1000)
+    session = Session(str(s.store_path), shared_store=True)
+    st = MountState(session.store(), Jobs(session), owner_uid=1000, owner_gid=1000)
     yield s, st
     st.close()
 

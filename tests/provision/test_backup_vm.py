@@ -15,8 +15,8 @@ import libvirt
 import pytest
 from click.testing import CliRunner
 
-import vmlfs.cli.backups as backups_cli
-from vmlfs.backends.factory import open_guest
+import vmlfs.app.backups as backups_app
+from vmlfs.backends.connect import open_guest
 from vmlfs.cli.main import cli
 from vmlfs.errors import GuestError
 from vmlfs.hypervisor import (
@@ -78,7 +78,7 @@ def run(store: Path, *args: str, code: int = 0):
 
 def backup(store: Path, monkeypatch, *flags: str, fail: bool = False, code: int = 0) -> tuple[list[str], object]:
     seen: list[str] = []
-    monkeypatch.setattr(backups_cli, "open_guest", lambda cfg, **kw: Watched(open_guest(cfg, **kw), seen, fail))
+    monkeypatch.setattr(backups_app, "open_guest", lambda *a, **kw: Watched(open_guest(*a, **kw), seen, fail))
     return seen, run(store, "backup", "e1", "--libvirt-uri", URI, *flags, code=code)
 
 

@@ -25,7 +25,7 @@ from vmlfs import names
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.lock import EntryLock
-from vmlfs.backends.store_layout import (
+from vmlfs.engine.store import (
     LAYER,
     MANIFEST,
     STORE_FILE,

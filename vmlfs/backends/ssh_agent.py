@@ -401,7 +401,7 @@ def serve(root, inp, out):
             history(root, out)
         elif op == b"V":  # the login environment: profile output before the marker is dropped by the caller
             blob(out, b"V", command_output([login_shell(), "-l", "-c", ENV_COMMAND], b""))
-        elif op == b"P":  # a probe script of vmlfs (vmlfs/cernvm/detect.py), run with sh -s
+        elif op == b"P":  # a probe script of vmlfs (vmlfs/release/detect.py), run with sh -s
             (size,) = struct.unpack("<I", read_exact(inp, 4))
             blob(out, b"P", command_output(["sh", "-s"], read_exact(inp, size)))
         else:

@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Iterable, Iterator, Sequence
 
 from vmlfs.backends.ssh_runner import RemoteProcess, Runner
-from vmlfs.cernvm.detect import PROBE_SCRIPT, detect_release, parse_probe_output
+from vmlfs.release.detect import PROBE_SCRIPT, detect_release, parse_probe_output
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import AlreadyExists, GuestError, NotFound, UnsafePath
@@ -295,7 +295,7 @@ class SshGuest:
             return agent.blob(b"Y")
 
     def release(self) -> str | None:
-        """The guest's release from :data:`vmlfs.cernvm.detect.PROBE_SCRIPT`, asked once."""
+        """The guest's release from :data:`vmlfs.release.detect.PROBE_SCRIPT`, asked once."""
         if self._release is None:
             script = PROBE_SCRIPT.encode()
             with self._agent() as agent:

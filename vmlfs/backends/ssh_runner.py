@@ -50,6 +50,7 @@ class SshOptions:
 
     accept_new_host_key: bool = False
     known_hosts: str | None = None
+    accept_option: str = "--accept-new-host-key"  # the flag that would trust a new key, for the hint
 
     def known_hosts_path(self) -> str:
         return self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
@@ -150,7 +151,7 @@ class SshConnection:
                 client_factory=lambda: policy, connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15,
                 encryption_algs=list(CIPHERS), **kwargs)
         except asyncssh.HostKeyNotVerifiable as exc:
-            hint = "" if policy.verdict and "CHANGED" in policy.verdict else "pass --accept-new-host-key to trust it on first use"
+            hint = "" if policy.verdict and "CHANGED" in policy.verdict else f"pass {self.options.accept_option} to trust it on first use"
             raise HostKeyRejected(policy.verdict or f"host key of {self.target.host} not verifiable: {exc.reason}", hint=hint) from None
         except asyncssh.KeyExchangeFailed as exc:
             raise HostKeyRejected(f"key exchange with {self.target.host} failed: {exc.reason}",

@@ -37,7 +37,7 @@ from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
 from vmlfs.backends.ssh_url import parse_ssh_url
-from vmlfs.backends.store_layout import (
+from vmlfs.engine.store import (
     LAYER,
     MANIFEST,
     META,

@@ -24,7 +24,7 @@ from html.parser import HTMLParser
 from urllib.parse import unquote, urljoin, urlsplit
 
 from vmlfs import names
-from vmlfs.cernvm.versions import Version, check_arch, parse_version
+from vmlfs.release.versions import Version, check_arch, parse_version
 from vmlfs.errors import (
     CorruptData,
     InvalidRequest,

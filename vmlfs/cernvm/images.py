@@ -29,7 +29,7 @@ from vmlfs.cernvm.catalog import (
     match_image_name,
 )
 from vmlfs.cernvm.download import download, http_error, sha256_of
-from vmlfs.cernvm.versions import ARCHES, Version, check_arch, parse_version
+from vmlfs.release.versions import ARCHES, Version, check_arch, parse_version
 from vmlfs.errors import CorruptData, DownloadError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import os
-import time
 
 import click
 
-from vmlfs.backends.factory import open_guest, restore_to_ssh
-from vmlfs.cernvm.detect import check_release
+from vmlfs.app.backups import BackupRequest, take_backup
+from vmlfs.app.refs import resolve_backup, split_ref
+from vmlfs.app.restore import restore_backup
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
-from vmlfs.cli.options import (
-    Context,
-    libvirt_options,
-    pass_context,
-    resolve_backup,
-    split_ref,
-)
+from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.cli.progress import BackupProgress, byte_bar
-from vmlfs.engine.backup import run_backup
-from vmlfs.engine.restore import restore_tree
 from vmlfs.engine.verify import verify_store
-from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected, InvalidRequest
+from vmlfs.errors import CorruptData
+
+
+def _say(line: str) -> None:
+    click.echo(f"vmlfs: {line}", err=True)
 
 
 @cli.command()
@@ -30,51 +26,28 @@ from vmlfs.errors import ConnectionFailed, CorruptData, HostKeyRejected, Invalid
 @click.option("--kind", type=click.Choice(["full", "incremental", "differential"]), help="Default: full for the first backup, incremental after.")
 @click.option("--checksum", is_flag=True, help="Re-read and hash every file instead of trusting size and times.")
 @click.option("--env-file", type=click.Path(dir_okay=False, exists=True), help="Local guest: take env.txt from this file.")
-@click.option("--accept-new-host-key", is_flag=True, help="SSH guest: trust an unknown host key and add it to known_hosts (a changed key is always refused).")
-@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True, help="SSH guest or store: reconnect and start over this many times if a connection drops.")
-@click.option("--vm-snapshot", is_flag=True, help="Also take a libvirt snapshot (vmlfs-<TS>) of the entry's domain.")
-@click.option("--consistent", is_flag=True, help="Hold the entry's domain still during the backup: freeze its file systems through the guest agent, or pause it (local guests only).")
+@guest_options
+@click.option("--retries", type=click.IntRange(0, 100), help="SSH guest or store: reconnect and start over this many times if a connection drops [the entry's default, 0].")
+@click.option("--vm-snapshot/--no-vm-snapshot", default=None, help="Also take a libvirt snapshot (vmlfs-<TS>) of the entry's domain [the entry's default].")
+@click.option("--consistent/--no-consistent", default=None, help="Hold the entry's domain still during the backup: freeze its file systems through the guest agent, or pause it (local guests only) [the entry's default].")
 @click.option("--strict-release", is_flag=True, help="Refuse if the guest's CernVM release differs from the entry's.")
 @libvirt_options
 @pass_context
 def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None,
-           accept_new_host_key: bool, retries: int, vm_snapshot: bool, consistent: bool, strict_release: bool,
-           libvirt_uri: str, insecure: bool) -> None:
+           accept_new_host_key: bool, retries: int | None, vm_snapshot: bool | None, consistent: bool | None,
+           strict_release: bool, libvirt_uri: str, insecure: bool) -> None:
     """Take a backup of entry NAME."""
-    store = ctx.store()
-    cfg = store.load_entry(name)
-    around = None
-    if vm_snapshot or consistent:
-        if not cfg.domain:
-            raise InvalidRequest(f"entry {name!r} names no libvirt domain", hint=f"vmlfs entry add {name} --domain DOMAIN ...")
-        from vmlfs.hypervisor import backup_hook
-
-        # A paused guest cannot answer SSH: SSH guests are frozen through the guest agent or not at all.
-        method = "freeze" if cfg.guest.startswith("ssh://") else "auto"
-        around = backup_hook(libvirt_uri, cfg.domain, insecure=insecure, snapshot=vm_snapshot,
-                             consistency=method if consistent else None, description=f"vmlfs backup of entry {name}")
-    for attempt in range(retries + 1):
-        progress = BackupProgress(ctx.show_progress)
-        guest = None
-        try:
-            guest = open_guest(cfg, env_file=env_file, accept_new_host_key=accept_new_host_key)
-            if strict_release:
-                check_release(cfg.release, guest.release(), strict=True)
-            meta = run_backup(store, cfg, guest, kind=kind, checksum=checksum, progress=progress, around=around)
-            break
-        except ConnectionFailed as exc:
-            if isinstance(exc, HostKeyRejected) or attempt == retries:
-                raise
-            click.echo(f"vmlfs: {exc}; nothing was committed, retrying ({attempt + 1}/{retries})", err=True)
-            time.sleep(min(2 ** attempt, 30))
-            store = ctx.reopen_store()  # the dropped connection may have been the store's
-        finally:
-            progress.close()
-            if guest is not None:
-                guest.close()
+    session = ctx.session(accept_new_host_key=accept_new_host_key, libvirt_uri=libvirt_uri, insecure=insecure)
+    request = BackupRequest(kind=kind, checksum=checksum, env_file=env_file, vm_snapshot=vm_snapshot,
+                            consistent=consistent, retries=retries, strict_release=strict_release)
+    progress = BackupProgress(ctx.show_progress)
+    try:
+        meta = take_backup(session, name, request, progress=progress, on_retry=_say)
+    finally:
+        progress.close()
     s = meta.stats
     for warning in meta.warnings:
-        click.echo(f"vmlfs: warning: {warning}", err=True)
+        _say(f"warning: {warning}")
     if not ctx.quiet:
         click.echo(
             f"{name}@{meta.timestamp}: {meta.kind}"
@@ -83,24 +56,6 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
             f" stored {humanize.size(meta.layer['size'])} in {humanize.duration(meta.duration_s)}"
             + (f", VM snapshot {meta.vm_snapshot}" if meta.vm_snapshot else "")
         )
-
-
-def release_check(recorded: str | None, url: str, strict: bool, accept_new_host_key: bool) -> None:
-    """Compare a backup's release with the SSH guest's before restoring: warn, or refuse when ``strict``."""
-    if not recorded:
-        return
-    from vmlfs.backends.ssh_guest import SshGuest
-    from vmlfs.backends.ssh_runner import SshConnection, SshOptions
-    from vmlfs.backends.ssh_url import parse_ssh_url
-
-    target = parse_ssh_url(url)
-    guest = SshGuest(SshConnection(target, SshOptions(accept_new_host_key=accept_new_host_key)), "/", target.display)
-    try:
-        warning = check_release(recorded, guest.release(), strict=strict)
-    finally:
-        guest.close()
-    if warning:
-        click.echo(f"vmlfs: warning: {warning}", err=True)
 
 
 @cli.command("list")
@@ -146,38 +101,31 @@ def ls(ctx: Context, ref: str, path: str) -> None:
 @click.argument("target", type=click.Path(file_okay=False))
 @click.argument("paths", nargs=-1)
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
-@click.option("--accept-new-host-key", is_flag=True, help="TARGET over SSH: trust an unknown host key (a changed key is always refused).")
+@guest_options
 @click.option("--strict-release", is_flag=True, help="TARGET over SSH: refuse if the guest's CernVM release differs from the backup's.")
 @pass_context
 def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool, accept_new_host_key: bool,
             strict_release: bool) -> None:
     """Restore a backup (or PATHS inside it) into the directory TARGET (or ssh://[user@]host[:port]/path)."""
-    store = ctx.store()
-    name, ts = resolve_backup(store, ref)
-    manifest = store.open_manifest(name, ts)
+    session = ctx.session(accept_new_host_key=accept_new_host_key)
     bar = byte_bar(ctx.show_progress, "restored")
-    open_layer = lambda layer_ts: store.open_layer(name, layer_ts)  # noqa: E731
     try:
-        if target.startswith("ssh://"):
-            recorded = store.meta(name, ts).release
-            release_check(recorded, target, strict_release, accept_new_host_key)
-            report = restore_to_ssh(manifest, open_layer, target, [os.fsencode(p) for p in paths],
-                                    overwrite=overwrite, on_bytes=bar.update, accept_new_host_key=accept_new_host_key)
-        else:
-            report = restore_tree(manifest, open_layer, target, [os.fsencode(p) for p in paths],
-                                  overwrite=overwrite, on_bytes=bar.update)
+        done = restore_backup(session, ref, target, paths, overwrite=overwrite, strict_release=strict_release,
+                              on_bytes=bar.update)
     finally:
         bar.close()
-        manifest.close()
+    report = done.report
+    if done.warning:
+        _say(f"warning: {done.warning}")
     if not ctx.quiet:
         click.echo(
-            f"restored {name}@{ts} into {target}: {report.files} files, {report.dirs} directories,"
+            f"restored {done.entry}@{done.ts} into {target}: {report.files} files, {report.dirs} directories,"
             f" {report.symlinks} symlinks, {report.hardlinks} hardlinks, {humanize.size(report.bytes)}"
         )
     if report.damaged:
         for line in report.damaged:
-            click.echo(f"vmlfs: damaged, not restored: {line}", err=True)
-        raise CorruptData(f"{len(report.damaged)} damaged files were not restored", hint=f"run 'vmlfs verify {name}@{ts}'")
+            _say(f"damaged, not restored: {line}")
+        raise CorruptData(f"{len(report.damaged)} damaged files were not restored", hint=f"run 'vmlfs verify {done.entry}@{done.ts}'")
 
 
 @cli.command()

@@ -8,7 +8,7 @@ import click
 
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
-from vmlfs.demo import ENTRY, run_demo
+from vmlfs.app.demo import ENTRY, run_demo
 
 
 @cli.command()
@@ -17,8 +17,8 @@ from vmlfs.demo import ENTRY, run_demo
 def demo(directory: str) -> None:
     """Generate a demo guest home, back it up twice, and show what to look at."""
     store, backups = run_demo(directory)
-    s = shlex.quote(str(store.root))
-    click.echo(f"demo store: {store.root}")
+    s = shlex.quote(str(store))
+    click.echo(f"demo store: {store}")
     for meta in backups:
         click.echo(
             f"  {ENTRY}@{meta.timestamp}: {meta.kind}, {meta.stats['files']} files, packed {meta.stats['packed_files']},"

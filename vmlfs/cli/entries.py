@@ -1,14 +1,46 @@
-"""``vmlfs entry ...``: add, list, show, remove entries and choose the default one."""
+"""``vmlfs entry ...``: add, edit, list, show, remove entries and choose the default one."""
 
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar
+
 import click
 
-from vmlfs import names
-from vmlfs.cernvm.detect import parse_release
+from vmlfs.app.entries import add_entry, edit_entry
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
-from vmlfs.engine.model import EntryConfig
+from vmlfs.engine.model import BackupDefaults, EntryConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def entry_settings(func: F) -> F:
+    """The options ``entry add`` and ``entry edit`` share; unset ones leave a setting as it is."""
+    options = [
+        click.option("--include", multiple=True, metavar="PATTERN", help="Re-include paths an --exclude left out (gitignore-style, repeatable; edit: replaces the list)."),
+        click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave paths out (gitignore-style, relative to the guest home, repeatable; edit: replaces the list)."),
+        click.option("--release", help="The CernVM release the guest runs."),
+        click.option("--domain", help="The libvirt domain that runs the guest."),
+        click.option("--env-file", type=click.Path(dir_okay=False), help="For a local guest: take env.txt from this file."),
+        click.option("--vm-memory", type=click.IntRange(64, 1 << 20), metavar="MIB", help="Provisioning: memory of the domain [2048]."),
+        click.option("--vm-cpus", type=click.IntRange(1, 256), metavar="N", help="Provisioning: virtual CPUs [1]."),
+        click.option("--vm-network", type=click.Choice(["nat", "user", "none"]), help="Provisioning: libvirt network 'default' (nat), QEMU user networking, or none [nat]."),
+        click.option("--vm-ssh", metavar="HOST:PORT", help="Provisioning: where the new guest's sshd answers (e.g. a port forward) [from libvirt's DHCP leases, port 22]."),
+        click.option("--vm-snapshot/--no-vm-snapshot", default=None, help="Backups take a libvirt snapshot of the domain alongside [no]."),
+        click.option("--consistent/--no-consistent", default=None, help="Backups freeze (SSH guests) or pause (local guests) the domain [no]."),
+        click.option("--retries", type=click.IntRange(0, 100), help="Backups reconnect and start over this many times if a connection drops [0]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _vm(memory: int | None, cpus: int | None, network: str | None, ssh: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("memory", memory), ("cpus", cpus), ("network", network), ("ssh", ssh)) if v is not None}
+
+
+def _backup(vm_snapshot: bool | None, consistent: bool | None, retries: int | None) -> dict[str, Any]:
+    return {k: v for k, v in (("vm_snapshot", vm_snapshot), ("consistent", consistent), ("retries", retries)) if v is not None}
 
 
 @cli.group()
@@ -19,34 +51,45 @@ def entry() -> None:
 @entry.command("add")
 @click.argument("name")
 @click.option("--guest", required=True, help="Guest home: a local directory or ssh://[user@]host[:port]/path.")
-@click.option("--include", multiple=True, metavar="PATTERN", help="Re-include paths an --exclude left out (gitignore-style, repeatable).")
-@click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave paths out (gitignore-style, relative to the guest home, repeatable).")
-@click.option("--release", help="The CernVM release the guest runs.")
-@click.option("--domain", help="The libvirt domain that runs the guest.")
-@click.option("--env-file", type=click.Path(dir_okay=False), help="For a local guest: take env.txt from this file.")
-@click.option("--vm-memory", type=click.IntRange(64, 1 << 20), metavar="MIB", help="Provisioning: memory of the domain [2048].")
-@click.option("--vm-cpus", type=click.IntRange(1, 256), metavar="N", help="Provisioning: virtual CPUs [1].")
-@click.option("--vm-network", type=click.Choice(["nat", "user", "none"]), help="Provisioning: libvirt network 'default' (nat), QEMU user networking, or none [nat].")
-@click.option("--vm-ssh", metavar="HOST:PORT", help="Provisioning: where the new guest's sshd answers (e.g. a port forward) [from libvirt's DHCP leases, port 22].")
+@entry_settings
 @pass_context
 def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: tuple[str, ...],
         release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
-        vm_network: str | None, vm_ssh: str | None) -> None:
-    """Add entry NAME backing up GUEST."""
-    if release is not None:
-        parse_release(release)
-    if domain is not None:
-        from vmlfs.hypervisor.domain_xml import domain_name
+        vm_network: str | None, vm_ssh: str | None, vm_snapshot: bool | None, consistent: bool | None,
+        retries: int | None) -> None:
+    """Add entry NAME backing up GUEST.
 
-        domain_name(domain)  # it names the disk directory when provisioning
-    vm = {k: v for k, v in (("memory", vm_memory), ("cpus", vm_cpus), ("network", vm_network), ("ssh", vm_ssh)) if v is not None}
-    if vm_ssh is not None:
-        from vmlfs.cernvm.provision import ssh_endpoint
-
-        ssh_endpoint(vm_ssh)
-    cfg = EntryConfig(names.entry_name(name), guest, list(include), list(exclude), release, domain, env_file, vm)
-    ctx.store().add_entry(cfg)
+    Example: vmlfs entry add higgs --guest ssh://physicist@cvm/home/physicist --release 2021.05-1 --domain cvm
+    """
+    cfg = EntryConfig(name, guest, list(include), list(exclude), release, domain, env_file,
+                      _vm(vm_memory, vm_cpus, vm_network, vm_ssh),
+                      BackupDefaults(**_backup(vm_snapshot, consistent, retries)))
+    add_entry(ctx.session(), cfg)
     click.echo(f"added entry {name} ({guest})")
+
+
+@entry.command("edit")
+@click.argument("name")
+@click.option("--guest", help="Guest home: a local directory or ssh://[user@]host[:port]/path.")
+@entry_settings
+@pass_context
+def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
+         release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
+         vm_network: str | None, vm_ssh: str | None, vm_snapshot: bool | None, consistent: bool | None,
+         retries: int | None) -> None:
+    """Change settings of entry NAME; options not given keep their value.
+
+    Example: vmlfs entry edit higgs --vm-snapshot --consistent --retries 2
+    """
+    changes: dict[str, Any] = {k: v for k, v in (("guest", guest), ("release", release), ("domain", domain),
+                                                 ("env_file", env_file)) if v is not None}
+    if include:
+        changes["include"] = list(include)
+    if exclude:
+        changes["exclude"] = list(exclude)
+    edit_entry(ctx.session(), name, changes, _vm(vm_memory, vm_cpus, vm_network, vm_ssh),
+               _backup(vm_snapshot, consistent, retries))
+    click.echo(f"edited entry {name}")
 
 
 @entry.command("list")

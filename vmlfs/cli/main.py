@@ -1,8 +1,8 @@
 """The ``vmlfs`` command: one click group, errors mapped to messages and exit codes here only.
 
 Each command module registers its commands on :data:`cli` and is listed in
-:data:`COMMAND_MODULES`; every command
-calls one library function and lets :class:`VmlfsError` propagate to
+:data:`COMMAND_MODULES`; every command calls one use case of
+:mod:`vmlfs.app` (or one query of the store) and lets :class:`VmlfsError` propagate to
 :func:`main`, which prints one line (plus the hint) and exits with the
 error's exit code. ``--debug`` shows the traceback too.
 """
@@ -47,17 +47,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="VMLFS_STORE", metavar="PATH", help="Store directory [env VMLFS_STORE; default $XDG_DATA_HOME/vmlfs].")
+@click.option("--accept-new-store-host-key", is_flag=True,
+              help="SSH store: trust an unknown host key and add it to known_hosts (a changed key is always refused).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks.")
 @click.version_option(package_name="vmlfs")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context, store: str | None, accept_new_store_host_key: bool, quiet: bool, debug: bool) -> None:
     """vmlfs: a logbook of CernVM environments, backed up, browsable and restorable."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
         format="vmlfs: %(message)s" if not debug else "%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
-    ctx.obj = Context(store_path=store, quiet=quiet, debug=debug)
+    ctx.obj = Context(store_path=store, quiet=quiet, debug=debug, accept_new_store_host_key=accept_new_store_host_key)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,20 +13,22 @@ import logging
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import click
 
+from vmlfs.app.session import Session
+from vmlfs.app.vm import SessionVm
 from vmlfs.archive.seekable import FrameCache
-from vmlfs.backends.factory import open_guest, open_store
+from vmlfs.backends.connect import is_ssh
 from vmlfs.cli.main import cli
-from vmlfs.cli.options import Context, libvirt_options, pass_context
+from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
 from vmlfs.hypervisor import check_uri
-from vmlfs.hypervisor.session import MountVm
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +108,28 @@ def _daemon_mount(make_state: Callable[[], MountState], path: str, allow_other: 
 @click.option("--cache-size", type=click.IntRange(1, 1 << 16), default=64, show_default=True, metavar="MIB",
               help="Memory for decompressed frames (LRU).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Append the mount's log here (background mode logs nowhere otherwise).")
+@guest_options
 @libvirt_options
 @pass_context
 def mount(ctx: Context, mountpoint: str, store_path: str | None, foreground: bool, options: tuple[str, ...],
-          cache_size: int, log_file: str | None, libvirt_uri: str, insecure: bool) -> None:
+          cache_size: int, log_file: str | None, accept_new_host_key: bool, libvirt_uri: str, insecure: bool) -> None:
     """Mount every backup of the store, read-only, at MOUNTPOINT; control/ files take backups."""
     allow_other = parse_options(options)
-    location = store_path or ctx.store_location
-    path = check_mountpoint(mountpoint, None if location.startswith("ssh://") else Path(location))
+    checked = ctx.session(store_location=store_path)
+    location = checked.store_location
+    path = check_mountpoint(mountpoint, None if is_ssh(location) else Path(location))
     check_uri(libvirt_uri, insecure=insecure)  # refused now, not at the first vm/ access
-    open_store(location, create=False).close()  # missing, unreachable or newer stores: one line, before forking
+    checked.store(create=False)  # missing, unreachable or newer stores: one line, before forking
+    checked.close()
 
     def make_state() -> MountState:
-        store = open_store(location, create=False, cache=FrameCache(cache_size << 20))
-        # libvirt is reached lazily: a mount without libvirtd works, only vm/ and provisioning answer EIO.
-        return MountState(store, Jobs(store, open_guest, MountVm(libvirt_uri, insecure, store)))
+        # The mount's own session, opened after the fork (an SSH connection cannot cross it); libvirt is
+        # reached lazily: a mount without libvirtd works, only vm/ and provisioning answer EIO.
+        session = Session(location, guest_keys=replace(checked.guest_keys, accept_new=accept_new_host_key),
+                          store_keys=checked.store_keys, libvirt_uri=libvirt_uri, insecure=insecure,
+                          frame_cache=FrameCache(cache_size << 20), shared_store=True)
+        store = session.store(create=False)
+        return MountState(store, Jobs(session, SessionVm(session)))
 
     if foreground:
         from vmlfs.fs.fuse_adapter import serve

@@ -1,4 +1,4 @@
-"""What every command shares: the resolved store, quiet/debug, entry@timestamp parsing."""
+"""What every command shares: the session (store, host-key policies, libvirt), quiet/debug, shared options."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from vmlfs import names
-from vmlfs.backends.factory import open_store
+from vmlfs.app.session import DEFAULT_LIBVIRT_URI, Session
+from vmlfs.backends.connect import GUEST_OPTION, STORE_OPTION, HostKeys
 from vmlfs.backends.local_store import default_store_path
-from vmlfs.backends.store_layout import StoreLayout
-from vmlfs.errors import InvalidRequest, NotFound
+from vmlfs.engine.store import StoreLayout
 
 
 @dataclass
@@ -20,7 +19,8 @@ class Context:
     store_path: str | None
     quiet: bool = False
     debug: bool = False
-    _store: StoreLayout | None = field(default=None, repr=False)
+    accept_new_store_host_key: bool = False
+    _session: Session | None = field(default=None, repr=False)
 
     @property
     def show_progress(self) -> bool:
@@ -30,47 +30,27 @@ class Context:
     def store_location(self) -> str:
         return self.store_path or default_store_path()
 
-    def store(self, *, create: bool = True) -> StoreLayout:
-        if self._store is None:
-            self._store = open_store(self.store_location, create=create)
-        return self._store
+    def session(self, *, accept_new_host_key: bool = False, libvirt_uri: str = DEFAULT_LIBVIRT_URI,
+                insecure: bool = False, image_repo: str | None = None, store_location: str | None = None) -> Session:
+        """The command's session, made by its first caller with the command's options; closed when the command ends."""
+        if self._session is None:
+            self._session = Session(
+                store_location or self.store_location,
+                guest_keys=HostKeys(accept_new=accept_new_host_key, option=GUEST_OPTION),
+                store_keys=HostKeys(accept_new=self.accept_new_store_host_key, option=STORE_OPTION),
+                libvirt_uri=libvirt_uri, insecure=insecure, image_repo=image_repo,
+            )
+            click.get_current_context().call_on_close(self._session.close)
+        return self._session
 
-    def reopen_store(self) -> StoreLayout:
-        """A fresh connection to the store (after an SSH store's connection dropped)."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        return self.store()
+    def store(self, *, create: bool = True) -> StoreLayout:
+        return self.session().store(create=create)
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
-def split_ref(ref: str) -> tuple[str, str | None]:
-    """``NAME[@TS]`` -> (name, ts-or-prefix or None for latest)."""
-    name, _, ts = ref.partition("@")
-    names.entry_name(name)
-    return name, (ts or None)
-
-
-def resolve_backup(store: StoreLayout, ref: str) -> tuple[str, str]:
-    """``NAME[@TS]``: the newest backup, ``@latest``, or a unique timestamp prefix."""
-    name, ts = split_ref(ref)
-    stamps = [r.timestamp for r in store.backups(name)]
-    if not stamps:
-        raise NotFound(f"entry {name!r} has no backups yet", hint=f"take one with 'vmlfs backup {name}'")
-    if ts is None or ts == "latest":
-        return name, stamps[-1]
-    matches = [s for s in stamps if s.startswith(ts)]
-    if len(matches) == 1:
-        return name, matches[0]
-    if not matches:
-        raise NotFound(f"entry {name!r} has no backup matching {ts!r}", hint=f"see 'vmlfs list {name}'")
-    raise InvalidRequest(f"{ts!r} matches {len(matches)} backups of {name!r}: {', '.join(matches[:5])}", hint="give more digits")
-
-
 LIBVIRT_URI_ENV = "VMLFS_LIBVIRT_URI"
-DEFAULT_LIBVIRT_URI = "qemu:///system"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -92,4 +72,12 @@ def libvirt_options(func: F) -> F:
         show_default=True,
         metavar="URI",
         help=f"libvirt connection URI, e.g. qemu:///system, xen:///system, esx://host, test:///default [env {LIBVIRT_URI_ENV}].",
+    )(func)
+
+
+def guest_options(func: F) -> F:
+    """``--accept-new-host-key`` for commands that reach an SSH guest (or restore into one)."""
+    return click.option(
+        GUEST_OPTION, "accept_new_host_key", is_flag=True,
+        help="SSH guest: trust an unknown host key and add it to known_hosts (a changed key is always refused).",
     )(func)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vmlfs.cernvm import provision as prov
+from vmlfs.app import provision as prov
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, libvirt_options, pass_context
 
@@ -24,8 +24,8 @@ def provision(ctx: Context, target: str, libvirt_uri: str, insecure: bool, stric
     TARGET is an entry (its newest backup), NAME@TS, or a bare CernVM release
     (a fresh domain cernvm-RELEASE, nothing restored).
     """
-    store = ctx.store()
+    session = ctx.session(libvirt_uri=libvirt_uri, insecure=insecure, image_repo=repo)
     say = (lambda line: None) if ctx.quiet else (lambda line: click.echo(f"vmlfs: {line}", err=True))
-    done = prov.provision(store, prov.plan(store, target), uri=libvirt_uri, insecure=insecure,
-                          strict_release=strict_release, repo=repo, ssh_timeout=ssh_timeout, report=say)
+    done = prov.provision(session, prov.plan(session.store(), target), strict_release=strict_release,
+                          ssh_timeout=ssh_timeout, report=say)
     click.echo(f"{done.domain} {done.address}")

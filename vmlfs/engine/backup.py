@@ -21,28 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
-from vmlfs.archive.manifest import (
-    CTIME,
-    DIR,
-    FILE,
-    GID,
-    GNAME,
-    ID,
-    LINK_GROUP,
-    MODE,
-    MTIME,
-    NAME,
-    SIZE,
-    TARGET,
-    TYPE,
-    UID,
-    UNAME,
-    Manifest,
-    ManifestWriter,
-    Node,
-)
-from vmlfs.backends.store_layout import LAYER, MANIFEST, META, StoreLayout
-from vmlfs.cernvm.detect import check_release
+from vmlfs.archive.manifest import DIR, FILE, ID, NAME, Manifest, ManifestWriter, Node
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.engine.plan import (
@@ -50,9 +29,12 @@ from vmlfs.engine.plan import (
     content_unchanged,
     metadata_unchanged,
     next_timestamp,
+    untouched,
 )
 from vmlfs.engine.rules import Rules
+from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
 from vmlfs.errors import CorruptData, InvalidRequest, StorageFull
+from vmlfs.release.detect import check_release
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +156,7 @@ class _Builder:
                 stack.append(_OpenDir(entry.path, node.id, self._base_children(base_node.id) if base_node else {}))
             else:
                 self.stats.symlinks += 1
-            if entry.path and not metadata_unchanged(entry, base_node):
+            if entry.path and not metadata_unchanged(entry, base_node.as_row() if base_node is not None else None):
                 self.layer.add(_member(entry.path, entry.type, entry, entry.target))
             self._emit(node, base_node)
         while stack:
@@ -191,16 +173,11 @@ class _Builder:
         return {row[NAME]: row for row in self.base.children_rows(base_id)}
 
     def _untouched(self, entry: ScanEntry, row: tuple) -> bool:
-        """The fast path of a backup where little changed: the entry equals its base row in
-        everything the row records, so the row copied from the base stays as it is (no Node,
-        no write). Hardlinked files take the full path (their group is rebuilt)."""
-        if (row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET]) != (
-            entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target
-        ):
+        """The fast path (:func:`vmlfs.engine.plan.untouched`): the row copied from the base stays
+        as it is, with no Node built and nothing written; only the statistics count it."""
+        if not untouched(entry, row, checksum=self.checksum):
             return False
         if entry.type == FILE:
-            if self.checksum or entry.nlink > 1 or row[LINK_GROUP] is not None or (row[SIZE], row[CTIME]) != (entry.size, entry.ctime_ns):
-                return False
             self.stats.files += 1
             self.stats.bytes += entry.size
             self.stats.unchanged_files += 1
@@ -246,7 +223,7 @@ class _Builder:
             node.link_group = node.id
             node.nlink = base_node.nlink if base_node is not None else 1  # final count set by set_nlink
             self.group_sizes[node.id] = 1
-        if not self.checksum and content_unchanged(entry, base_node):
+        if not self.checksum and content_unchanged(entry, base_node.as_row() if base_node is not None else None):
             assert base_node is not None
             node.sha256, node.layer, node.data_offset = base_node.sha256, base_node.layer, base_node.data_offset
             self.stats.unchanged_files += 1
@@ -374,9 +351,38 @@ def _write(path: Path, data: bytes) -> dict[str, object]:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, *, kind: str | None = None,
-               checksum: bool = False, progress: Progress | None = None, now: datetime | None = None,
-               threads: int = 2,
+@dataclass(frozen=True)
+class BackupOptions:
+    """What a caller may choose about one backup; everything else follows from the entry and its history."""
+
+    kind: str | None = None
+    """full, incremental or differential; None: full the first time, incremental after."""
+    checksum: bool = False
+    """Re-read and hash every file instead of trusting size and times."""
+    threads: int = 2
+    """Compression threads of the layer writer."""
+    now: datetime | None = None
+    """The backup's time (tests); None: the clock."""
+
+
+@dataclass
+class _Plan:
+    """One backup being built: decided before the scan, read by :func:`_build`."""
+
+    cfg: EntryConfig
+    guest: Guest
+    ts: str
+    kind: str
+    base_ts: str | None
+    base: Manifest | None
+    work: Path
+    options: BackupOptions
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    t0: float = field(default_factory=time.monotonic)
+
+
+def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: BackupOptions = BackupOptions(), *,
+               progress: Progress | None = None,
                around: Callable[[str], AbstractContextManager[str | None]] | None = None) -> BackupMeta:
     """Take one backup of ``cfg`` from ``guest`` into ``store`` and commit it atomically.
 
@@ -391,38 +397,36 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, *, kind: str 
         store.clean_tmp(cfg.name)
         records = store.backups(cfg.name)
         history = [r.meta for r in records if r.meta is not None]
-        kind, base_ts, notes = choose_base(history, kind)
+        kind, base_ts, notes = choose_base(history, options.kind)
         for note in notes:
             log.warning("%s: %s", cfg.name, note)
-        ts = next_timestamp([r.timestamp for r in records], now)
-        started, t0 = datetime.now(timezone.utc), time.monotonic()
-        work = store.new_work_dir(cfg.name, ts)
-        base = None
+        ts = next_timestamp([r.timestamp for r in records], options.now)
+        plan = _Plan(cfg, guest, ts, kind, base_ts, None, store.new_work_dir(cfg.name, ts), options)
         try:
             if base_ts is not None:
                 try:
-                    base = store.open_manifest(cfg.name, base_ts)
+                    plan.base = store.open_manifest(cfg.name, base_ts)
                 except CorruptData as exc:
                     raise CorruptData(f"the base backup is damaged: {exc}", hint="take a full backup with --kind full") from None
             with around(ts) if around is not None else nullcontext() as vm_snapshot:
-                meta = _build(store, cfg, guest, ts, kind, base_ts, base, work, progress, checksum, threads, started, t0)
+                meta = _build(plan, progress)
                 meta.warnings[:0] = notes
                 meta.vm_snapshot = vm_snapshot
-                _write(work / META, meta.to_json())
-                store.commit(cfg.name, work, ts)
+                _write(plan.work / META, meta.to_json())
+                store.commit(cfg.name, plan.work, ts)
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(plan.work, ignore_errors=True)
             raise
         finally:
-            if base is not None:
-                base.close()
+            if plan.base is not None:
+                plan.base.close()
     return meta
 
 
-def _build(store: StoreLayout, cfg: EntryConfig, guest: Guest, ts: str, kind: str, base_ts: str | None,
-           base: Manifest | None, work: Path, progress: Progress, checksum: bool, threads: int,
-           started: datetime, t0: float) -> BackupMeta:
-    manifest = ManifestWriter(work / MANIFEST, ts, base=base.path if base is not None else None)
+def _build(plan: _Plan, progress: Progress) -> BackupMeta:
+    """Write the layer, the manifest and the small files of ``plan`` into its work directory."""
+    work, base = plan.work, plan.base
+    manifest = ManifestWriter(work / MANIFEST, plan.ts, base=base.path if base is not None else None)
     try:
         # Unbuffered: frames are written whole, and a failing write must fail there, not
         # again when the file is closed on the way out (which would hide the first error).
@@ -431,16 +435,17 @@ def _build(store: StoreLayout, cfg: EntryConfig, guest: Guest, ts: str, kind: st
         manifest.abort()
         raise StorageFull(f"cannot create layer: {exc.strerror}") from exc
     with raw:
-        layer = LayerWriter(raw, threads=threads)
-        builder = _Builder(ts, guest, base, layer, manifest, progress, checksum)
+        layer = LayerWriter(raw, threads=plan.options.threads)
+        builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum)
         try:
-            builder.run(Rules(tuple(cfg.include), tuple(cfg.exclude)))
+            builder.run(Rules(tuple(plan.cfg.include), tuple(plan.cfg.exclude)))
             layer.close()
             manifest.close()
         except BaseException:
             layer.abort()
             manifest.abort()
             raise
+    guest, cfg = plan.guest, plan.cfg
     files = {"env.txt": _write(work / "env.txt", guest.environment())}
     history = guest.history()
     if history is not None:
@@ -455,9 +460,9 @@ def _build(store: StoreLayout, cfg: EntryConfig, guest: Guest, ts: str, kind: st
         builder.warnings.append(mismatch)
     stats = builder.stats.__dict__ | {"layer_members": layer.members, "layer_uncompressed": layer.uncompressed_bytes}
     return BackupMeta(
-        timestamp=ts, kind=kind, base=base_ts, started=started.isoformat(timespec="milliseconds"),
+        timestamp=plan.ts, kind=plan.kind, base=plan.base_ts, started=plan.started.isoformat(timespec="milliseconds"),
         completed=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        duration_s=round(time.monotonic() - t0, 3), guest=guest.description, release=release,
+        duration_s=round(time.monotonic() - plan.t0, 3), guest=guest.description, release=release,
         stats=stats, layer={"file": LAYER, "size": layer.compressed_bytes, "sha256": layer.sha256},
         manifest={"file": MANIFEST, **_file_record(work / MANIFEST)}, files=files, warnings=builder.warnings,
     )

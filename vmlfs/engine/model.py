@@ -14,7 +14,7 @@ from vmlfs import names
 from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
 
 STORE_VERSION = "1.0"
-ENTRY_VERSION = "1.0"
+ENTRY_VERSION = "1.1"  # 1.1: backup defaults ("backup": {...}); 1.0 readers ignore them
 BACKUP_VERSION = "1.0"
 KINDS = ("full", "incremental", "differential")
 
@@ -44,9 +44,53 @@ def dump_json(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
+VM_KEYS = {"memory": int, "cpus": int, "network": str, "ssh": str, "disk_dir": str}
+
+
+@dataclass(frozen=True)
+class VmSettings:
+    """An entry's ``vm`` settings for provisioning, with defaults (docs/cernvm.md: 2 GiB, 1 vCPU,
+    libvirt's NAT network ``default``); ``ssh`` is ``HOST:PORT``, checked where it is used."""
+
+    memory: int = 2048
+    cpus: int = 1
+    network: str = "nat"
+    ssh: str | None = None
+    disk_dir: str | None = None
+
+    @classmethod
+    def from_entry(cls, vm: dict[str, Any]) -> "VmSettings":
+        for key, value in vm.items():
+            if key not in VM_KEYS or not isinstance(value, VM_KEYS[key]) or isinstance(value, bool):
+                raise InvalidRequest(f"invalid entry vm setting {key}={value!r}",
+                                     hint=f"known settings: {', '.join(f'{k} ({t.__name__})' for k, t in VM_KEYS.items())}")
+        return cls(**vm)
+
+
+@dataclass(frozen=True)
+class BackupDefaults:
+    """How an entry's backups are taken unless a request says otherwise (CLI flag, control file)."""
+
+    vm_snapshot: bool = False
+    consistent: bool = False
+    retries: int = 0
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "BackupDefaults":
+        if not isinstance(doc, dict) or set(doc) - set(cls.__dataclass_fields__):
+            raise TypeError(f"backup defaults must be an object with keys {', '.join(cls.__dataclass_fields__)}")
+        for key in ("vm_snapshot", "consistent"):
+            if not isinstance(doc.get(key, False), bool):
+                raise TypeError(f"backup.{key} must be true or false")
+        retries = doc.get("retries", 0)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
+            raise TypeError("backup.retries must be an integer from 0 to 100")
+        return cls(**doc)
+
+
 @dataclass
 class EntryConfig:
-    """One logbook: where its guest is and what to back up."""
+    """One logbook: where its guest is, what to back up, and how."""
 
     name: str
     guest: str
@@ -56,6 +100,7 @@ class EntryConfig:
     domain: str | None = None
     env_file: str | None = None
     vm: dict[str, Any] = field(default_factory=dict)
+    backup: BackupDefaults = field(default_factory=BackupDefaults)
 
     def to_json(self) -> bytes:
         return dump_json({"format": "vmlfs-entry", "version": ENTRY_VERSION, **asdict(self)})
@@ -74,6 +119,7 @@ class EntryConfig:
                 domain=_opt_str(doc.get("domain")),
                 env_file=_opt_str(doc.get("env_file")),
                 vm=dict(doc.get("vm") or {}),
+                backup=BackupDefaults.from_doc(doc.get("backup", {})),
             )
         except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
             raise CorruptData(f"{where}: malformed entry ({exc})") from None

@@ -1,11 +1,16 @@
-"""Pure decisions of a backup: which base, which timestamp, what changed."""
+"""Pure decisions of a backup: which base, which timestamp, what changed.
+
+What changed is decided here only, over base rows in the manifest's column
+order (``Manifest.children_rows``, ``Node.as_row``), so the fast path over raw
+rows and the slow path over nodes cannot disagree.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 from vmlfs import names
-from vmlfs.archive.manifest import Node
+from vmlfs.archive.manifest import CTIME, FILE, GID, GNAME, LINK_GROUP, MODE, MTIME, SIZE, TARGET, TYPE, UID, UNAME
 from vmlfs.engine.guest import ScanEntry
 from vmlfs.engine.model import KINDS, BackupMeta
 from vmlfs.errors import InvalidRequest
@@ -48,30 +53,36 @@ def next_timestamp(existing: list[str], now: datetime | None = None) -> str:
     return names.format_timestamp(moment)
 
 
-def content_unchanged(entry: ScanEntry, base: Node | None) -> bool:
-    """Whether a file's bytes can be taken from the base without reading it.
+def metadata_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
+    """Whether a base row (``Manifest`` column order) says everything a tar header says of ``entry``
+    but its size and content: type, mode, owner ids and names, mtime, link target."""
+    return row is not None and (
+        row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET]
+    ) == (entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target)
+
+
+def content_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
+    """Whether a file's bytes can be taken from the base row without reading it.
 
     Like restic and rsync, trust size, mtime and ctime; a changed ctime
     (chmod, rename, rewrite with a forged mtime) means re-read, and the content
     hash then finds the bytes already stored.
     """
     return (
-        base is not None
-        and base.is_file
-        and base.size == entry.size
-        and base.mtime_ns == entry.mtime_ns
-        and base.ctime_ns == entry.ctime_ns
+        row is not None
+        and row[TYPE] == FILE
+        and (row[SIZE], row[MTIME], row[CTIME]) == (entry.size, entry.mtime_ns, entry.ctime_ns)
     )
 
 
-def metadata_unchanged(entry: ScanEntry, base: Node | None) -> bool:
-    """Whether a directory or symlink needs no new member in the layer."""
-    return (
-        base is not None
-        and base.type == entry.type
-        and base.mode == entry.mode
-        and base.uid == entry.uid
-        and base.gid == entry.gid
-        and base.mtime_ns == entry.mtime_ns
-        and base.target == entry.target
-    )
+def untouched(entry: ScanEntry, row: tuple, *, checksum: bool) -> bool:
+    """Whether the base row can stay exactly as it is: the fast path of a backup where little changed.
+
+    Hardlinked files never take it (their group is rebuilt), nor does any
+    file under ``--checksum``.
+    """
+    if not metadata_unchanged(entry, row):
+        return False
+    if entry.type != FILE:
+        return True
+    return not checksum and entry.nlink == 1 and row[LINK_GROUP] is None and content_unchanged(entry, row)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vmlfs.backends.store_layout import LAYER, MANIFEST, StoreLayout
+from vmlfs.engine.store import LAYER, MANIFEST, StoreLayout
 from vmlfs.engine.content import Layers, file_chunks
 from vmlfs.errors import VmlfsError
 

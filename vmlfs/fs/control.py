@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
-from vmlfs import names
-from vmlfs.backends.store_layout import StoreLayout
-from vmlfs.engine.backup import run_backup
-from vmlfs.engine.guest import Guest
-from vmlfs.engine.model import KINDS, EntryConfig
+from vmlfs.app.backups import BackupRequest, take_backup
+from vmlfs.app.refs import check_ref
+from vmlfs.app.session import Session
+from vmlfs.engine.model import KINDS
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ PROVISION = "/provision"  # the job key of provisioning: no entry name contains 
 
 
 class VmPort(Protocol):
-    """What the mount needs from the hypervisor (implemented by vmlfs.hypervisor.session.MountVm)."""
+    """What the mount needs from the hypervisor (implemented by :class:`vmlfs.app.vm.SessionVm`)."""
 
     def snapshot_names(self, domain: str) -> list[str]: ...
     def snapshot_xml(self, domain: str, name: str) -> bytes: ...
@@ -107,14 +106,10 @@ def parse_target(data: bytes, *, partial: bool = False) -> str:
     word = data.strip().decode()
     if partial:
         return word
-    name, at, ts = word.partition("@")
     try:
-        names.entry_name(name)
-        if at and ts != "latest" and not (ts and names.TIMESTAMP.fullmatch(ts + "20000101T000000Z"[len(ts):])):
-            raise InvalidRequest(f"{ts!r} is not a timestamp or a prefix of one")
+        return check_ref(word)
     except InvalidRequest as exc:
         raise InvalidRequest(f"refused provision request {shown!r}: {exc.message}") from None
-    return word
 
 
 def _now() -> str:
@@ -155,11 +150,15 @@ class _State:
 
 
 class Jobs:
-    """Backups run through control files, one per entry, and what happened to them."""
+    """Backups run through control files, one per entry, and what happened to them.
 
-    def __init__(self, store: StoreLayout, open_guest: Callable[[EntryConfig], Guest], vm: VmPort | None = None) -> None:
-        self.store = store
-        self.open_guest = open_guest
+    A backup is :func:`vmlfs.app.backups.take_backup` with the entry's
+    defaults, exactly what ``vmlfs backup NAME`` runs.
+    """
+
+    def __init__(self, session: Session, vm: VmPort | None = None) -> None:
+        self.session = session
+        self.store = session.store()
         self.vm = vm
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
@@ -272,15 +271,10 @@ class Jobs:
                 with self._lock:
                     self._state(job.entry).last_result = result
                 return
-            cfg = self.store.load_entry(job.entry)
-            guest = self.open_guest(cfg)
-            try:
-                meta = run_backup(self.store, cfg, guest, kind=job.kind, progress=job)
-            finally:
-                guest.close()
+            meta = take_backup(self.session, job.entry, BackupRequest(kind=job.kind), progress=job, on_retry=job.report)
             result = (f"{_now()} {meta.timestamp} {meta.kind} backup: {meta.stats.get('files', 0)} files,"
                       f" {meta.stats.get('bytes', 0)} bytes, packed {meta.stats.get('packed_files', 0)} files"
-                      f" in {meta.duration_s:.1f} s")
+                      f" in {meta.duration_s:.1f} s" + (f", VM snapshot {meta.vm_snapshot}" if meta.vm_snapshot else ""))
             log.info("control: %s: %s", job.entry, result)
             with self._lock:
                 self._state(job.entry).last_result = result

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from vmlfs.archive.seekable import SeekableReader
-from vmlfs.backends.store_layout import BackupRecord, StoreLayout
+from vmlfs.engine.store import BackupRecord, StoreLayout
 from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs

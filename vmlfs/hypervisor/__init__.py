@@ -9,12 +9,15 @@ from vmlfs.hypervisor.connection import (
     DomainInfo,
     check_uri,
     connect,
+    define_and_start,
+    domain_address,
     domain_state,
     list_domains,
     lookup_domain,
     open_connection,
 )
 from vmlfs.hypervisor.domain_xml import build_domain_xml, detect_virt_type, parse_xml
+from vmlfs.hypervisor.session import LibvirtSession
 from vmlfs.hypervisor.snapshots import (
     backup_hook,
     backup_point,
@@ -29,12 +32,15 @@ from vmlfs.hypervisor.tree import SnapshotInfo, render_tree
 
 __all__ = [
     "DomainInfo",
+    "LibvirtSession",
     "SnapshotInfo",
     "backup_hook",
     "backup_point",
     "build_domain_xml",
     "check_uri",
     "connect",
+    "define_and_start",
+    "domain_address",
     "consistent",
     "create_snapshot",
     "default_snapshot_name",

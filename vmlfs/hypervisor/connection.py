@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -212,3 +212,33 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
             info = DomainInfo(dom.name(), dom.UUIDString(), domain_state(dom), bool(dom.isPersistent()), count)
         result.append(info)
     return sorted(result, key=lambda d: d.name)
+
+
+def define_and_start(conn: libvirt.virConnect, xml: str, name: str, before_start: Callable[[libvirt.virDomain], None]) -> libvirt.virDomain:
+    """Define a persistent domain from ``xml`` and start it; ``before_start(dom)`` runs in between
+    (e.g. to write a ConfigDrive that needs the domain's UUID). A start that fails undefines it again."""
+    with libvirt_errors(f"defining domain {name!r}"):
+        dom = conn.defineXML(xml)
+    try:
+        before_start(dom)
+        with libvirt_errors(f"starting domain {name!r}"):
+            dom.create()
+    except BaseException:
+        with libvirt_errors(f"undefining domain {name!r} after a failed start"):
+            dom.undefine()
+        raise
+    return dom
+
+
+def domain_address(dom: libvirt.virDomain) -> tuple[str, int]:
+    """The guest's IPv4 address from libvirt's DHCP leases (or its guest agent), port 22."""
+    for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT):
+        try:
+            interfaces = dom.interfaceAddresses(source)
+        except libvirt.libvirtError:
+            continue
+        for iface in interfaces.values():
+            for addr in iface.get("addrs") or []:
+                if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and not addr["addr"].startswith("127."):
+                    return addr["addr"], 22
+    raise ConnectionFailed("the guest has no address yet")

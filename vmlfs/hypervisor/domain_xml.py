@@ -19,9 +19,9 @@ from typing import Literal
 from lxml import etree
 
 from vmlfs.errors import InvalidRequest
+from vmlfs.names import domain_name
 
 MAX_XML_BYTES = 16 * 1024 * 1024
-DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -59,20 +59,6 @@ def parse_xml(text: str | bytes, *, what: str = "XML") -> etree._Element:
 
 def to_text(element: etree._Element) -> str:
     return etree.tostring(element, encoding="unicode", pretty_print=True)
-
-
-def domain_name(name: str) -> str:
-    """Return ``name`` if vmlfs may give a new domain this name.
-
-    The same alphabet as entry names, so a domain can be named after its entry
-    and the name is safe in file names and on a command line.
-    """
-    if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
-        raise InvalidRequest(
-            f"invalid domain name {name!r}",
-            hint="use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
-        )
-    return name
 
 
 def detect_virt_type(capabilities_xml: str | None = None, *, arch: str = "x86_64") -> Literal["kvm", "qemu"]:

@@ -1,9 +1,10 @@
-"""The mount's side of libvirt: one long-lived connection, and the calls its control files make.
+"""One long-lived libvirt connection, and the snapshot calls the front ends make through it.
 
 A mount lives for hours, libvirtd may restart under it, and libvirt's test
-driver keeps its state per connection: so the mount holds one connection,
-opened on first use and opened again after it broke, instead of one per
-request. Every method blocks and is called from the mount's worker threads;
+driver keeps its state per connection: so a front end holds one
+connection, opened on first use and opened again after it broke, instead of
+one per request; a backup's VM snapshot, the mount's ``vm/`` listing and
+provisioning all use it. Every method blocks and is called from the mount's worker threads;
 libvirt connections are thread-safe, the lock only guards (re)connecting.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import libvirt
 
@@ -25,11 +26,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class MountVm:
-    """Implements :class:`vmlfs.fs.control.VmPort` over one libvirt connection."""
+class LibvirtSession:
+    """One libvirt connection to ``uri``, (re)opened on demand; safe to share between threads."""
 
-    def __init__(self, uri: str, insecure: bool, store: Any, *, repo: str | None = None) -> None:
-        self.uri, self.insecure, self.store, self.repo = uri, insecure, store, repo
+    def __init__(self, uri: str, insecure: bool = False) -> None:
+        self.uri, self.insecure = uri, insecure
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
 
@@ -65,14 +66,6 @@ class MountVm:
 
     def take_snapshot(self, domain: str, description: str) -> str:
         return self._with_domain(domain, lambda dom: create_snapshot(dom, None, description)).name
-
-    def provision(self, request: str, report: Callable[[str], None]) -> str:
-        from vmlfs.cernvm import provision as prov
-
-        done = prov.provision(self.store, prov.plan(self.store, request), uri=self.uri, insecure=self.insecure,
-                              repo=self.repo, report=report, connection=self.connection())
-        return f"provisioned {request}: domain {done.domain} at {done.address}" + (
-            f"; {done.report.files} files restored" if done.report else "") + (f"; warning: {done.warning}" if done.warning else "")
 
     def close(self) -> None:
         with self._lock:

@@ -24,7 +24,6 @@ from vmlfs.hypervisor.connection import (
     domain_state,
     libvirt_errors,
     lookup_domain,
-    open_connection,
     translate,
 )
 from vmlfs.hypervisor.domain_xml import parse_xml, to_text
@@ -269,29 +268,28 @@ def backup_point(
 
 
 def backup_hook(
-    uri: str,
+    connection: Callable[[], libvirt.virConnect],
     domain: str,
     *,
-    insecure: bool = False,
     snapshot: bool = False,
     consistency: ConsistencyMethod | None = None,
     description: str = "",
 ) -> Callable[[str], AbstractContextManager[str | None]]:
     """The ``around`` hook :func:`vmlfs.engine.backup.run_backup` calls with the backup's timestamp.
 
-    It connects to ``uri`` only once the timestamp is chosen (so the
-    connection lives no longer than the backup), wraps the backup in
-    :func:`backup_point` with a snapshot named ``vmlfs-<ts>`` when
-    ``snapshot``, and yields that name (or None) for ``meta.vm_snapshot``.
-    Kept here so the engine never imports libvirt.
+    ``connection`` gives the front end's libvirt connection (see
+    :class:`vmlfs.hypervisor.session.LibvirtSession`), asked for only once the
+    timestamp is chosen. The hook wraps the backup in :func:`backup_point` with
+    a snapshot named ``vmlfs-<ts>`` when ``snapshot``, and yields that name
+    (or None) for ``meta.vm_snapshot``. Kept here so the engine never imports
+    libvirt.
     """
 
     @contextmanager
     def around(ts: str) -> Iterator[str | None]:
-        with open_connection(uri, insecure=insecure) as conn:
-            dom = lookup_domain(conn, domain)
-            name = f"vmlfs-{ts}" if snapshot else None
-            with backup_point(dom, snapshot=name, consistency=consistency, description=description) as taken:
-                yield taken.name if taken is not None else None
+        dom = lookup_domain(connection(), domain)
+        name = f"vmlfs-{ts}" if snapshot else None
+        with backup_point(dom, snapshot=name, consistency=consistency, description=description) as taken:
+            yield taken.name if taken is not None else None
 
     return around

@@ -11,9 +11,9 @@ import random
 import shutil
 from pathlib import Path
 
-from vmlfs.backends.local_guest import LocalGuest
-from vmlfs.backends.local_store import LocalStore
-from vmlfs.engine.backup import run_backup
+from vmlfs.app.backups import take_backup
+from vmlfs.app.entries import add_entry
+from vmlfs.app.session import Session
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.errors import AlreadyExists
 
@@ -40,8 +40,9 @@ def _guest_home(home: Path, rng: random.Random) -> None:
     os.symlink("analysis/plots/mass.png", home / "latest-plot.png")
 
 
-def run_demo(directory: str | os.PathLike[str]) -> tuple[LocalStore, list[BackupMeta]]:
-    """(Re)create ``directory`` with a demo guest and store and take a full and an incremental backup."""
+def run_demo(directory: str | os.PathLike[str]) -> tuple[Path, list[BackupMeta]]:
+    """(Re)create ``directory`` with a demo guest and store and take a full and an incremental backup,
+    through the same use cases as ``vmlfs entry add`` and ``vmlfs backup``; returns the store's path."""
     root = Path(directory).absolute()
     if root.exists():
         if not (root / MARKER).exists():
@@ -54,13 +55,20 @@ def run_demo(directory: str | os.PathLike[str]) -> tuple[LocalStore, list[Backup
     _guest_home(home, rng)
     env = root / "guest-env.txt"
     env.write_text("HOME=/home/physicist\nCMTCONFIG=x86_64-el9-gcc13-opt\nROOTSYS=/cvmfs/sft.cern.ch/lcg/app/releases/ROOT\n")
-    store = LocalStore(root / "store")
-    cfg = EntryConfig(ENTRY, str(home), exclude=["*.tmp"], release=RELEASE, env_file=str(env))
-    store.add_entry(cfg)
-    first = run_backup(store, cfg, LocalGuest(home, env_file=str(env), release=RELEASE))
+    session = Session(str(root / "store"))
+    try:
+        add_entry(session, EntryConfig(ENTRY, str(home), exclude=["*.tmp"], release=RELEASE, env_file=str(env)))
+        first = take_backup(session, ENTRY)
+        _second_day(home)
+        second = take_backup(session, ENTRY)
+    finally:
+        session.close()
+    return root / "store", [first, second]
+
+
+def _second_day(home: Path) -> None:
+    """What the physicist changed before the second backup."""
     (home / "analysis" / "fit.C").write_text("void fit() {\n  // refit with the new background model\n}\n")
     (home / "analysis" / "data" / "run007.csv").unlink()
     (home / "analysis" / "scratch.tmp").write_text("excluded by the entry's rules\n")
     (home / "analysis" / "notes.txt").write_text("background model changed on the second day\n")
-    second = run_backup(store, cfg, LocalGuest(home, env_file=str(env), release=RELEASE))
-    return store, [first, second]

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from vmlfs.cernvm.versions import Version, parse_version
+from vmlfs.release.versions import Version, parse_version
 from vmlfs.errors import InvalidRequest
 
 #: Run by the SSH guest in one round trip (``sh -s``); every probe tolerates absence

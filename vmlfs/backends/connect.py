@@ -1,0 +1,133 @@
+"""The one place that turns a location and a host-key policy into a Guest, a Store or an SSH session.
+
+Every front end reaches guests and stores through these functions, so the
+host-key rules (accept a new key only when asked, never a changed one), the
+URL checks and the choice between a local directory and SSH are made once.
+A guest (or restore target) and a store each have their own
+:class:`HostKeys` policy: trusting a new guest must never silently trust a
+new store host, and the hint of a refused key names the option that applies.
+asyncssh is imported only when an SSH location is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from vmlfs.archive.manifest import Manifest
+from vmlfs.archive.seekable import FrameCache, SeekableReader
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.backends.local_store import LocalStore
+from vmlfs.engine.guest import Guest
+from vmlfs.engine.model import EntryConfig
+from vmlfs.engine.restore import RestoreReport
+from vmlfs.engine.store import StoreLayout
+from vmlfs.errors import InvalidRequest
+
+GUEST_OPTION = "--accept-new-host-key"
+STORE_OPTION = "--accept-new-store-host-key"
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """How to trust an SSH server: ``known_hosts`` None means ``~/.ssh/known_hosts``.
+
+    ``option`` is the command-line flag that sets ``accept_new`` for this kind
+    of connection, named in the hint when an unknown key is refused.
+    """
+
+    accept_new: bool = False
+    known_hosts: str | None = None
+    option: str = GUEST_OPTION
+
+
+def is_ssh(location: str) -> bool:
+    return location.startswith("ssh://")
+
+
+def check_location(location: str, what: str) -> None:
+    """A directory or ``ssh://``; any other URL scheme is refused, never taken for a directory name."""
+    scheme, sep, _ = location.partition("://")
+    if sep and scheme != "ssh":
+        raise InvalidRequest(f"unknown URL scheme {scheme!r} in the {what} {location!r}",
+                             hint="use a directory or ssh://[user@]host[:port]/path")
+
+
+def _options(keys: HostKeys):
+    from vmlfs.backends.ssh_runner import SshOptions  # asyncssh only when SSH is used
+
+    return SshOptions(accept_new_host_key=keys.accept_new, known_hosts=keys.known_hosts, accept_option=keys.option)
+
+
+def ssh_session(url: str, keys: HostKeys):
+    """An open SSH connection to ``url``'s host (host key checked, authenticated) and the parsed URL."""
+    from vmlfs.backends.ssh_runner import SshConnection
+    from vmlfs.backends.ssh_url import parse_ssh_url
+
+    target = parse_ssh_url(url)
+    return SshConnection(target, _options(keys)), target
+
+
+def open_guest(cfg: EntryConfig, keys: HostKeys = HostKeys(), *, env_file: str | None = None) -> Guest:
+    """Connect to the entry's guest; for SSH this checks the host key and authenticates now."""
+    check_location(cfg.guest, "guest")
+    if is_ssh(cfg.guest):
+        from vmlfs.backends.ssh_guest import SshGuest
+
+        conn, target = ssh_session(cfg.guest, keys)
+        return SshGuest(conn, target.path, target.display)
+    return LocalGuest(cfg.guest, env_file=env_file or cfg.env_file, release=cfg.release)
+
+
+def guest_release(url: str, keys: HostKeys = HostKeys()) -> str | None:
+    """The CernVM release an SSH guest runs now (the probe a backup uses), or None if it cannot be told."""
+    from vmlfs.backends.ssh_guest import SshGuest
+
+    conn, target = ssh_session(url, keys)
+    guest = SshGuest(conn, "/", target.display)
+    try:
+        return guest.release()
+    finally:
+        guest.close()
+
+
+def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReader], url: str, paths: list[bytes],
+                   keys: HostKeys = HostKeys(), *, overwrite: bool = False,
+                   on_bytes: Callable[[int], None] = lambda n: None) -> RestoreReport:
+    """Restore into ``ssh://[user@]host[:port]/path`` with the local restore's safety rules (ssh_restore.py)."""
+    from vmlfs.backends.ssh_restore import restore_to_guest
+
+    conn, target = ssh_session(url, keys)
+    try:
+        return restore_to_guest(manifest, open_layer, conn, target.path or ".", paths, overwrite=overwrite,
+                                on_bytes=on_bytes)
+    finally:
+        conn.close()
+
+
+def open_store(location: str, keys: HostKeys = HostKeys(option=STORE_OPTION), *, create: bool = True,
+               cache: FrameCache | None = None) -> StoreLayout:
+    """The store at a directory or at ``ssh://[user@]host[:port]/path``."""
+    check_location(location, "store")
+    if is_ssh(location):
+        from vmlfs.backends.ssh_store import SshStore
+
+        return SshStore(location, create=create, cache=cache, options=_options(keys))
+    return LocalStore(location, create=create, cache=cache)
+
+
+def parse_guest_url(url: str):
+    """The parts of an ``ssh://`` guest URL (user, host, port, path), validated."""
+    from vmlfs.backends.ssh_url import parse_ssh_url
+
+    return parse_ssh_url(url)
+
+
+def ssh_endpoint(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) checked like an SSH URL's host and port."""
+    from vmlfs.backends.ssh_url import parse_ssh_url
+
+    target = parse_ssh_url(f"ssh://{text}")
+    if target.port is None or target.path or target.user:
+        raise InvalidRequest(f"invalid SSH endpoint {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:2222")
+    return target.host, target.port
