@@ -83,9 +83,14 @@ class CorruptData(VmlfsError):
     exit_code = 7
 
 
-class UnsupportedVersion(CorruptData):
-    """A store, manifest or layer was written by a newer, unknown format version."""
+class UnsupportedVersion(VmlfsError):
+    """A store, manifest or layer was written by a newer, unknown format version.
 
+    Not :class:`CorruptData`: the data may be perfectly good, this vmlfs is
+    too old for it; "verify" or "restore the damaged parts" would be the wrong
+    advice."""
+
+    errno = _errno.EPROTONOSUPPORT
     exit_code = 8
 
 
@@ -96,8 +101,12 @@ class GuestError(VmlfsError):
     exit_code = 9
 
 
-class ConnectionFailed(GuestError):
-    """A remote end (SSH, libvirtd, HTTP) could not be reached or refused us."""
+class ConnectionFailed(VmlfsError):
+    """A remote end (SSH guest or store, libvirtd, HTTP) could not be reached or refused us.
+
+    Not a :class:`GuestError`: the remote end may be a store or a hypervisor,
+    and a retry policy must not mistake a failed read on the guest for a
+    dropped connection (or the other way round)."""
 
     errno = _errno.ENOTCONN
     exit_code = 10
@@ -126,3 +135,18 @@ class StorageFull(VmlfsError):
 
     errno = _errno.ENOSPC
     exit_code = 13
+
+
+def write_failed(exc: OSError, what: str, *, hint: str = "") -> VmlfsError:
+    """The error for an OSError while writing ``what``: refused permission is not a full disk.
+
+    EACCES/EPERM become :class:`PermissionDenied`, EROFS :class:`ReadOnly`,
+    anything else (ENOSPC, EDQUOT, EIO, ...) :class:`StorageFull`.
+    """
+    reason = exc.strerror or (_errno.errorcode.get(exc.errno or 0) if exc.errno else None) or str(exc)
+    message = f"{what}: {reason}"
+    if exc.errno in (_errno.EACCES, _errno.EPERM):
+        return PermissionDenied(message, hint=hint or "check the owner and mode of the store directory")
+    if exc.errno == _errno.EROFS:
+        return ReadOnly(message, hint=hint)
+    return StorageFull(message, hint=hint)

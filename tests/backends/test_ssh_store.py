@@ -190,3 +190,26 @@ def test_retries_reopen_a_dropped_store_connection(sshd: Sshd, remote: Path, cli
     assert b"retrying (1/3)" in err, "the connection was dropped while the backup ran"
     assert len(cli.backups("e")) == 1
     cli.run("verify")
+
+
+def test_store_host_key_has_its_own_option_on_every_command(cli: Vmlfs, sshd: Sshd, tmp_path: Path) -> None:
+    """An unknown store host key is refused with a hint naming the store's option, which every command
+    takes (it is global); trusting a new guest key never trusts a new store key."""
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    (guest / "f").write_text("x")
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    sshd.known_hosts.write_text("")
+    for args in (["list", "e"], ["verify"], ["entry", "list"], ["backup", "e", "--accept-new-host-key"]):
+        refused = cli.run(*args, check=False)
+        assert refused.returncode == 10, (args, refused.stderr)
+        assert b"pass --accept-new-store-host-key to trust it" in refused.stderr, (args, refused.stderr)
+    cli.run("--accept-new-store-host-key", "backup", "e")
+    assert "127.0.0.1" in sshd.known_hosts.read_text()
+    assert len(cli.run("list", "e").stdout.decode().splitlines()) == 1  # trusted from now on
+
+
+def test_an_unknown_store_url_scheme_is_refused(vmlfs: Vmlfs, tmp_path: Path) -> None:
+    refused = vmlfs.run("--store", "s3://bucket/prefix", "entry", "list", check=False)
+    assert refused.returncode == 2 and b"unknown URL scheme 's3'" in refused.stderr
+    assert not (Path.cwd() / "s3:").exists()

@@ -71,3 +71,20 @@ def test_backup_references(vmlfs: Vmlfs, tmp_path: Path) -> None:
     assert vmlfs.run("ls", f"e@{first}", "nope", check=False).returncode == 3
     listing = vmlfs.run("list", "e").stdout.decode().splitlines()
     assert len(listing) == 2 and "files" in listing[0] and ("ms" in listing[0] or " s" in listing[0])
+
+
+def test_entry_edit_changes_only_what_is_given_and_validates_like_add(vmlfs: Vmlfs, tmp_path: Path) -> None:
+    vmlfs.run("entry", "add", "e", "--guest", str(tmp_path), "--exclude", "*.root", "--vm-memory", "4096")
+    vmlfs.run("entry", "edit", "e", "--vm-snapshot", "--consistent", "--retries", "3", "--domain", "cvm", "--vm-cpus", "2")
+    shown = json.loads(vmlfs.run("entry", "show", "e").stdout)
+    assert shown["backup"] == {"vm_snapshot": True, "consistent": True, "retries": 3}
+    assert shown["domain"] == "cvm" and shown["exclude"] == ["*.root"] and shown["vm"] == {"memory": 4096, "cpus": 2}
+    vmlfs.run("entry", "edit", "e", "--no-consistent")
+    assert json.loads(vmlfs.run("entry", "show", "e").stdout)["backup"]["consistent"] is False
+    for bad in (["--domain", "-x"], ["--release", "not a release"], ["--vm-ssh", "nohostport"],
+                ["--guest", "ssh://-oProxyCommand=sh/x"], ["--guest", "s3://bucket/x"]):
+        refused = vmlfs.run("entry", "edit", "e", *bad, check=False)
+        assert refused.returncode == 2, (bad, refused.stderr)
+    assert json.loads(vmlfs.run("entry", "show", "e").stdout)["domain"] == "cvm"  # nothing was written
+    missing = vmlfs.run("entry", "edit", "nope", "--retries", "1", check=False)
+    assert missing.returncode == 3

@@ -8,6 +8,7 @@ per-connection state) when ``vm/`` is listed afterwards.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import time
 
@@ -79,3 +80,21 @@ def test_unreachable_libvirtd_is_eio_on_vm_only(setup, mount_factory, tmp_path) 
     os.utime(mnt.entry("vm1") / "control" / "vm-snapshot")
     assert "cannot connect to libvirt" in wait_status(mnt.entry("vm1") / "control" / "status", "ConnectionFailed")
     assert (mnt.entry("e1") / ts / "home" / "src" / "main.py").read_text().startswith("print(")  # the rest works
+
+
+@needs_fuse
+def test_touch_snapshot_takes_the_entry_default_vm_snapshot(setup, mount_factory) -> None:
+    """A backup from the file manager is the same operation as 'vmlfs backup': the entry's defaults
+    ask for a libvirt snapshot, and the backup's info.json names it."""
+    s, uri = setup
+    mnt = mount_factory(s.store_path, "--libvirt-uri", uri)
+    mnt.vmlfs("entry", "edit", "vm1", "--vm-snapshot")
+    control = mnt.entry("vm1") / "control"
+    os.utime(control / "snapshot")
+    status = wait_status(control / "status", "backup: ", timeout=60)
+    assert "VM snapshot vmlfs-" in status, status
+    (ts,) = [n for n in os.listdir(mnt.entry("vm1")) if n[:1].isdigit()]
+    info = json.loads((mnt.entry("vm1") / ts / "info.json").read_text())
+    assert info["vm_snapshot"] == f"vmlfs-{ts}"
+    assert f"vmlfs-{ts}.xml" in os.listdir(mnt.entry("vm1") / "vm")  # taken on the mount's own connection
+    assert (mnt.entry("vm1") / ts / "home" / "src" / "main.py").read_text().startswith("print(")

@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from vmlfs.errors import CorruptData, StorageFull
+from vmlfs.errors import CorruptData, write_failed
 
 SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
@@ -209,7 +209,7 @@ class SeekableWriter:
             while view:  # an unbuffered file may take part of a write (a nearly full disk)
                 view = view[self._f.write(view):]
         except OSError as exc:
-            raise StorageFull(f"cannot write layer: {os.strerror(exc.errno or 0)}") from exc
+            raise write_failed(exc, "cannot write layer") from exc
         self._sha256.update(data)
         self.compressed_bytes += len(data)
 

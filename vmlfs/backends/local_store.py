@@ -33,7 +33,7 @@ from vmlfs.engine.store import (
     backup_path,
     entry_path,
 )
-from vmlfs.errors import AlreadyExists, StorageFull
+from vmlfs.errors import AlreadyExists, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise StorageFull(f"cannot write {path}: {exc.strerror}") from exc
+        raise write_failed(exc, f"cannot write {path}") from exc
 
 
 def fsync_dir(path: Path) -> None:
@@ -76,7 +76,7 @@ class LocalStore(StoreLayout):
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StorageFull(f"cannot create store at {self.root}: {exc.strerror}") from None
+                raise write_failed(exc, f"cannot create store at {self.root}") from None
         self._create_or_check(create)
 
     # primitives --------------------------------------------------------------
@@ -150,7 +150,7 @@ class LocalStore(StoreLayout):
         try:
             work.mkdir(parents=True)
         except OSError as exc:
-            raise StorageFull(f"cannot create {work}: {exc.strerror}") from exc
+            raise write_failed(exc, f"cannot create {work}") from exc
         return work
 
     def commit(self, entry: str, work: Path, ts: str) -> None:
@@ -166,4 +166,4 @@ class LocalStore(StoreLayout):
             os.rename(work, target)
             fsync_dir(target.parent)
         except OSError as exc:
-            raise StorageFull(f"cannot commit backup {entry}@{ts}: {exc.strerror}") from exc
+            raise write_failed(exc, f"cannot commit backup {entry}@{ts}") from exc

@@ -51,7 +51,7 @@ from vmlfs.errors import (
     Busy,
     CorruptData,
     InvalidRequest,
-    StorageFull,
+    write_failed,
 )
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class SshStore(StoreLayout):
             try:
                 self.sftp.makedirs(self._p(""))
             except OSError as exc:
-                raise StorageFull(f"cannot create store at {self.description}: {exc.strerror}") from None
+                raise write_failed(exc, f"cannot create store at {self.description}") from None
         self._create_or_check(create)
 
     def _p(self, rel: str) -> str:
@@ -178,7 +178,7 @@ class SshStore(StoreLayout):
             self.sftp.write(self._p(tmp), data)
             self.sftp.rename(self._p(tmp), self._p(rel))
         except OSError as exc:
-            raise StorageFull(f"cannot write {self.description}/{rel}: {exc.strerror}") from None
+            raise write_failed(exc, f"cannot write {self.description}/{rel}") from None
 
     def _listdir(self, rel: str) -> list[str]:
         return self.sftp.listdir(self._p(rel))
@@ -280,7 +280,7 @@ class SshStore(StoreLayout):
             self.sftp.rename(remote_tmp, target)
         except OSError as exc:
             self._discard(remote_tmp)
-            raise StorageFull(f"cannot commit backup {entry}@{ts} to {self.description}: {exc.strerror}") from exc
+            raise write_failed(exc, f"cannot commit backup {entry}@{ts} to {self.description}") from exc
         except BaseException:
             self._discard(remote_tmp)
             raise

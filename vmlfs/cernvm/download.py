@@ -21,7 +21,7 @@ from typing import BinaryIO
 import httpx
 from tqdm import tqdm
 
-from vmlfs.errors import Busy, ConnectionFailed, DownloadError, NotFound, StorageFull
+from vmlfs.errors import Busy, ConnectionFailed, DownloadError, NotFound, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _fill(client: httpx.Client, url: str, out: BinaryIO, size: int | None, progr
         raise DownloadError(f"download of {url} interrupted after {got} bytes: {exc}",
                             hint=f"run the same command again to resume from {out.name}") from None
     except OSError as exc:
-        raise StorageFull(f"cannot write {out.name}: {exc.strerror}", hint="free space, then run again to resume") from None
+        raise write_failed(exc, f"cannot write {out.name}", hint="free space, then run again to resume") from None
 
 
 def _receive(client: httpx.Client, url: str, out: BinaryIO, offset: int, size: int | None, progress: bool, label: str) -> None:

@@ -33,7 +33,7 @@ from vmlfs.engine.plan import (
 )
 from vmlfs.engine.rules import Rules
 from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
-from vmlfs.errors import CorruptData, InvalidRequest, StorageFull
+from vmlfs.errors import CorruptData, InvalidRequest, write_failed
 from vmlfs.release.detect import check_release
 
 log = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ def _write(path: Path, data: bytes) -> dict[str, object]:
     try:
         path.write_bytes(data)
     except OSError as exc:
-        raise StorageFull(f"cannot write {path.name}: {exc.strerror}") from exc
+        raise write_failed(exc, f"cannot write {path.name}") from exc
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -433,7 +433,7 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         raw = open(work / LAYER, "wb", buffering=0)
     except OSError as exc:
         manifest.abort()
-        raise StorageFull(f"cannot create layer: {exc.strerror}") from exc
+        raise write_failed(exc, "cannot create layer") from exc
     with raw:
         layer = LayerWriter(raw, threads=plan.options.threads)
         builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum)

@@ -33,8 +33,8 @@ from vmlfs.errors import (
     CorruptData,
     InvalidRequest,
     NotFound,
-    StorageFull,
     VmlfsError,
+    write_failed,
 )
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class StoreLayout(ABC):
                 if not self._exists("entries"):
                     self._mkdir("entries")
             except OSError as exc:
-                raise StorageFull(f"cannot create store at {self.description}: {exc.strerror}") from None
+                raise write_failed(exc, f"cannot create store at {self.description}") from None
             self._write(STORE_FILE, dump_json({"format": "vmlfs-store", "version": STORE_VERSION, "default_entry": None}))
         self._read_header()
 
@@ -191,7 +191,7 @@ class StoreLayout(ABC):
         except FileExistsError:
             raise AlreadyExists(f"entry {cfg.name!r} already exists") from None
         except OSError as exc:
-            raise StorageFull(f"cannot create entry {cfg.name!r}: {exc.strerror}") from None
+            raise write_failed(exc, f"cannot create entry {cfg.name!r}") from None
         self._mkdir(entry_path(cfg.name, "backups"))
         self._write(entry_path(cfg.name, "entry.json"), cfg.to_json())
 
