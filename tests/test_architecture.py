@@ -189,6 +189,26 @@ def test_core_imports_no_adapter(package: str) -> None:
         assert not top & ADAPTERS, path
 
 
+#: Each I/O library is imported in one place only (a package prefix or a module).
+ADAPTER_HOMES = {
+    "libvirt": "vmlfs.hypervisor",
+    "asyncssh": "vmlfs.backends.ssh_runner",
+    "pyfuse3": "vmlfs.fs.fuse_adapter",
+    "trio": "vmlfs.fs.fuse_adapter",
+}
+
+
+@pytest.mark.parametrize("library", sorted(ADAPTER_HOMES))
+def test_each_adapter_library_has_one_home(library: str) -> None:
+    home = ADAPTER_HOMES[library]
+    offenders = sorted(
+        name for path in ROOT.rglob("*.py")
+        if not ((name := module_name(path, ROOT)) == home or name.startswith(home + "."))
+        and library in {m.split(".")[0] for m in imports_of(path, ROOT)}
+    )
+    assert offenders == []
+
+
 def test_only_the_cli_boundary_exits() -> None:
     """Errors become exit codes in one place: vmlfs/cli/main.py (the SSH agent is a separate
     program that runs on the guest, so it has its own exit codes)."""
@@ -244,3 +264,14 @@ def test_a_cycle_is_caught_even_behind_type_checking(tmp_path: Path) -> None:
 def test_a_long_module_is_caught(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"__init__.py": "", "big.py": "x = 1\n" * 501, "small.py": "x = 1\n" * 500})
     assert long_modules(root) == ["vmlfs/big.py: 501 lines"]
+
+
+def package_edges(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """The package-level import graph: (importer, imported) pairs of distinct packages."""
+    return sorted({(package_of(m), package_of(t)) for m, ts in graph.items() for t in ts
+                   if "." in t and package_of(m) != package_of(t)})
+
+
+if __name__ == "__main__":  # python tests/test_architecture.py: print the package graph, lowest rank first
+    for importer, imported in sorted(package_edges(import_graph(ROOT)), key=lambda e: (RANKS.get(e[0], 99), e)):
+        print(f"{importer:>10} ({RANKS.get(importer, '?')}) -> {imported} ({RANKS.get(imported, '?')})")

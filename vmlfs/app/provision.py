@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 Report = Callable[[str], None]
 Locate = Callable[[Any], tuple[str, int]]
 SSH_TIMEOUT = 300.0
-DISK_GIB = 20  # facts §5.2: CernVM wants a root disk of 20 GB or more
+DISK_GIB = 20  # docs/cernvm-facts.md §5.2: CernVM wants a root disk of 20 GB or more
 @dataclass(frozen=True)
 class Target:
     """What to provision: an entry's backup (``ts`` None: no backups yet), or a bare release."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vmlfs.archive.seekable import FrameCache
-from vmlfs.backends.connect import STORE_OPTION, HostKeys, open_store
+from vmlfs.backends.connect import STORE_OPTION, HostKeys, is_ssh, open_store
 from vmlfs.engine.store import StoreLayout
 
 if TYPE_CHECKING:
@@ -56,6 +56,17 @@ class Session:
         if old is not None:
             old.close()
         return self.store()
+
+    @property
+    def local_store_path(self) -> str | None:
+        """The store's directory when it is on this host (a mount must not be made inside it), else None."""
+        return None if is_ssh(self.store_location) else self.store_location
+
+    def check_libvirt_uri(self) -> None:
+        """Refuse an insecure libvirt URI now (InvalidRequest), without connecting."""
+        from vmlfs.hypervisor import check_uri
+
+        check_uri(self.libvirt_uri, insecure=self.insecure)
 
     def libvirt(self) -> "LibvirtSession":
         """The session's libvirt connection holder (libvirt is imported only now)."""

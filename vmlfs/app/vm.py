@@ -22,9 +22,40 @@ def entry_domain(session: Session, entry: str) -> str:
     return domain
 
 
-def take_vm_snapshot(session: Session, domain: str, description: str) -> str:
-    """A libvirt snapshot of ``domain`` (named vmlfs-<UTC time>); returns its name."""
-    return session.libvirt().take_snapshot(domain, description)
+def take_vm_snapshot(session: Session, domain: str, description: str = "", name: str | None = None,
+                     **flags: bool):
+    """A libvirt snapshot of ``domain`` (named ``name``, or vmlfs-<UTC time>), with
+    :func:`vmlfs.hypervisor.create_snapshot`'s flags; returns its SnapshotInfo."""
+    from vmlfs.hypervisor import create_snapshot
+
+    return session.libvirt().with_domain(domain, lambda dom: create_snapshot(dom, name, description, **flags))
+
+
+def domains(session: Session):
+    """Every domain of the session's libvirt, with state and snapshot count."""
+    from vmlfs.hypervisor import list_domains
+
+    return list_domains(session.libvirt().connection())
+
+
+def snapshot_tree(session: Session, domain: str) -> str:
+    from vmlfs.hypervisor import list_snapshots, render_tree
+
+    return render_tree(session.libvirt().with_domain(domain, list_snapshots))
+
+
+def revert_vm_snapshot(session: Session, domain: str, snapshot: str, **flags: bool) -> str:
+    """Revert ``domain`` to ``snapshot``; returns the domain's state afterwards."""
+    from vmlfs.hypervisor import revert_snapshot
+
+    return session.libvirt().with_domain(domain, lambda dom: revert_snapshot(dom, snapshot, **flags))
+
+
+def delete_vm_snapshot(session: Session, domain: str, snapshot: str, **flags: bool) -> list[str]:
+    """Delete ``snapshot`` (and, by the flags, its descendants); returns what was deleted."""
+    from vmlfs.hypervisor import delete_snapshot
+
+    return session.libvirt().with_domain(domain, lambda dom: delete_snapshot(dom, snapshot, **flags))
 
 
 class SessionVm:
@@ -43,7 +74,7 @@ class SessionVm:
         return self.session.libvirt().snapshot_tree(domain)
 
     def take_snapshot(self, domain: str, description: str) -> str:
-        return take_vm_snapshot(self.session, domain, description)
+        return take_vm_snapshot(self.session, domain, description).name
 
     def provision(self, request: str, report: Callable[[str], None]) -> str:
         done = prov.provision(self.session, prov.plan(self.session.store(), request), report=report)

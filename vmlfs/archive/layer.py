@@ -1,7 +1,7 @@
 """A layer: one backup's changed files as a POSIX (pax) tar in seekable zstd.
 
-The writer emits tar headers itself (via :class:`tarfile.TarInfo`) so it knows
-the exact offset of every member's data in the uncompressed stream; the
+The writer builds the tar headers itself (ustar blocks and pax records, see
+:func:`_header`), not through :mod:`tarfile`, so it knows the exact offset of every member's data in the uncompressed stream; the
 manifest records that offset and :class:`vmlfs.archive.seekable.SeekableReader`
 turns it into frame reads. ``tar --zstd -xf`` extracts a layer like any other
 archive: member names are paths relative to the guest home, with nanosecond

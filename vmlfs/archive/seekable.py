@@ -14,7 +14,10 @@ table to decompress only the frames covering a byte range. We do not set the
 descriptor's checksum flag: each frame carries zstd's own XXH64 content
 checksum instead, which the decompressor verifies.
 
-This module is pure: it works on file objects and bytes, no policy.
+This module does no I/O of its own choosing: it works on the file objects and
+bytes it is given, and imports no adapter. It does hold state for readers: an
+LRU of decompressed frames shared by a mount (:class:`FrameCache`) and the
+writer's compression threads.
 """
 
 from __future__ import annotations

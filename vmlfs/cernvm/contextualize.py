@@ -2,7 +2,7 @@
 
 CernVM 3/4/5 run cloud-init with the ConfigDrive datasource, and the µCernVM
 bootloader looks for an ISO9660 volume holding ``openstack/latest/user_data``
-(facts §4.1, §4.2); cernvm-launch (libcernvm) attaches exactly such an ISO,
+(docs/cernvm-facts.md §4.1, §4.2); cernvm-launch (libcernvm) attaches exactly such an ISO,
 labelled ``CONFIG-2``, with the same user-data under ``ec2/latest/`` too. We
 build that ISO in Python (pycdlib), so provisioning needs no genisoimage.
 

@@ -34,7 +34,7 @@ from vmlfs.errors import CorruptData, DownloadError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
-#: The real CernVM release site (facts §1.7); never contacted by the tests.
+#: The real CernVM release site (docs/cernvm-facts.md §1.7); never contacted by the tests.
 DEFAULT_REPO = "https://cernvm.cern.ch/releases/"
 _CACHE_DIR = re.compile(rf"(?P<version>.+)\.(?P<arch>{'|'.join(ARCHES)})")
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from vmlfs.app.backups import BackupRequest, take_backup
-from vmlfs.app.refs import resolve_backup, split_ref
+from vmlfs.app.inspect import backups_of, directory_of, verify_backups
 from vmlfs.app.restore import restore_backup
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.cli.progress import BackupProgress, byte_bar
-from vmlfs.engine.verify import verify_store
 from vmlfs.errors import CorruptData
 
 
@@ -63,7 +60,7 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
 @pass_context
 def list_backups(ctx: Context, name: str) -> None:
     """One line per backup of NAME: time, kind, base, files, stored size, duration."""
-    for record in ctx.store().backups(name):
+    for record in backups_of(ctx.session(), name):
         m = record.meta
         if m is None:
             click.echo(f"{record.timestamp}  INVALID: {record.error}")
@@ -81,19 +78,13 @@ def list_backups(ctx: Context, name: str) -> None:
 @pass_context
 def ls(ctx: Context, ref: str, path: str) -> None:
     """List a directory of a backup (the newest unless @TS; a unique prefix of TS will do)."""
-    store = ctx.store()
-    name, ts = resolve_backup(store, ref)
-    manifest = store.open_manifest(name, ts)
-    try:
-        node = manifest.lookup(os.fsencode(path))
-        for child in manifest.children(node.id) if node.is_dir else [node]:
-            shown = humanize.name(child.name) or "."
-            if child.is_symlink:
-                shown += " -> " + humanize.name(child.target or b"")
-            owner = f"{child.uname or child.uid}/{child.gname or child.gid}"
-            click.echo(f"{humanize.mode(child.type, child.mode)} {owner:<16} {child.size:>12} {humanize.mtime(child.mtime_ns)} {shown}")
-    finally:
-        manifest.close()
+    _, _, nodes = directory_of(ctx.session(), ref, path)
+    for child in nodes:
+        shown = humanize.name(child.name) or "."
+        if child.is_symlink:
+            shown += " -> " + humanize.name(child.target or b"")
+        owner = f"{child.uname or child.uid}/{child.gname or child.gid}"
+        click.echo(f"{humanize.mode(child.type, child.mode)} {owner:<16} {child.size:>12} {humanize.mtime(child.mtime_ns)} {shown}")
 
 
 @cli.command()
@@ -128,22 +119,14 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
         raise CorruptData(f"{len(report.damaged)} damaged files were not restored", hint=f"run 'vmlfs verify {done.entry}@{done.ts}'")
 
 
-@cli.command()
+@cli.command("verify")
 @click.argument("ref", metavar="[NAME[@TS]]", required=False)
 @pass_context
-def verify(ctx: Context, ref: str | None) -> None:
+def verify_cmd(ctx: Context, ref: str | None) -> None:
     """Re-read and check every layer, manifest and file hash (of one backup, one entry, or the store)."""
-    store = ctx.store(create=False)
-    if ref is None:
-        targets = [(e, r.timestamp) for e in store.entry_names() for r in store.backups(e)]
-    elif "@" in ref:
-        targets = [resolve_backup(store, ref)]
-    else:
-        name, _ = split_ref(ref)
-        targets = [(name, r.timestamp) for r in store.backups(name)]
     bar = byte_bar(ctx.show_progress, "verified")
     try:
-        report = verify_store(store, targets, on_bytes=bar.update)
+        report = verify_backups(ctx.session(), ref, on_bytes=bar.update)
     finally:
         bar.close()
     for problem in report.problems:

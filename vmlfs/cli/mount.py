@@ -22,13 +22,11 @@ import click
 from vmlfs.app.session import Session
 from vmlfs.app.vm import SessionVm
 from vmlfs.archive.seekable import FrameCache
-from vmlfs.backends.connect import is_ssh
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
-from vmlfs.hypervisor import check_uri
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +113,11 @@ def mount(ctx: Context, mountpoint: str, store_path: str | None, foreground: boo
           cache_size: int, log_file: str | None, accept_new_host_key: bool, libvirt_uri: str, insecure: bool) -> None:
     """Mount every backup of the store, read-only, at MOUNTPOINT; control/ files take backups."""
     allow_other = parse_options(options)
-    checked = ctx.session(store_location=store_path)
+    checked = ctx.session(store_location=store_path, libvirt_uri=libvirt_uri, insecure=insecure)
     location = checked.store_location
-    path = check_mountpoint(mountpoint, None if is_ssh(location) else Path(location))
-    check_uri(libvirt_uri, insecure=insecure)  # refused now, not at the first vm/ access
+    local = checked.local_store_path
+    path = check_mountpoint(mountpoint, Path(local) if local else None)
+    checked.check_libvirt_uri()  # refused now, not at the first vm/ access
     checked.store(create=False)  # missing, unreachable or newer stores: one line, before forking
     checked.close()
 

@@ -1,44 +1,31 @@
 """``vmlfs vm ...``: libvirt domains and their snapshots.
 
-Thin: each command opens the connection the group's options describe and
-calls one function of :mod:`vmlfs.hypervisor`; errors propagate to the one
-boundary in :mod:`vmlfs.cli.main`.
+Thin: the group's options make the session's libvirt connection, and each
+command calls one function of :mod:`vmlfs.app.vm`; errors propagate to the
+one boundary in :mod:`vmlfs.cli.main`.
 """
 
 from __future__ import annotations
 
 import click
-import libvirt
 
-from vmlfs import hypervisor
+from vmlfs.app import vm as vm_app
 from vmlfs.cli.main import cli
-from vmlfs.cli.options import libvirt_options
-
-_META_KEY = "vmlfs.libvirt"
-
-
-def _connection(ctx: click.Context) -> libvirt.virConnect:
-    uri, insecure = ctx.meta[_META_KEY]
-    return ctx.with_resource(hypervisor.open_connection(uri, insecure=insecure))
-
-
-def _domain(ctx: click.Context, name: str) -> libvirt.virDomain:
-    return hypervisor.lookup_domain(_connection(ctx), name)
-
+from vmlfs.cli.options import Context, libvirt_options, pass_context
 
 @cli.group("vm")
 @libvirt_options
-@click.pass_context
-def vm(ctx: click.Context, libvirt_uri: str, insecure: bool) -> None:
+@pass_context
+def vm(ctx: Context, libvirt_uri: str, insecure: bool) -> None:
     """libvirt domains and their snapshots (any driver: QEMU/KVM, Xen, ESX, test)."""
-    ctx.meta[_META_KEY] = (libvirt_uri, insecure)
+    ctx.session(libvirt_uri=libvirt_uri, insecure=insecure)  # the subcommands' session
 
 
 @vm.command("list")
-@click.pass_context
-def list_cmd(ctx: click.Context) -> None:
+@pass_context
+def list_cmd(ctx: Context) -> None:
     """List the domains, their state and how many snapshots each has."""
-    domains = hypervisor.list_domains(_connection(ctx))
+    domains = vm_app.domains(ctx.session())
     if not domains:
         click.echo("no domains")
         return
@@ -57,23 +44,22 @@ def list_cmd(ctx: click.Context) -> None:
 @click.option("--quiesce", is_flag=True, help="Freeze guest file systems through the guest agent (_QUIESCE).")
 @click.option("--halt", is_flag=True, help="Stop the domain after the snapshot (_HALT).")
 @click.option("--atomic", is_flag=True, help="All disks or none (_ATOMIC).")
-@click.pass_context
+@pass_context
 def snapshot_cmd(
-    ctx: click.Context, domain: str, name: str | None, description: str, disk_only: bool, quiesce: bool, halt: bool, atomic: bool
+    ctx: Context, domain: str, name: str | None, description: str, disk_only: bool, quiesce: bool, halt: bool, atomic: bool
 ) -> None:
     """Take a snapshot of DOMAIN."""
-    snap = hypervisor.create_snapshot(
-        _domain(ctx, domain), name, description, disk_only=disk_only, quiesce=quiesce, halt=halt, atomic=atomic
-    )
+    snap = vm_app.take_vm_snapshot(ctx.session(), domain, description, name, disk_only=disk_only, quiesce=quiesce,
+                                   halt=halt, atomic=atomic)
     click.echo(f"created snapshot {snap.name!r} of domain {domain!r} ({snap.state})")
 
 
 @vm.command("snapshots")
 @click.argument("domain")
-@click.pass_context
-def snapshots_cmd(ctx: click.Context, domain: str) -> None:
+@pass_context
+def snapshots_cmd(ctx: Context, domain: str) -> None:
     """Show DOMAIN's snapshots as a tree: parent and children, current marked *, creation time (UTC)."""
-    click.echo(hypervisor.render_tree(hypervisor.list_snapshots(_domain(ctx, domain))), nl=False)
+    click.echo(vm_app.snapshot_tree(ctx.session(), domain), nl=False)
 
 
 @vm.command("revert")
@@ -82,10 +68,10 @@ def snapshots_cmd(ctx: click.Context, domain: str) -> None:
 @click.option("--running", is_flag=True, help="Run the domain after reverting (VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING).")
 @click.option("--paused", is_flag=True, help="Leave the domain paused after reverting (_PAUSED).")
 @click.option("--force", is_flag=True, help="Allow reverts libvirt considers risky (_FORCE).")
-@click.pass_context
-def revert_cmd(ctx: click.Context, domain: str, snapshot: str, running: bool, paused: bool, force: bool) -> None:
+@pass_context
+def revert_cmd(ctx: Context, domain: str, snapshot: str, running: bool, paused: bool, force: bool) -> None:
     """Revert DOMAIN to SNAPSHOT."""
-    state = hypervisor.revert_snapshot(_domain(ctx, domain), snapshot, running=running, paused=paused, force=force)
+    state = vm_app.revert_vm_snapshot(ctx.session(), domain, snapshot, running=running, paused=paused, force=force)
     click.echo(f"reverted domain {domain!r} to snapshot {snapshot!r}; it is now {state}")
 
 
@@ -95,14 +81,13 @@ def revert_cmd(ctx: click.Context, domain: str, snapshot: str, running: bool, pa
 @click.option("--children", is_flag=True, help="Also delete its descendants (VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN).")
 @click.option("--children-only", is_flag=True, help="Delete only its descendants (_CHILDREN_ONLY).")
 @click.option("--metadata-only", is_flag=True, help="Forget libvirt's record, keep the disk data (_METADATA_ONLY).")
-@click.pass_context
+@pass_context
 def delete_cmd(
-    ctx: click.Context, domain: str, snapshot: str, children: bool, children_only: bool, metadata_only: bool
+    ctx: Context, domain: str, snapshot: str, children: bool, children_only: bool, metadata_only: bool
 ) -> None:
     """Delete SNAPSHOT of DOMAIN."""
-    deleted = hypervisor.delete_snapshot(
-        _domain(ctx, domain), snapshot, children=children, children_only=children_only, metadata_only=metadata_only
-    )
+    deleted = vm_app.delete_vm_snapshot(ctx.session(), domain, snapshot, children=children, children_only=children_only,
+                                        metadata_only=metadata_only)
     what = ", ".join(repr(n) for n in deleted) if deleted else "nothing (no descendants)"
     suffix = " (metadata only; disk data kept)" if metadata_only and deleted else ""
     click.echo(f"deleted {what} of domain {domain!r}{suffix}")

@@ -43,7 +43,7 @@ class LibvirtSession:
                 self._conn = connect(self.uri, insecure=self.insecure)
             return self._conn
 
-    def _with_domain(self, domain: str, fn: Callable[[libvirt.virDomain], T]) -> T:
+    def with_domain(self, domain: str, fn: Callable[[libvirt.virDomain], T]) -> T:
         try:
             return fn(lookup_domain(self.connection(), domain))
         except ConnectionFailed:
@@ -52,20 +52,20 @@ class LibvirtSession:
             raise
 
     def snapshot_names(self, domain: str) -> list[str]:
-        return [s.name for s in self._with_domain(domain, list_snapshots)]
+        return [s.name for s in self.with_domain(domain, list_snapshots)]
 
     def snapshot_xml(self, domain: str, name: str) -> bytes:
         def xml(dom: libvirt.virDomain) -> bytes:
             snap = _lookup(dom, name)
             with libvirt_errors(f"reading snapshot {name!r} of domain {domain!r}"):
                 return snap.getXMLDesc(0).encode()
-        return self._with_domain(domain, xml)
+        return self.with_domain(domain, xml)
 
     def snapshot_tree(self, domain: str) -> bytes:
-        return render_tree(self._with_domain(domain, list_snapshots)).encode()
+        return render_tree(self.with_domain(domain, list_snapshots)).encode()
 
     def take_snapshot(self, domain: str, description: str) -> str:
-        return self._with_domain(domain, lambda dom: create_snapshot(dom, None, description)).name
+        return self.with_domain(domain, lambda dom: create_snapshot(dom, None, description)).name
 
     def close(self) -> None:
         with self._lock:

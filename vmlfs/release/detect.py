@@ -4,7 +4,7 @@ A µCernVM guest (CernVM 3/4) fixes two things: the *bootloader* it booted
 from (``/mnt/.rw/aux/ucernvm-version``, e.g. ``2021.05-1.cernvm.x86_64``) and
 the *OS* (``cernvm-system`` version, e.g. ``4.5.0.0``) pinned at first boot.
 CernVM 5 has no bootloader and reports through ``cernvm_config version``.
-There is no ``cernvm-version`` command; the sources are listed in facts §2.
+There is no ``cernvm-version`` command; the sources are listed in docs/cernvm-facts.md §2.
 
 The release is recorded as one canonical string of tokens, for example
 ``cernvm4 ucernvm=2021.05-1 os=4.5.0.0`` (CernVM 5: ``cernvm5 os=1.0.1``; not

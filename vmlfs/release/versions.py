@@ -1,6 +1,6 @@
 """CernVM version strings: parsing, validation and ordering (pure).
 
-CernVM numbers its artefacts in several schemes (docs/cernvm.md, facts §1.5):
+CernVM numbers its artefacts in several schemes (docs/cernvm-facts.md §1.5):
 
 * µCernVM bootloader ``1.16-3``, ``2.7-1``, ``2018.06-4``, ``2021.05-1``;
   the *strong* form adds ``.cernvm.<arch>``: ``2021.05-1.cernvm.x86_64``;
