@@ -201,3 +201,18 @@ def test_cli_errors_are_one_line_with_the_exit_code(release_repo, capsys):
     assert exited.value.code == DownloadError.exit_code
     err = capsys.readouterr().err
     assert err.startswith("vmlfs: error: HTTP 500 from ") and "Traceback" not in err
+
+
+def test_library_request_lines_only_with_debug(release_repo, tmp_path):
+    """httpx logs every request at INFO ('HTTP Request: GET .../catalog.json 404'), which reads like an
+    error: the CLI shows it only with --debug."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path))
+    argv = [sys.executable, "-m", "vmlfs", "cernvm", "list", "--remote", "--repo", release_repo.url]
+    quiet = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert quiet.returncode == 0 and V_NEW in quiet.stdout and "HTTP Request" not in quiet.stderr, quiet.stderr
+    debug = subprocess.run([*argv[:3], "--debug", *argv[3:]], capture_output=True, text=True, env=env, timeout=60)
+    assert "HTTP Request" in debug.stderr

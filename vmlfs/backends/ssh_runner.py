@@ -37,8 +37,6 @@ CONNECT_TIMEOUT = 20.0
 # All secure; AES-GCM first because AES-NI makes it several times faster than chacha20 here.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr", "aes128-ctr")
 
-if not logging.getLogger().isEnabledFor(logging.DEBUG):
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO lines are per channel; --debug shows them
 
 class ConnectionLost(ConnectionFailed):
     """An established SSH connection or channel dropped mid-transfer; a retry may succeed."""

@@ -33,6 +33,11 @@ COMMAND_MODULES = {
 }
 
 
+#: Libraries whose INFO lines are per request or per channel ("HTTP Request: GET ... 404" reads like an
+#: error to a user): only warnings from them, unless --debug.
+QUIET_LIBRARIES = ("httpx", "httpcore", "asyncssh")
+
+
 class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in COMMAND_MODULES:
@@ -59,6 +64,9 @@ def cli(ctx: click.Context, store: str | None, accept_new_store_host_key: bool, 
         level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
         format="vmlfs: %(message)s" if not debug else "%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    if not debug:
+        for chatty in QUIET_LIBRARIES:
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     ctx.obj = Context(store_path=store, quiet=quiet, debug=debug, accept_new_store_host_key=accept_new_store_host_key)
 
 
