@@ -20,7 +20,6 @@ import asyncio
 import collections
 import errno
 import hashlib
-import logging
 import os
 import threading
 from dataclasses import dataclass
