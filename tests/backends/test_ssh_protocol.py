@@ -61,7 +61,7 @@ def test_agent_root_is_one_argv_element() -> None:
     guest = SshGuest(runner, "/x'; touch /tmp/pwned; '")
     with pytest.raises(NotFound):
         list(guest.scan(Rules(), ScanReport()))
-    assert runner.argvs[0][3:] == ["serve", "/x'; touch /tmp/pwned; '"]
+    assert runner.argvs[0][-2:] == ["serve", "/x'; touch /tmp/pwned; '"]
     assert shlex.split(runner.commands[0]) == runner.argvs[0]
     assert not os.path.exists("/tmp/pwned")
 
@@ -121,3 +121,39 @@ def test_one_agent_serves_history_environment_and_release(tree: Path) -> None:
     assert guest.release() is not None  # a Linux host: at least its distro
     assert runner.argvs == [agent_argv("serve", str(tree))], "one session served every request"
     guest.close()
+
+
+@pytest.fixture
+def shell_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user whose ~/.bashrc exports the experiment's setup behind the usual 'interactive only' guard,
+    sourced from ~/.bash_profile as CernVM's skeleton does; a C locale, where Python would add LC_CTYPE."""
+    home = tmp_path / "user"
+    home.mkdir()
+    (home / ".bash_profile").write_text('[ -f ~/.bashrc ] && . ~/.bashrc\necho "profile chatter"\n')
+    (home / ".bashrc").write_text("case $- in *i*) ;; *) return ;; esac\nexport ROOTSYS=/cvmfs/sft.cern.ch/root\n"
+                                  "export WEIRD=$'tab\\there'\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHELL", "/bin/bash")
+    for name in ("LANG", "LC_ALL", "LC_CTYPE", "LANGUAGE"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_environment_is_the_interactive_login_shells(shell_home: Path) -> None:
+    env = SshGuest(RecordingRunner(), str(shell_home)).environment()
+    lines = env.splitlines()
+    assert b"ROOTSYS=/cvmfs/sft.cern.ch/root" in lines, "~/.bashrc exports are part of a physicist's environment"
+    assert b"WEIRD=tab\there" in lines, "values arrive byte for byte"
+    assert not any(line.startswith(b"LC_CTYPE=") for line in lines), "python3 on the guest adds no locale"
+    assert not any(line.startswith(b"PYTHONCOERCECLOCALE=") for line in lines)
+    assert b"profile chatter" not in env
+
+
+def test_a_login_shell_that_hangs_is_cut_off_with_a_clear_error(shell_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vmlfs.backends.ssh_guest as ssh_guest
+    from vmlfs.errors import GuestError
+
+    (shell_home / ".bashrc").write_text("read -r answer\nsleep 60\n")  # waits for a terminal that never comes
+    monkeypatch.setattr(ssh_guest, "ENV_TIMEOUT", 1.0)
+    with pytest.raises(GuestError, match="printed no environment within 1 s"):
+        SshGuest(RecordingRunner(), str(shell_home)).environment()

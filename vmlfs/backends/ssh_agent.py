@@ -1,4 +1,5 @@
-"""vmlfs guest agent: sent to the guest and run there as ``python3 -c <this file> MODE ROOT [FLAGS]``.
+"""vmlfs guest agent: sent to the guest and run there as ``python3 -c <this file> MODE ROOT [FLAGS]``
+(with ``PYTHONCOERCECLOCALE=0``, so Python adds no LC_CTYPE to the environment it passes on).
 
 It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` reads this
 file's text and sends it as one argv element, so it must stay stdlib-only and
@@ -11,7 +12,7 @@ arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
   ``S`` walk ROOT with lstat, depth first, siblings in byte order, streaming
   one binary record per entry (rules are applied by the caller); ``R``/``H``
   for each (path, size, mtime) check the file still matches, then stream its
-  bytes / its sha256; ``Y`` the shell history; ``V`` the login environment;
+  bytes / its sha256; ``Y`` the shell history; ``V`` the environment of an interactive login shell;
   ``P`` run a release probe script.
 - ``lock``: hold an entry's flock (ROOT is the lock file) until stdin ends.
 - ``restore``: apply a stream of operations below ROOT with the same rules as
@@ -384,6 +385,21 @@ def login_shell():
     return os.environ.get("SHELL") or pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
 
 
+def login_environment(timeout):
+    """The environment as the user's shell sets it up: an interactive login shell (so ~/.bashrc runs,
+    past its 'interactive only' guard), without a terminal, stdin closed, killed after ``timeout`` s
+    (then nothing is returned and the caller says why)."""
+    import subprocess
+    proc = subprocess.Popen([login_shell(), "-l", "-i", "-c", ENV_COMMAND], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        return b""
+
+
 def serve(root, inp, out):
     """Answer requests one after another until stdin ends, so one SSH session serves a whole backup."""
     existing_dir(root)
@@ -400,7 +416,8 @@ def serve(root, inp, out):
         elif op == b"Y":
             history(root, out)
         elif op == b"V":  # the login environment: profile output before the marker is dropped by the caller
-            blob(out, b"V", command_output([login_shell(), "-l", "-c", ENV_COMMAND], b""))
+            (timeout,) = struct.unpack("<I", read_exact(inp, 4))
+            blob(out, b"V", login_environment(timeout))
         elif op == b"P":  # a probe script of vmlfs (vmlfs/release/detect.py), run with sh -s
             (size,) = struct.unpack("<I", read_exact(inp, 4))
             blob(out, b"P", command_output(["sh", "-s"], read_exact(inp, size)))
@@ -431,6 +448,9 @@ def hold_lock(path, inp, out):
 
 
 def main(argv):
+    # Started with PYTHONCOERCECLOCALE=0 so that Python leaves the locale variables as the guest set them
+    # (it would add LC_CTYPE=C.UTF-8 under a C locale); the setting itself must not reach the user's shell.
+    os.environ.pop("PYTHONCOERCECLOCALE", None)
     mode, root = argv[0], resolve_root(os.fsencode(argv[1]))
     inp = sys.stdin.buffer
     out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)

@@ -36,12 +36,13 @@ NAME = struct.Struct("<cII")
 REQUEST = struct.Struct("<IQq")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
+ENV_TIMEOUT = 30.0  # seconds an interactive login shell may take to print the environment
 ENV_MARK = b"\0vmlfs-env-begin\0"  # printed by the login shell after its profile scripts' own output
 
 
 def agent_argv(mode: str, root: str, *flags: str) -> list[str]:
     """The argv that runs the agent on the guest; ROOT is one argv element, never shell text."""
-    return ["python3", "-c", AGENT_SOURCE, mode, root, *flags]
+    return ["env", "PYTHONCOERCECLOCALE=0", "python3", "-c", AGENT_SOURCE, mode, root, *flags]
 
 
 class StreamReader:
@@ -281,11 +282,14 @@ class SshGuest:
             return agent.reader.take(32)
 
     def environment(self) -> bytes:
+        """The variables an interactive login shell of the user has (``~/.bashrc`` exports included),
+        byte for byte as the guest has them, one ``NAME=value`` line each, sorted."""
         with self._agent() as agent:
-            agent.proc.write(b"V")
+            agent.proc.write(b"V" + struct.pack("<I", int(ENV_TIMEOUT)))
             out = agent.blob(b"V") or b""
         if ENV_MARK not in out:
-            raise GuestError(f"the login shell on {self.description} printed no environment")
+            raise GuestError(f"the login shell on {self.description} printed no environment within {ENV_TIMEOUT:.0f} s",
+                             hint="an interactive login shell (e.g. bash -l -i) must finish without a terminal; check ~/.bashrc and ~/.bash_profile")
         variables = [v for v in out.split(ENV_MARK, 1)[1].split(b"\0") if b"=" in v]
         return b"".join(v + b"\n" for v in sorted(variables))
 
