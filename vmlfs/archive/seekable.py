@@ -58,10 +58,6 @@ class SeekTable:
         return len(self.c_offsets) - 1
 
     @property
-    def compressed_size(self) -> int:
-        return self.c_offsets[-1]
-
-    @property
     def decompressed_size(self) -> int:
         return self.d_offsets[-1]
 
