@@ -17,13 +17,12 @@ import logging
 import os
 import stat
 import threading
-from functools import partial
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import FRAME_SIZE
 from vmlfs.errors import CorruptData, NotFound
-from vmlfs.fs.nodes import FOREVER, Attrs, FsNode, Listing
+from vmlfs.fs.protocol import FOREVER, Attrs, FsNode, Handle, Listing
 
 if TYPE_CHECKING:
     from vmlfs.fs.state import MountState
@@ -129,10 +128,19 @@ READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a seq
 
 
 class ArchiveFile(ArchiveNode):
-    # Hints for read-ahead (races between concurrent readers are harmless): where the last
-    # read ended (never, at first: a first read is not yet sequential) and the last claim.
-    _last_end = -(1 << 62)
-    _claimed_at = -FRAME_SIZE
+    def open_read(self) -> "ArchiveFileHandle":
+        return ArchiveFileHandle(self.backup, self.row)
+
+
+class ArchiveFileHandle(Handle):
+    """One open backed-up file: reads decompress only the frames covering them."""
+
+    def __init__(self, backup: BackupData, row: Node) -> None:
+        self.backup, self.row = backup, row
+        # Hints for read-ahead (races between concurrent reads are harmless): where the last
+        # read ended (never, at first: a first read is not yet sequential) and the last claim.
+        self._last_end = -(1 << 62)
+        self._claimed_at = -FRAME_SIZE
 
     def read_cached(self, offset: int, size: int) -> bytes | memoryview | None:
         r = self.row
@@ -143,10 +151,10 @@ class ArchiveFile(ArchiveNode):
         data = reader.read_cached(r.data_offset + offset, size)
         return data if data is not None and len(data) == size else None
 
-    def readahead(self, start: int, end: int) -> list[Callable[[], None]]:
-        """After a read of ``[start, end)``: jobs that decompress the next frames of the layer
-        ahead of a *sequential* reader, so its reads overlap decompression (on both cores)
-        with serving. A read that does not continue the previous one (``dd skip=``, a seek)
+    def readahead(self, start: int, end: int) -> None:
+        """After a read of ``[start, end)``: decompress the next frames of the layer ahead
+        of a *sequential* reader, so its reads overlap decompression (on both cores) with
+        serving. A read that does not continue the previous one (``dd skip=``, a seek)
         decompresses only the frames it covers.
 
         Claims are renewed once per frame the reader advances (keeping the window
@@ -156,14 +164,15 @@ class ArchiveFile(ArchiveNode):
         sequential = abs(start - self._last_end) <= 2 * FRAME_SIZE  # the kernel's requests may overtake each other
         self._last_end = end
         if not sequential or self._claimed_at <= end < self._claimed_at + FRAME_SIZE or end >= r.size:
-            return []
+            return
         reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
         if reader is None or r.data_offset is None:
-            return []
+            return
         frames = [i for i in reader.claim_frames_after(r.data_offset + end - 1, READAHEAD_FRAMES)
                   if reader.table.d_offsets[i] < r.data_offset + r.size]
         self._claimed_at = end
-        return [partial(reader.prefetch, i) for i in frames]
+        for i in frames:
+            self.backup.state.prefetcher.submit(reader.prefetch, i)
 
     def read(self, offset: int, size: int) -> bytes:
         r = self.row

@@ -13,8 +13,8 @@ archive nodes below ``<ts>/home`` live in :mod:`vmlfs.fs.archive`.
 from __future__ import annotations
 
 import stat
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from abc import abstractmethod
+from functools import partial
 from typing import TYPE_CHECKING
 
 from vmlfs.errors import (
@@ -28,82 +28,30 @@ from vmlfs.errors import (
 from vmlfs.fs import layout
 from vmlfs.fs.control import Job, check_partial, parse_request
 from vmlfs.fs.layout import Slot
+from vmlfs.fs.protocol import (
+    FOREVER,
+    NEVER,
+    SHORT,
+    Attrs,
+    ContentHandle,
+    FsNode,
+    Handle,
+    Listing,
+    Work,
+)
 
 if TYPE_CHECKING:
     from vmlfs.engine.model import BackupMeta
     from vmlfs.fs.state import MountState
 
-FOREVER = 86400.0  # entry/attr timeout of immutable backup nodes: they never change
-SHORT = 1.0  # entries, entry directories, control directories: new backups appear within a second
-NEVER = 0.0  # latest, status, snapshot: always asked again
+class Children:
+    """A directory's children, computed whole (virtual directories have a handful)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Attrs:
-    """What ``stat`` shows; ``timeout`` is how long the kernel may cache it (and the name lookup)."""
-
-    ino: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    timeout: float
-
-    @property
-    def blocks(self) -> int:
-        """512-byte blocks of the data as backed up (so ``du`` shows the guest's sizes, not the store's)."""
-        return (self.size + 511) // 512 if stat.S_ISREG(self.mode) else 0
-
-
-class Listing:
-    """The children of a directory, served in pages for readdir; offsets are entry positions."""
-
-    def __init__(self, children: list[tuple[bytes, "FsNode"]]) -> None:
+    def __init__(self, children: list[tuple[bytes, FsNode]]) -> None:
         self._children = children
 
-    def entries(self, offset: int, limit: int) -> list[tuple[int, bytes, "FsNode"]]:
+    def entries(self, offset: int, limit: int) -> list[tuple[int, bytes, FsNode]]:
         return [(i + 1, name, node) for i, (name, node) in enumerate(self._children[offset:offset + limit], offset)]
-
-
-class FsNode(ABC):
-    """Base of every node kind; the defaults describe a read-only node without children."""
-
-    ino: int
-    immutable = False
-
-    @abstractmethod
-    def attrs(self) -> Attrs:
-        """The node's attributes (inode number, mode, owner, size, times, cache timeout)."""
-
-    def lookup(self, name: bytes) -> "FsNode":
-        raise NotFound(f"{name!r}: not a directory")
-
-    def listing(self) -> Listing:
-        raise InvalidRequest("not a directory")
-
-    def open_read(self) -> "FsNode | _Frozen":
-        """The object reads go to; control nodes freeze their content here."""
-        return self
-
-    def read(self, offset: int, size: int) -> bytes:
-        raise InvalidRequest("not a regular file")
-
-    def read_cached(self, offset: int, size: int) -> bytes | None:
-        """The bytes if they can be answered from memory without blocking, else None (then ``read``)."""
-        return None
-
-    def readlink(self) -> bytes:
-        raise InvalidRequest("not a symlink")
-
-    def open_write(self, uid: int) -> "ControlHandle":
-        raise ReadOnly("backups are read-only; only control/snapshot accepts writes")
-
-    def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Job | None:
-        """chmod, chown, truncate, utimes: refused everywhere but on control/snapshot."""
-        raise ReadOnly("backups are read-only")
 
 
 class VirtualDir(FsNode):
@@ -135,7 +83,7 @@ class VirtualDir(FsNode):
         raise NotFound(f"no {name.decode(errors='replace')!r} here")
 
     def listing(self) -> Listing:
-        return Listing([(slot.name.encode(), self.child(slot)) for slot in self.slots()])
+        return Children([(slot.name.encode(), self.child(slot)) for slot in self.slots()])
 
 
 class RootDir(VirtualDir):
@@ -231,10 +179,10 @@ class BackupFile(FsNode):
     def attrs(self) -> Attrs:
         return self.state.attrs(self.ino, stat.S_IFREG | 0o444, self.size, self.mtime_ns, FOREVER)
 
-    def read(self, offset: int, size: int) -> bytes:
+    def open_read(self) -> ContentHandle:
         if self._content is None:
             self._content = self.state.store.read_backup_file(self.entry, self.ts, self.name)
-        return self._content[offset:offset + size]
+        return ContentHandle(self._content)
 
 
 class LatestLink(FsNode):
@@ -276,19 +224,6 @@ class ControlDir(VirtualDir):
         return StatusFile(self.state, self.entry)
 
 
-class _Frozen:
-    """A read handle on content fixed at open, so one ``cat`` of a control file never reads a torn report."""
-
-    def __init__(self, content: bytes) -> None:
-        self.content = content
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self.content[offset:offset + size]
-
-    def read_cached(self, offset: int, size: int) -> bytes:
-        return self.read(offset, size)
-
-
 class StatusFile(FsNode):
     def __init__(self, state: "MountState", entry: str | None) -> None:
         self.state, self.entry = state, entry
@@ -298,8 +233,8 @@ class StatusFile(FsNode):
         return self.state.attrs(self.ino, stat.S_IFREG | 0o444, len(self.state.jobs.status(self.entry)),
                                 self.state.now_ns(), NEVER)
 
-    def open_read(self) -> _Frozen:
-        return _Frozen(self.state.jobs.status(self.entry))
+    def open_read(self) -> ContentHandle:
+        return ContentHandle(self.state.jobs.status(self.entry))
 
 
 SNAPSHOT_HELP = b"touch this file to take a backup, or write one word into it: full, incremental or differential\n"
@@ -322,8 +257,8 @@ class ControlFile(FsNode):
     def attrs(self) -> Attrs:
         return self.state.attrs(self.ino, stat.S_IFREG | 0o644, len(self.help), self.state.mounted_ns, NEVER)
 
-    def open_read(self) -> _Frozen:
-        return _Frozen(self.help)
+    def open_read(self) -> ContentHandle:
+        return ContentHandle(self.help)
 
     def key(self) -> str:
         """The job key this file acts on: its entry (for /control, the default entry)."""
@@ -342,30 +277,38 @@ class ControlFile(FsNode):
     def start(self, key: str, data: bytes | None) -> Job:
         return self.state.jobs.start(key, parse_request(data) if data is not None else None)
 
+    def run_later(self, key: str, data: bytes | None) -> Work:
+        """Reserve the job now (refusals raise here, where the caller sees them); its blocking part for later."""
+        return partial(self.state.jobs.run, self.start(key, data))
+
     def open_write(self, uid: int) -> "ControlHandle":
         key = self._allowed(uid)
         self.state.jobs.check_idle(key)
         return ControlHandle(self, key)
 
-    def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Job | None:
+    def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Work | None:
         """``touch`` (new times) starts the default request; O_TRUNC before a write is a no-op."""
         if other:
             raise ReadOnly("control files cannot change owner or mode")
         key = self._allowed(uid)
-        return self.start(key, None) if times else None
+        return self.run_later(key, None) if times else None
 
 
 class SnapshotFile(ControlFile):
     """``control/snapshot``: starts backups."""
 
 
-class ControlHandle:
+class ControlHandle(Handle):
     """An open control file: the request is checked at each write and started at flush (close)."""
 
     def __init__(self, file: ControlFile, key: str) -> None:
         self.file, self.state, self.entry = file, file.state, key
         self.buffer = b""
         self.done = False
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Opened for reading and writing: reads see what a read-only open sees, the help text."""
+        return self.file.help[offset:offset + size]
 
     def write(self, data: bytes) -> int:
         try:
@@ -377,13 +320,13 @@ class ControlHandle:
         self.buffer += data
         return len(data)
 
-    def flush(self) -> Job | None:
+    def flush(self) -> Work | None:
         """Start the requested job once, at the first flush after a write."""
         if self.done or not self.buffer:
             return None
         self.done = True
         try:
-            return self.file.start(self.entry, self.buffer)
+            return self.file.run_later(self.entry, self.buffer)
         except VmlfsError as exc:
             self.state.jobs.record_error(self.entry, exc)
             raise

@@ -44,6 +44,10 @@ class MountState:
         self.root = RootDir(self)
         self.table.pin(self.root)
 
+    def active_jobs(self) -> list[str]:
+        """Entries (and provisioning) with a job running now: what an unmount abandons."""
+        return self.jobs.active()
+
     def now_ns(self) -> int:
         return time.time_ns()
 

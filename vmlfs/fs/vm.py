@@ -19,15 +19,8 @@ from vmlfs.errors import ConnectionFailed, HypervisorError, InvalidRequest
 from vmlfs.fs import layout
 from vmlfs.fs.control import PROVISION, Job, parse_target
 from vmlfs.fs.layout import Slot
-from vmlfs.fs.nodes import (
-    NEVER,
-    Attrs,
-    ControlFile,
-    ControlHandle,
-    FsNode,
-    VirtualDir,
-    _Frozen,
-)
+from vmlfs.fs.nodes import ControlFile, ControlHandle, VirtualDir
+from vmlfs.fs.protocol import NEVER, Attrs, ContentHandle, FsNode
 
 if TYPE_CHECKING:
     from vmlfs.fs.state import MountState
@@ -78,9 +71,9 @@ class VmFile(FsNode):
     def attrs(self) -> Attrs:
         return self.state.attrs(self.ino, stat.S_IFREG | 0o444, len(self.content), self.state.now_ns(), NEVER)
 
-    def open_read(self) -> _Frozen:
+    def open_read(self) -> ContentHandle:
         self.content = self.fetch()
-        return _Frozen(self.content)
+        return ContentHandle(self.content)
 
 
 class VmSnapshotFile(ControlFile):
