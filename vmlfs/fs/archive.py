@@ -20,7 +20,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from vmlfs.archive.manifest import Manifest, Node
-from vmlfs.archive.seekable import FRAME_SIZE
+from vmlfs.archive.readahead import Cursor
+from vmlfs.archive.seekable import SeekableReader
 from vmlfs.errors import CorruptData, NotFound
 from vmlfs.fs.protocol import FOREVER, Attrs, FsNode, Handle, Listing
 
@@ -124,55 +125,41 @@ class ArchiveListing(Listing):
         return [(offset + i + 1, row.name, self.backup.node(row)) for i, row in enumerate(rows)]
 
 
-READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a sequential read
-
-
 class ArchiveFile(ArchiveNode):
     def open_read(self) -> "ArchiveFileHandle":
         return ArchiveFileHandle(self.backup, self.row)
 
 
 class ArchiveFileHandle(Handle):
-    """One open backed-up file: reads decompress only the frames covering them."""
+    """One open backed-up file: reads decompress only the frames covering them, and a
+    sequential reader gets the next frames decompressed ahead (:mod:`vmlfs.archive.readahead`)."""
 
     def __init__(self, backup: BackupData, row: Node) -> None:
         self.backup, self.row = backup, row
-        # Hints for read-ahead (races between concurrent reads are harmless): where the last
-        # read ended (never, at first: a first read is not yet sequential) and the last claim.
-        self._last_end = -(1 << 62)
-        self._claimed_at = -FRAME_SIZE
+        self._reader: SeekableReader | None = None  # the layer, once a read opened it
+        self._cursor: Cursor | None = None
+
+    def _follow(self, reader: SeekableReader) -> None:
+        if self._cursor is None and self.row.data_offset is not None:
+            self._cursor = self.backup.state.readahead.cursor(reader, self.row.data_offset, self.row.size)
+        self._reader = reader
 
     def read_cached(self, offset: int, size: int) -> bytes | memoryview | None:
         r = self.row
         size = max(0, min(size, r.size - offset))
-        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
+        reader = self._reader
+        if reader is None and r.layer:
+            reader = self.backup.state.open_layer(self.backup.entry, r.layer)
+            if reader is not None:
+                self._follow(reader)
         if size == 0 or reader is None or r.data_offset is None:
             return None
         data = reader.read_cached(r.data_offset + offset, size)
         return data if data is not None and len(data) == size else None
 
     def readahead(self, start: int, end: int) -> None:
-        """After a read of ``[start, end)``: decompress the next frames of the layer ahead
-        of a *sequential* reader, so its reads overlap decompression (on both cores) with
-        serving. A read that does not continue the previous one (``dd skip=``, a seek)
-        decompresses only the frames it covers.
-
-        Claims are renewed once per frame the reader advances (keeping the window
-        ``READAHEAD_FRAMES`` ahead), so most requests cost two comparisons here.
-        """
-        r = self.row
-        sequential = abs(start - self._last_end) <= 2 * FRAME_SIZE  # the kernel's requests may overtake each other
-        self._last_end = end
-        if not sequential or self._claimed_at <= end < self._claimed_at + FRAME_SIZE or end >= r.size:
-            return
-        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
-        if reader is None or r.data_offset is None:
-            return
-        frames = [i for i in reader.claim_frames_after(r.data_offset + end - 1, READAHEAD_FRAMES)
-                  if reader.table.d_offsets[i] < r.data_offset + r.size]
-        self._claimed_at = end
-        for i in frames:
-            self.backup.state.prefetcher.submit(reader.prefetch, i)
+        if self._cursor is not None:
+            self._cursor.after_read(start, end)
 
     def read(self, offset: int, size: int) -> bytes:
         r = self.row
@@ -182,7 +169,11 @@ class ArchiveFileHandle(Handle):
         try:
             if r.layer is None or r.data_offset is None:
                 raise CorruptData("file has no data location")
-            data = self.backup.state.layer(self.backup.entry, r.layer).read(r.data_offset + offset, size)
+            reader = self._reader
+            if reader is None:
+                reader = self.backup.state.layer(self.backup.entry, r.layer)
+                self._follow(reader)
+            data = reader.read(r.data_offset + offset, size)
             if len(data) != size:
                 raise CorruptData(f"layer {r.layer} ends {size - len(data)} bytes early")
         except CorruptData as exc:

@@ -13,8 +13,8 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
+from vmlfs.archive.readahead import ReadAhead
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.backends.store_layout import BackupRecord, StoreLayout
 from vmlfs.fs import layout
@@ -38,9 +38,7 @@ class MountState:
         self._records: dict[tuple[str, str], BackupRecord] = {}
         self._backups: dict[tuple[str, str], BackupData] = {}
         self._layers: dict[tuple[str, str], SeekableReader] = {}
-        # Read-ahead decompression: fire-and-forget, off the trio loop and its thread limiter,
-        # one worker per core so a sequential reader keeps both busy.
-        self.prefetcher = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="readahead")
+        self.readahead = ReadAhead()
         self.root = RootDir(self)
         self.table.pin(self.root)
 
@@ -108,7 +106,7 @@ class MountState:
         return reader
 
     def close(self) -> None:
-        self.prefetcher.shutdown(wait=True, cancel_futures=True)
+        self.readahead.close()
         with self._lock:
             backups, layers = list(self._backups.values()), list(self._layers.values())
             self._backups.clear()
