@@ -17,16 +17,13 @@ import logging
 import os
 import stat
 import threading
-from typing import TYPE_CHECKING
 
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.readahead import Cursor
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.errors import CorruptData, NotFound
+from vmlfs.fs.context import ArchiveSource
 from vmlfs.fs.protocol import FOREVER, Attrs, FsNode, Handle, Listing
-
-if TYPE_CHECKING:
-    from vmlfs.fs.state import MountState
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +35,8 @@ _TYPE_BITS = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
 class BackupData:
     """One backup's manifest and inode range, opened lazily and shared by its nodes."""
 
-    def __init__(self, state: "MountState", entry: str, ts: str) -> None:
-        self.state, self.entry, self.ts = state, entry, ts
+    def __init__(self, source: ArchiveSource, entry: str, ts: str) -> None:
+        self.source, self.entry, self.ts = source, entry, ts
         self.where = f"{entry}@{ts}"
         self._lock = threading.Lock()
         self._manifest: Manifest | None = None
@@ -48,12 +45,12 @@ class BackupData:
     def manifest(self) -> Manifest:
         with self._lock:
             if self._manifest is None:
-                manifest = self.state.store.open_manifest(self.entry, self.ts)
+                manifest = self.source.open_manifest(self.entry, self.ts)
                 top = manifest.max_id()
                 if not 0 < top < MAX_NODE_ID:
                     manifest.close()
                     raise CorruptData(f"{self.where}: manifest claims node ids up to {top}")
-                self._base = self.state.table.range(("archive", self.entry, self.ts), top + 1)
+                self._base = self.source.reserve_inodes(("archive", self.entry, self.ts), top + 1)
                 self._manifest = manifest
             return self._manifest
 
@@ -104,7 +101,7 @@ class ArchiveDir(ArchiveNode):
         return ArchiveListing(self.backup, self.row.id)
 
 
-class ArchiveListing(Listing):
+class ArchiveListing:
     """Pages of a manifest directory; keeps the last page so kernel-sized readdir calls cost no query."""
 
     def __init__(self, backup: BackupData, parent: int) -> None:
@@ -141,7 +138,7 @@ class ArchiveFileHandle(Handle):
 
     def _follow(self, reader: SeekableReader) -> None:
         if self._cursor is None and self.row.data_offset is not None:
-            self._cursor = self.backup.state.readahead.cursor(reader, self.row.data_offset, self.row.size)
+            self._cursor = self.backup.source.readahead.cursor(reader, self.row.data_offset, self.row.size)
         self._reader = reader
 
     def read_cached(self, offset: int, size: int) -> bytes | memoryview | None:
@@ -149,7 +146,7 @@ class ArchiveFileHandle(Handle):
         size = max(0, min(size, r.size - offset))
         reader = self._reader
         if reader is None and r.layer:
-            reader = self.backup.state.open_layer(self.backup.entry, r.layer)
+            reader = self.backup.source.open_layer(self.backup.entry, r.layer)
             if reader is not None:
                 self._follow(reader)
         if size == 0 or reader is None or r.data_offset is None:
@@ -171,7 +168,7 @@ class ArchiveFileHandle(Handle):
                 raise CorruptData("file has no data location")
             reader = self._reader
             if reader is None:
-                reader = self.backup.state.layer(self.backup.entry, r.layer)
+                reader = self.backup.source.layer(self.backup.entry, r.layer)
                 self._follow(reader)
             data = reader.read(r.data_offset + offset, size)
             if len(data) != size:
