@@ -21,8 +21,10 @@ from vmlfs.errors import (
 from vmlfs.fs import layout
 from vmlfs.fs.control import Jobs, check_partial, parse_request
 from vmlfs.fs.inodes import ROOT_INODE, InodeTable
+from vmlfs.fs.layout import Kind
 from vmlfs.fs.files import ControlHandle
 from vmlfs.fs.state import MountState
+from vmlfs.fs.tree import NODE_KINDS
 
 FS = Path(__file__).parents[2] / "vmlfs" / "fs"
 MODEL = sorted(p.name for p in FS.glob("*.py") if p.name != "fuse_adapter.py")
@@ -45,6 +47,11 @@ def test_layout_shapes():
     assert slots[-1].arg == "20240102T000000Z"
     assert layout.iso_ns("2024-01-01T00:00:00.5+00:00") == 1704067200_500_000_000
     assert layout.iso_ns("garbage") == 0
+    assert [s.kind for s in layout.control_layout(per_entry=False)] == [Kind.PROVISION, Kind.SNAPSHOT, Kind.STATUS]
+
+
+def test_every_kind_is_built_by_the_one_table():
+    assert set(NODE_KINDS) == set(Kind)
 
 
 def test_inode_table_numbers_ranges_and_forget():

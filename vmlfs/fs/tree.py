@@ -2,8 +2,10 @@
 
 Each directory takes its children from :mod:`vmlfs.fs.layout` (pure functions
 from store facts to :class:`~vmlfs.fs.layout.Slot` values) and builds the
-node each slot stands for. The files are in :mod:`vmlfs.fs.files` and
-:mod:`vmlfs.fs.vm`, the archive nodes below ``<ts>/home`` in
+node each slot stands for through one table, :data:`NODE_KINDS`, from
+:class:`~vmlfs.fs.layout.Kind` to the class that serves it: a new kind of node
+is one layout line and one table line. The files are in :mod:`vmlfs.fs.files`
+and :mod:`vmlfs.fs.vm`, the archive nodes below ``<ts>/home`` in
 :mod:`vmlfs.fs.archive` (reached through the context's ``home``).
 """
 
@@ -11,13 +13,15 @@ from __future__ import annotations
 
 import stat
 from abc import abstractmethod
+from functools import partial
+from typing import Any, Callable
 
 from vmlfs.engine.model import BackupMeta
 from vmlfs.errors import CorruptData, NotFound
 from vmlfs.fs import layout
 from vmlfs.fs.context import MountContext
 from vmlfs.fs.files import BackupFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
-from vmlfs.fs.layout import Slot
+from vmlfs.fs.layout import Kind, Slot
 from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, FsNode, Listing
 from vmlfs.fs.vm import DomainSnapshots, ProvisionFile, VmFile, VmSnapshotFile
 
@@ -47,9 +51,9 @@ class VirtualDir(VirtualNode):
     def slots(self) -> list[Slot]:
         """The directory's layout (from :mod:`vmlfs.fs.layout`)."""
 
-    @abstractmethod
     def child(self, slot: Slot) -> FsNode:
-        """The node one slot stands for."""
+        """The node one slot stands for, built as the kind table says."""
+        return NODE_KINDS[slot.kind](self, slot)
 
     def attrs(self) -> Attrs:
         return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.mtime_ns, self.timeout)
@@ -71,11 +75,6 @@ class RootDir(VirtualDir):
     def slots(self) -> list[Slot]:
         return layout.root_layout()
 
-    def child(self, slot: Slot) -> FsNode:
-        if slot.kind == "control":
-            return ControlDir(self.ctx, None)
-        return EntriesDir(self.ctx)
-
 
 class EntriesDir(VirtualDir):
     def __init__(self, ctx: MountContext) -> None:
@@ -83,9 +82,6 @@ class EntriesDir(VirtualDir):
 
     def slots(self) -> list[Slot]:
         return layout.entries_layout(self.ctx.entry_names())
-
-    def child(self, slot: Slot) -> FsNode:
-        return EntryDir(self.ctx, slot.name)
 
 
 class EntryDir(VirtualDir):
@@ -100,15 +96,6 @@ class EntryDir(VirtualDir):
     def slots(self) -> list[Slot]:
         return layout.entry_layout(self.ctx.timestamps(self.entry), has_domain=self.ctx.has_domain(self.entry))
 
-    def child(self, slot: Slot) -> FsNode:
-        if slot.kind == "backup":
-            return BackupDir(self.ctx, self.entry, slot.name)
-        if slot.kind == "latest":
-            return LatestLink(self.ctx, self.entry, slot.arg or "")
-        if slot.kind == "vm":
-            return VmDir(self.ctx, self.entry)
-        return ControlDir(self.ctx, self.entry)
-
 
 class BackupDir(VirtualDir):
     """``/entries/<entry>/<ts>``: immutable once committed; a damaged one answers EIO when listed."""
@@ -117,7 +104,7 @@ class BackupDir(VirtualDir):
     timeout = FOREVER
 
     def __init__(self, ctx: MountContext, entry: str, ts: str) -> None:
-        self.entry, self.ts = entry, ts
+        self.entry, self.ts = entry, ts  # with meta and mtime_ns: what its children are built from
         self.meta: BackupMeta | None = None
         try:
             self.meta = ctx.backup_meta(entry, ts)
@@ -130,14 +117,10 @@ class BackupDir(VirtualDir):
             raise CorruptData(f"backup {self.entry}@{self.ts} is damaged: {self.damage}")
         return layout.backup_layout(self.meta)
 
-    def child(self, slot: Slot) -> FsNode:
-        assert self.meta is not None  # slots() refused a damaged backup
-        if slot.kind == "home":
-            return self.ctx.home(self.entry, self.ts)
-        if slot.kind == "info":
-            return InfoFile(self.ctx, self.entry, self.ts, self.meta, self.mtime_ns)
-        size = int(self.meta.files[slot.name].get("size", 0))
-        return BackupFile(self.ctx, self.entry, self.ts, slot.name, size, self.mtime_ns)
+    def file_size(self, name: str) -> int:
+        """The size of ``env.txt`` or ``history.txt`` as the metadata records it (slots() refused a damaged backup)."""
+        assert self.meta is not None
+        return int(self.meta.files[name].get("size", 0))
 
 
 class ControlDir(VirtualDir):
@@ -149,15 +132,6 @@ class ControlDir(VirtualDir):
 
     def slots(self) -> list[Slot]:
         return layout.control_layout(per_entry=self.entry is not None)
-
-    def child(self, slot: Slot) -> FsNode:
-        if slot.kind == "snapshot":
-            return SnapshotFile(self.ctx, self.entry)
-        if slot.kind == "vm-snapshot":
-            return VmSnapshotFile(self.ctx, self.entry)
-        if slot.kind == "provision":
-            return ProvisionFile(self.ctx)
-        return StatusFile(self.ctx, self.entry)
 
 
 class VmDir(VirtualDir):
@@ -173,8 +147,26 @@ class VmDir(VirtualDir):
     def slots(self) -> list[Slot]:
         return layout.vm_layout(self.snapshots.names())
 
-    def child(self, slot: Slot) -> FsNode:
-        if slot.kind == "tree":
-            return VmFile(self.ctx, self.entry, slot.name, self.snapshots.tree)
-        snapshot = slot.arg or ""
-        return VmFile(self.ctx, self.entry, slot.name, lambda: self.snapshots.xml(snapshot))
+
+NodeFactory = Callable[[Any, Slot], FsNode]
+"""Builds the node of one slot from the directory listing it (which holds what the node needs)."""
+
+NODE_KINDS: dict[Kind, NodeFactory] = {
+    Kind.CONTROL_DIR: lambda parent, slot: ControlDir(parent.ctx, parent.entry),  # /control: entry None
+    Kind.ENTRIES_DIR: lambda parent, slot: EntriesDir(parent.ctx),
+    Kind.ENTRY_DIR: lambda parent, slot: EntryDir(parent.ctx, slot.name),
+    Kind.BACKUP_DIR: lambda parent, slot: BackupDir(parent.ctx, parent.entry, slot.name),
+    Kind.LATEST: lambda parent, slot: LatestLink(parent.ctx, parent.entry, slot.arg or ""),
+    Kind.VM_DIR: lambda parent, slot: VmDir(parent.ctx, parent.entry),
+    Kind.HOME: lambda parent, slot: parent.ctx.home(parent.entry, parent.ts),
+    Kind.INFO: lambda parent, slot: InfoFile(parent.ctx, parent.entry, parent.ts, parent.meta, parent.mtime_ns),
+    Kind.BACKUP_FILE: lambda parent, slot: BackupFile(parent.ctx, parent.entry, parent.ts, slot.name,
+                                                      parent.file_size(slot.name), parent.mtime_ns),
+    Kind.SNAPSHOT: lambda parent, slot: SnapshotFile(parent.ctx, parent.entry),
+    Kind.STATUS: lambda parent, slot: StatusFile(parent.ctx, parent.entry),
+    Kind.VM_SNAPSHOT: lambda parent, slot: VmSnapshotFile(parent.ctx, parent.entry),
+    Kind.PROVISION: lambda parent, slot: ProvisionFile(parent.ctx),
+    Kind.SNAPSHOT_XML: lambda parent, slot: VmFile(parent.ctx, parent.entry, slot.name,
+                                                   partial(parent.snapshots.xml, slot.arg)),
+    Kind.SNAPSHOT_TREE: lambda parent, slot: VmFile(parent.ctx, parent.entry, slot.name, parent.snapshots.tree),
+}
