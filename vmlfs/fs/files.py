@@ -77,29 +77,43 @@ class LatestLink(VirtualNode):
 
     def __init__(self, ctx: MountContext, entry: str, target: str) -> None:
         super().__init__(ctx, ("latest", entry))
-        self.entry, self.target = entry, target
+        self.entry = entry
+        self._point_at(target)
+
+    def _point_at(self, target: str) -> None:
+        """Remember the target and its time now (in a worker thread) so ``attrs`` needs no metadata read."""
+        self.mtime_ns = self.ctx.backup_time_ns(self.entry, target) if target else self.ctx.mounted_ns
+        self.target = target
 
     def attrs(self) -> Attrs:
-        mtime = self.ctx.backup_time_ns(self.entry, self.target) if self.target else self.ctx.mounted_ns
-        return self.owned_attrs(stat.S_IFLNK | 0o777, len(self.target), mtime, NEVER)
+        return self.owned_attrs(stat.S_IFLNK | 0o777, len(self.target), self.mtime_ns, NEVER)
 
     def readlink(self) -> bytes:
         newest = layout.latest(self.ctx.timestamps(self.entry))
         if newest is None:
             raise NotFound(f"entry {self.entry!r} has no backups")
-        self.target = newest
+        self._point_at(newest)
         return newest.encode()
 
 
 class StatusFile(VirtualNode):
-    """``control/status``: the jobs' report, frozen at open."""
+    """``control/status``: the jobs' report, frozen at open.
+
+    Its size is the length of the report now, computed from memory: the
+    mount-wide report's one store-derived line, the default entry, is read
+    at lookup (a worker thread) and kept by the jobs for ``attrs``. The file
+    is served with direct I/O, so readers get the whole report even if it grew
+    since the last ``stat``.
+    """
 
     def __init__(self, ctx: MountContext, entry: str | None) -> None:
         super().__init__(ctx, ("status", entry))
         self.entry = entry
+        if entry is None:
+            ctx.jobs.status(None)  # reads the default entry now, so the size below is current
 
     def attrs(self) -> Attrs:
-        return self.owned_attrs(stat.S_IFREG | 0o444, len(self.ctx.jobs.status(self.entry)), self.ctx.now_ns(), NEVER)
+        return self.owned_attrs(stat.S_IFREG | 0o444, self.ctx.jobs.status_size(self.entry), self.ctx.now_ns(), NEVER)
 
     def open_read(self) -> ContentHandle:
         return ContentHandle(self.ctx.jobs.status(self.entry))
