@@ -5,7 +5,11 @@ page of rows per readdir batch); a manifest is opened on the first access to
 its backup and never loaded whole. File bytes come from the layer named in
 the row, decompressing only the frames that cover the requested range
 (:class:`vmlfs.archive.seekable.SeekableReader`, with the mount's shared LRU
-of decompressed frames).
+of decompressed frames). Each open gets its own handle, which tells the
+mount's :class:`~vmlfs.archive.readahead.ReadAhead` about its reads, so a
+sequential reader finds its next frames decompressed and a seeking one pays
+only for what it reads. The backup's manifest, inode range and layers come
+from an :class:`~vmlfs.fs.context.ArchiveSource`.
 
 A damaged layer or manifest row fails only the nodes that need it: the read
 raises :class:`CorruptData` (EIO) after logging which file of which backup.
