@@ -123,18 +123,3 @@ def test_write_errors_become_storage_full() -> None:
         w.write(os.urandom(10_000))
         w.close()
     w.abort()
-
-
-def test_readahead_claims_each_uncached_frame_once(tmp_path: Path) -> None:
-    data = os.urandom(6 << 16)
-    path = tmp_path / "s.zst"
-    write_stream(path, data)
-    with SeekableReader(path, cache=FrameCache()) as r:
-        r.read(0, 10)
-        assert r.claim_frames_after(5, 3) == [1, 2, 3]
-        assert r.claim_frames_after(5, 3) == [], "claimed frames are not handed out twice"
-        for index in (1, 2, 3):
-            r.prefetch(index)
-        assert r.frames_decompressed == 4
-        assert r.read_cached(1 << 16, 3 << 16) == data[1 << 16 : 4 << 16]
-        assert r.claim_frames_after(5, 10) == [4, 5], "cached frames are skipped, the end is respected"

@@ -21,16 +21,19 @@ from vmlfs.errors import (
 from vmlfs.fs import layout
 from vmlfs.fs.control import Jobs, check_partial, parse_request
 from vmlfs.fs.inodes import ROOT_INODE, InodeTable
-from vmlfs.fs.nodes import ControlHandle
+from vmlfs.fs.layout import Kind
+from vmlfs.fs.files import ControlHandle
 from vmlfs.fs.state import MountState
+from vmlfs.fs.tree import NODE_KINDS
 
-MODEL = ("layout.py", "inodes.py", "nodes.py", "archive.py", "control.py", "state.py")
+FS = Path(__file__).parents[2] / "vmlfs" / "fs"
+MODEL = sorted(p.name for p in FS.glob("*.py") if p.name != "fuse_adapter.py")
 
 
 def test_model_modules_import_no_fuse_or_trio():
-    root = Path(__file__).parents[2] / "vmlfs" / "fs"
+    assert "tree.py" in MODEL and "files.py" in MODEL
     for name in MODEL:
-        for node in ast.walk(ast.parse((root / name).read_text())):
+        for node in ast.walk(ast.parse((FS / name).read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(m.split(".")[0] in ("pyfuse3", "trio") for m in mods), (name, mods)
@@ -44,6 +47,11 @@ def test_layout_shapes():
     assert slots[-1].arg == "20240102T000000Z"
     assert layout.iso_ns("2024-01-01T00:00:00.5+00:00") == 1704067200_500_000_000
     assert layout.iso_ns("garbage") == 0
+    assert [s.kind for s in layout.control_layout(per_entry=False)] == [Kind.PROVISION, Kind.SNAPSHOT, Kind.STATUS]
+
+
+def test_every_kind_is_built_by_the_one_table():
+    assert set(NODE_KINDS) == set(Kind)
 
 
 def test_inode_table_numbers_ranges_and_forget():
@@ -106,7 +114,7 @@ def test_nodes_over_a_store(state):
     main = walk(st, "entries", "e1", ts, "home", "src", "main.py")
     hard = walk(st, "entries", "e1", ts, "home", "data", "hardlink-to-main")
     assert main.ino == hard.ino and main.attrs().nlink == 2
-    assert main.read(0, 5) == b"print"
+    assert main.open_read().read(0, 5) == b"print"
     assert walk(st, "entries", "e1", "latest").readlink() == ts.encode()
     assert walk(st, "entries", "e1", ts, "home").attrs().ino == walk(st, "entries", "e1", ts, "home").ino
     names = [n for _, n, _ in walk(st, "entries", "e1", ts, "home").listing().entries(0, 3)]
@@ -131,11 +139,13 @@ def test_snapshot_file_protocol(state):
     assert handle.flush() is None  # refused requests never run
     handle = snap.open_write(0)
     handle.write(b"full\n")
-    job = handle.flush()
-    assert job is not None and job.kind == "full" and handle.flush() is None
+    work = handle.flush()
+    assert work is not None and handle.flush() is None
+    job = st.jobs.running("e1")
+    assert job is not None and job.kind == "full"
     with pytest.raises(Busy):
         snap.open_write(1000)
-    st.jobs.run(job)
+    work()
     assert len(s.store().backups("e1")) == 2
     status = walk(st, "entries", "e1", "control", "status").open_read().read(0, 4096).decode()
     assert "running: none" in status and "Z full backup" in status and "Busy: entry 'e1' is already backing up" in status
@@ -150,20 +160,27 @@ def test_damaged_meta_fails_only_that_backup(state):
     assert [n for _, n, _ in entry.listing().entries(0, 10)][:2] == [ts1.encode(), ts2.encode()]
     with pytest.raises(CorruptData):
         walk(st, "entries", "e1", ts1).lookup(b"home")
-    assert walk(st, "entries", "e1", ts2, "home", "shared.txt").read(0, 100) == b"everyone\n"
+    assert walk(st, "entries", "e1", ts2, "home", "shared.txt").open_read().read(0, 100) == b"everyone\n"
 
 
-def test_readahead_only_for_sequential_reads(state):
+def test_readahead_only_for_sequential_reads(state, monkeypatch):
     s, st = state
     ts = s.store().backups("e1")[0].timestamp
-    big = walk(st, "entries", "e1", ts, "home", "data", "big.bin")
+    node = walk(st, "entries", "e1", ts, "home", "data", "big.bin")
+    big = node.open_read()
+    started: list[int] = []
+    monkeypatch.setattr(st.readahead, "submit", lambda reader, frames: started.extend(frames))
     step = 128 << 10
     big.read(0, step)  # opens the layer
-    assert big.readahead(0, step) == [], "a first read is not yet sequential"
-    jobs = big.readahead(step, 2 * step)
-    assert jobs, "a read continuing the previous one prefetches the next frames"
-    for job in jobs:
-        job()
-    assert big.readahead(2 * step, 3 * step) == [], "claimed frames are not claimed again"
-    far = big.attrs().size - step
-    assert big.readahead(far - 3 * step, far - 2 * step) == [], "a seek (dd skip=) decompresses only what it reads"
+    big.readahead(0, step)
+    assert started == [], "a first read is not yet sequential"
+    big.readahead(step, 2 * step)
+    assert started, "a read continuing the previous one decompresses the next frames ahead"
+    started.clear()
+    big.readahead(2 * step, 3 * step)
+    assert started == [], "claims are renewed once per frame"
+    far = node.attrs().size - step
+    other = node.open_read()
+    other.read(far - 3 * step, step)
+    other.readahead(far - 3 * step, far - 2 * step)
+    assert started == [], "a seek (dd skip=) decompresses only what it reads; each open file is followed alone"

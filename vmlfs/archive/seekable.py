@@ -61,10 +61,6 @@ class SeekTable:
         return len(self.c_offsets) - 1
 
     @property
-    def compressed_size(self) -> int:
-        return self.c_offsets[-1]
-
-    @property
     def decompressed_size(self) -> int:
         return self.d_offsets[-1]
 
@@ -76,6 +72,12 @@ class SeekTable:
         end = min(offset + length, self.decompressed_size)
         last = bisect.bisect_left(self.d_offsets, end) - 1
         return range(first, last + 1)
+
+    def frames_after(self, offset: int, count: int, end: int) -> range:
+        """Up to ``count`` frames following the one that holds ``offset``, those starting before ``end``."""
+        first = bisect.bisect_right(self.d_offsets, offset)
+        stop = min(first + count, self.frames, bisect.bisect_left(self.d_offsets, end))
+        return range(first, max(first, stop))
 
 
 def encode_seek_table(sizes: list[tuple[int, int]]) -> bytes:
@@ -293,7 +295,6 @@ class SeekableReader:
         # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
         self._loading = [threading.Lock() for _ in range(16)]
         self.frames_decompressed = 0
-        self._prefetching: set[int] = set()
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         """Raw bytes of the layer file (a remote store reads them over SFTP instead)."""
@@ -335,28 +336,9 @@ class SeekableReader:
         self._cache.put(key, frame)
         return frame
 
-    def claim_frames_after(self, offset: int, count: int) -> list[int]:
-        """For read-ahead: up to ``count`` frames following the one holding ``offset`` that
-        are neither cached nor being loaded; the caller must :meth:`prefetch` each."""
-        t = self.table
-        first = bisect.bisect_right(t.d_offsets, offset)
-        claimed = []
-        with self._lock:
-            for index in range(first, min(first + count, t.frames)):
-                if index not in self._prefetching and self._cache.get((self.path, index)) is None:
-                    self._prefetching.add(index)
-                    claimed.append(index)
-        return claimed
-
-    def prefetch(self, index: int) -> None:
-        """Decompress a claimed frame into the cache (errors surface later, in the real read)."""
-        try:
-            self.frame(index)
-        except CorruptData:
-            pass
-        finally:
-            with self._lock:
-                self._prefetching.discard(index)
+    def is_cached(self, index: int) -> bool:
+        """Whether frame ``index`` is decompressed in the cache now (for read-ahead, which skips it)."""
+        return self._cache.get((self.path, index)) is not None
 
     def read_cached(self, offset: int, length: int) -> bytes | memoryview | None:
         """The bytes if every frame covering them is already decompressed in the cache (no I/O), else None.

@@ -5,7 +5,11 @@ page of rows per readdir batch); a manifest is opened on the first access to
 its backup and never loaded whole. File bytes come from the layer named in
 the row, decompressing only the frames that cover the requested range
 (:class:`vmlfs.archive.seekable.SeekableReader`, with the mount's shared LRU
-of decompressed frames).
+of decompressed frames). Each open gets its own handle, which tells the
+mount's :class:`~vmlfs.archive.readahead.ReadAhead` about its reads, so a
+sequential reader finds its next frames decompressed and a seeking one pays
+only for what it reads. The backup's manifest, inode range and layers come
+from an :class:`~vmlfs.fs.context.ArchiveSource`.
 
 A damaged layer or manifest row fails only the nodes that need it: the read
 raises :class:`CorruptData` (EIO) after logging which file of which backup.
@@ -17,16 +21,13 @@ import logging
 import os
 import stat
 import threading
-from functools import partial
-from typing import TYPE_CHECKING, Callable
 
 from vmlfs.archive.manifest import Manifest, Node
-from vmlfs.archive.seekable import FRAME_SIZE
+from vmlfs.archive.readahead import Cursor
+from vmlfs.archive.seekable import SeekableReader
 from vmlfs.errors import CorruptData, NotFound
-from vmlfs.fs.nodes import FOREVER, Attrs, FsNode, Listing
-
-if TYPE_CHECKING:
-    from vmlfs.fs.state import MountState
+from vmlfs.fs.context import ArchiveSource
+from vmlfs.fs.protocol import FOREVER, Attrs, FsNode, Handle, Listing
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ _TYPE_BITS = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
 class BackupData:
     """One backup's manifest and inode range, opened lazily and shared by its nodes."""
 
-    def __init__(self, state: "MountState", entry: str, ts: str) -> None:
-        self.state, self.entry, self.ts = state, entry, ts
+    def __init__(self, source: ArchiveSource, entry: str, ts: str) -> None:
+        self.source, self.entry, self.ts = source, entry, ts
         self.where = f"{entry}@{ts}"
         self._lock = threading.Lock()
         self._manifest: Manifest | None = None
@@ -48,12 +49,12 @@ class BackupData:
     def manifest(self) -> Manifest:
         with self._lock:
             if self._manifest is None:
-                manifest = self.state.store.open_manifest(self.entry, self.ts)
+                manifest = self.source.open_manifest(self.entry, self.ts)
                 top = manifest.max_id()
                 if not 0 < top < MAX_NODE_ID:
                     manifest.close()
                     raise CorruptData(f"{self.where}: manifest claims node ids up to {top}")
-                self._base = self.state.table.range(("archive", self.entry, self.ts), top + 1)
+                self._base = self.source.reserve_inodes(("archive", self.entry, self.ts), top + 1)
                 self._manifest = manifest
             return self._manifest
 
@@ -104,7 +105,7 @@ class ArchiveDir(ArchiveNode):
         return ArchiveListing(self.backup, self.row.id)
 
 
-class ArchiveListing(Listing):
+class ArchiveListing:
     """Pages of a manifest directory; keeps the last page so kernel-sized readdir calls cost no query."""
 
     def __init__(self, backup: BackupData, parent: int) -> None:
@@ -125,45 +126,41 @@ class ArchiveListing(Listing):
         return [(offset + i + 1, row.name, self.backup.node(row)) for i, row in enumerate(rows)]
 
 
-READAHEAD_FRAMES = 6  # 6 MiB ahead: keeps both cores decompressing during a sequential read
-
-
 class ArchiveFile(ArchiveNode):
-    # Hints for read-ahead (races between concurrent readers are harmless): where the last
-    # read ended (never, at first: a first read is not yet sequential) and the last claim.
-    _last_end = -(1 << 62)
-    _claimed_at = -FRAME_SIZE
+    def open_read(self) -> "ArchiveFileHandle":
+        return ArchiveFileHandle(self.backup, self.row)
+
+
+class ArchiveFileHandle(Handle):
+    """One open backed-up file: reads decompress only the frames covering them, and a
+    sequential reader gets the next frames decompressed ahead (:mod:`vmlfs.archive.readahead`)."""
+
+    def __init__(self, backup: BackupData, row: Node) -> None:
+        self.backup, self.row = backup, row
+        self._reader: SeekableReader | None = None  # the layer, once a read opened it
+        self._cursor: Cursor | None = None
+
+    def _follow(self, reader: SeekableReader) -> None:
+        if self._cursor is None and self.row.data_offset is not None:
+            self._cursor = self.backup.source.readahead.cursor(reader, self.row.data_offset, self.row.size)
+        self._reader = reader
 
     def read_cached(self, offset: int, size: int) -> bytes | memoryview | None:
         r = self.row
         size = max(0, min(size, r.size - offset))
-        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
+        reader = self._reader
+        if reader is None and r.layer:
+            reader = self.backup.source.open_layer(self.backup.entry, r.layer)
+            if reader is not None:
+                self._follow(reader)
         if size == 0 or reader is None or r.data_offset is None:
             return None
         data = reader.read_cached(r.data_offset + offset, size)
         return data if data is not None and len(data) == size else None
 
-    def readahead(self, start: int, end: int) -> list[Callable[[], None]]:
-        """After a read of ``[start, end)``: jobs that decompress the next frames of the layer
-        ahead of a *sequential* reader, so its reads overlap decompression (on both cores)
-        with serving. A read that does not continue the previous one (``dd skip=``, a seek)
-        decompresses only the frames it covers.
-
-        Claims are renewed once per frame the reader advances (keeping the window
-        ``READAHEAD_FRAMES`` ahead), so most requests cost two comparisons here.
-        """
-        r = self.row
-        sequential = abs(start - self._last_end) <= 2 * FRAME_SIZE  # the kernel's requests may overtake each other
-        self._last_end = end
-        if not sequential or self._claimed_at <= end < self._claimed_at + FRAME_SIZE or end >= r.size:
-            return []
-        reader = self.backup.state.open_layer(self.backup.entry, r.layer) if r.layer else None
-        if reader is None or r.data_offset is None:
-            return []
-        frames = [i for i in reader.claim_frames_after(r.data_offset + end - 1, READAHEAD_FRAMES)
-                  if reader.table.d_offsets[i] < r.data_offset + r.size]
-        self._claimed_at = end
-        return [partial(reader.prefetch, i) for i in frames]
+    def readahead(self, start: int, end: int) -> None:
+        if self._cursor is not None:
+            self._cursor.after_read(start, end)
 
     def read(self, offset: int, size: int) -> bytes:
         r = self.row
@@ -173,7 +170,11 @@ class ArchiveFile(ArchiveNode):
         try:
             if r.layer is None or r.data_offset is None:
                 raise CorruptData("file has no data location")
-            data = self.backup.state.layer(self.backup.entry, r.layer).read(r.data_offset + offset, size)
+            reader = self._reader
+            if reader is None:
+                reader = self.backup.source.layer(self.backup.entry, r.layer)
+                self._follow(reader)
+            data = reader.read(r.data_offset + offset, size)
             if len(data) != size:
                 raise CorruptData(f"layer {r.layer} ends {size - len(data)} bytes early")
         except CorruptData as exc:

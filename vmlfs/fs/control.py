@@ -118,7 +118,8 @@ def _now() -> str:
 
 @dataclass
 class Job:
-    """One backup started through control/; also the progress sink ``run_backup`` reports to."""
+    """One job started through a control file (a backup, a VM snapshot, a provisioning); for a backup
+    also the progress sink ``take_backup`` reports to."""
 
     entry: str
     kind: str | None
@@ -318,14 +319,27 @@ class Jobs:
         lines.append(f"last error: {error or 'none'}")
         return lines
 
+    _default_seen: str | None = None  # the default entry as the last mount-wide report read it
+
     def status(self, entry: str | None) -> bytes:
-        """The text of a ``status`` file: one entry's, or the mount-wide report."""
+        """The text of a ``status`` file: one entry's, or the mount-wide report (which reads the default entry)."""
         if entry is not None:
             return ("\n".join(self._entry_lines(entry)) + "\n").encode()
         try:
             default = self.store.default_entry()
         except VmlfsError as exc:
             default = f"unknown ({exc})"
+        self._default_seen = default
+        return self._report(default)
+
+    def status_size(self, entry: str | None) -> int:
+        """The length of the ``status`` text now, from memory only (for getattr, which must not
+        touch the store): the mount-wide report shows the default entry as last read."""
+        if entry is not None:
+            return len(self.status(entry))
+        return len(self._report(self._default_seen))
+
+    def _report(self, default: str | None) -> bytes:
         with self._lock:
             known = sorted(self._states)
             mount_error = self._mount_error

@@ -8,9 +8,13 @@
 * The trio loop never blocks: model calls that may touch the disk (manifest
   queries, frame decompression, store listings) run through
   ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
-  ``getattr`` and control-file writes, which answer from memory, run inline.
-* One nursery owns the FUSE loop, the signal watcher and the backups started
-  through control files.
+  what the model promises to answer from memory runs inline: ``attrs``,
+  ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
+* Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
+  directory a :class:`~vmlfs.fs.protocol.Listing`: the adapter never asks
+  which kind of node it serves.
+* One nursery owns the FUSE loop, the signal watcher and the work started
+  through control files (opaque :data:`~vmlfs.fs.protocol.Work`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,7 @@ import pyfuse3
 import trio
 
 from vmlfs.errors import ReadOnly, VmlfsError
-from vmlfs.fs.archive import ArchiveFile
-from vmlfs.fs.control import Job
-from vmlfs.fs.nodes import ControlHandle, FsNode, Listing
+from vmlfs.fs.protocol import FsNode, Handle, Listing, Work
 from vmlfs.fs.state import MountState
 
 log = logging.getLogger(__name__)
@@ -67,15 +69,16 @@ class FuseOperations(pyfuse3.Operations):
         self.table = state.table
         self.limiter: trio.CapacityLimiter | None = None
         self.nursery: trio.Nursery | None = None
-        self._handles: dict[int, Any] = {}
+        self._handles: dict[int, Handle] = {}
+        self._writers: set[int] = set()  # handles opened for writing: only their close may start work
+        self._listings: dict[int, Listing] = {}
         self._next_fh = 1
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
-    def _open_handle(self, obj: Any) -> int:
+    def _new_fh(self) -> int:
         fh, self._next_fh = self._next_fh, self._next_fh + 1
-        self._handles[fh] = obj
         return fh
 
     def _entry(self, node: FsNode) -> pyfuse3.EntryAttributes:
@@ -89,14 +92,14 @@ class FuseOperations(pyfuse3.Operations):
         e.st_ctime_ns = a.ctime_ns
         return e
 
-    def _start(self, job: Job | None) -> None:
-        if job is not None:
+    def _start(self, work: Work | None) -> None:
+        if work is not None:
             assert self.nursery is not None
-            self.nursery.start_soon(self._backup, job)
+            self.nursery.start_soon(self._background, work)
 
-    async def _backup(self, job: Job) -> None:
+    async def _background(self, work: Work) -> None:
         # Not under the limiter: a long backup must not take a slot from readers.
-        await trio.to_thread.run_sync(self.state.jobs.run, job, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(work, abandon_on_cancel=True)
 
     # lookups and attributes --------------------------------------------------
 
@@ -114,12 +117,12 @@ class FuseOperations(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.table.get(inode)
-        job = await self._run(functools.partial(
+        work = await self._run(functools.partial(
             node.setattr, ctx.uid, times=fields.update_atime or fields.update_mtime,
             truncate=fields.update_size and attr.st_size == 0,
             other=fields.update_mode or fields.update_uid or fields.update_gid or (fields.update_size and attr.st_size != 0),
         ))
-        self._start(job)
+        self._start(work)
         return self._entry(node)
 
     @fuse_boundary
@@ -142,11 +145,13 @@ class FuseOperations(pyfuse3.Operations):
     @fuse_boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         listing = await self._run(self.table.get(inode).listing)
-        return self._open_handle(listing)
+        fh = self._new_fh()
+        self._listings[fh] = listing
+        return fh
 
     @fuse_boundary
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing: Listing = self._handles[fh]
+        listing = self._listings[fh]
         while True:
             batch = await self._run(listing.entries, start_id, READDIR_BATCH)
             if not batch:
@@ -159,47 +164,45 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def releasedir(self, fh: int) -> None:
-        self._handles.pop(fh, None)
+        self._listings.pop(fh, None)
 
     # files -----------------------------------------------------------------------
 
     @fuse_boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.table.get(inode)
+        fh = self._new_fh()
         if flags & os.O_ACCMODE != os.O_RDONLY:
-            handle = await self._run(node.open_write, ctx.uid)
-            return pyfuse3.FileInfo(fh=self._open_handle(handle), direct_io=True)
-        reader = await self._run(node.open_read)
+            self._handles[fh] = await self._run(node.open_write, ctx.uid)
+            self._writers.add(fh)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        self._handles[fh] = await self._run(node.open_read)
         # Backup files never change: let the kernel page cache keep their pages across opens.
-        return pyfuse3.FileInfo(fh=self._open_handle(reader), keep_cache=node.immutable, direct_io=not node.immutable)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=not node.immutable)
 
     @fuse_boundary
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         handle = self._handles[fh]
         data = handle.read_cached(off, size)  # a frame already decompressed: no thread hop
         if data is None:
             data = await self._run(handle.read, off, size)
-        if data and isinstance(handle, ArchiveFile):
-            for job in handle.readahead(off, off + len(data)):
-                self.state.prefetcher.submit(job)
+        if data:
+            handle.readahead(off, off + len(data))
         return data
 
     @fuse_boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handles[fh]
-        if not isinstance(handle, ControlHandle):
-            raise ReadOnly("opened read-only")
-        return handle.write(bytes(buf))
+        return self._handles[fh].write(bytes(buf))
 
     @fuse_boundary
     async def flush(self, fh: int) -> None:
-        handle = self._handles.get(fh)
-        if isinstance(handle, ControlHandle):
-            self._start(await self._run(handle.flush))
+        if fh in self._writers:  # a read-only handle has nothing to flush: no thread hop per close
+            self._start(await self._run(self._handles[fh].flush))
 
     @fuse_boundary
     async def release(self, fh: int) -> None:
         self._handles.pop(fh, None)
+        self._writers.discard(fh)
 
     # everything that would change the tree -----------------------------------
 
@@ -293,7 +296,7 @@ async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], Non
         nursery.start_soon(_watch_signals)
         nursery.start_soon(_announce, mountpoint, on_ready)
         await pyfuse3.main()
-        for job_entry in ops.state.jobs.active():
+        for job_entry in ops.state.active_jobs():
             log.warning("unmounted while backing up %s: that backup is abandoned (the next one cleans up)", job_entry)
         nursery.cancel_scope.cancel()
 

@@ -105,12 +105,3 @@ class InodeTable:
         if node is None:
             raise NotFound(f"inode {ino} is not known (forgotten or never looked up)")
         return node
-
-    def lookup_count(self, ino: int) -> int:
-        with self._lock:
-            return self._counts.get(ino, 0)
-
-    def live(self) -> int:
-        """How many node objects are held (for tests and the status report)."""
-        with self._lock:
-            return len(self._live)

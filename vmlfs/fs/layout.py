@@ -11,9 +11,9 @@
     /entries/<entry>/vm/{<snapshot>.xml,tree}   the libvirt snapshots of the entry's domain (if it names one)
 
 Each function returns the children of one kind of directory as
-:class:`Slot` values (name, kind, argument) in name order; :mod:`vmlfs.fs.nodes`
-turns a slot into a node. Nothing here touches a store, so the whole shape is
-unit-tested without a mount.
+:class:`Slot` values (name, :class:`Kind`, argument) in name order;
+``vmlfs.fs.tree.NODE_KINDS``, one table, turns a slot into a node. Nothing here
+touches a store, so the whole shape is unit-tested without a mount.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 from vmlfs.engine.model import BackupMeta
 
@@ -29,51 +30,72 @@ SNAPSHOT, STATUS, VM_SNAPSHOT, PROVISION, VM, TREE = "snapshot", "status", "vm-s
 BACKUP_FILES = ("env.txt", "history.txt")  # copied from the backup directory when the backup has them
 
 
+class Kind(Enum):
+    """What a slot stands for: every kind of node a virtual directory can hold."""
+
+    CONTROL_DIR = "control directory"
+    ENTRIES_DIR = "entries directory"
+    ENTRY_DIR = "entry directory"
+    BACKUP_DIR = "backup directory"
+    LATEST = "latest symlink"
+    VM_DIR = "vm directory"
+    HOME = "backed-up home"
+    INFO = "info.json"
+    BACKUP_FILE = "file of the backup directory"
+    SNAPSHOT = "control/snapshot"
+    STATUS = "control/status"
+    VM_SNAPSHOT = "control/vm-snapshot"
+    PROVISION = "control/provision"
+    SNAPSHOT_XML = "snapshot XML"
+    SNAPSHOT_TREE = "snapshot tree"
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
     """One child of a virtual directory: its name, what kind of node it is, and what that node needs."""
 
     name: str
-    kind: str
+    kind: Kind
     arg: str | None = None
 
 
 def root_layout() -> list[Slot]:
-    return [Slot(CONTROL, "control"), Slot(ENTRIES, "entries")]
+    return [Slot(CONTROL, Kind.CONTROL_DIR), Slot(ENTRIES, Kind.ENTRIES_DIR)]
 
 
 def entries_layout(entry_names: list[str]) -> list[Slot]:
-    return [Slot(name, "entry", name) for name in sorted(entry_names)]
+    return [Slot(name, Kind.ENTRY_DIR, name) for name in sorted(entry_names)]
 
 
 def entry_layout(timestamps: list[str], has_domain: bool = False) -> list[Slot]:
     """Backups by timestamp, ``control``, ``latest`` (once a backup exists) and ``vm`` (if it names a domain)."""
     stamps = sorted(timestamps)
-    slots = [Slot(ts, "backup", ts) for ts in stamps] + [Slot(CONTROL, "control")]
+    slots = [Slot(ts, Kind.BACKUP_DIR, ts) for ts in stamps] + [Slot(CONTROL, Kind.CONTROL_DIR)]
     if has_domain:
-        slots.append(Slot(VM, "vm"))
+        slots.append(Slot(VM, Kind.VM_DIR))
     if stamps:
-        slots.append(Slot(LATEST, "latest", stamps[-1]))
+        slots.append(Slot(LATEST, Kind.LATEST, stamps[-1]))
     return sorted(slots, key=lambda s: s.name)
 
 
 def backup_layout(meta: BackupMeta) -> list[Slot]:
-    slots = [Slot(name, "file", name) for name in BACKUP_FILES if name in meta.files]
-    slots += [Slot(HOME, "home"), Slot(INFO, "info")]
+    slots = [Slot(name, Kind.BACKUP_FILE, name) for name in BACKUP_FILES if name in meta.files]
+    slots += [Slot(HOME, Kind.HOME), Slot(INFO, Kind.INFO)]
     return sorted(slots, key=lambda s: s.name)
 
 
 def control_layout(per_entry: bool = True) -> list[Slot]:
     """``snapshot`` and ``status``; per entry also ``vm-snapshot``, mount-wide ``provision``."""
-    extra = Slot(VM_SNAPSHOT, "vm-snapshot") if per_entry else Slot(PROVISION, "provision")
-    return sorted([Slot(SNAPSHOT, "snapshot"), Slot(STATUS, "status"), extra], key=lambda s: s.name)
+    extra = Slot(VM_SNAPSHOT, Kind.VM_SNAPSHOT) if per_entry else Slot(PROVISION, Kind.PROVISION)
+    return sorted([Slot(SNAPSHOT, Kind.SNAPSHOT), Slot(STATUS, Kind.STATUS), extra], key=lambda s: s.name)
 
 
 def vm_layout(snapshot_names: list[str]) -> list[Slot]:
     """``<snapshot>.xml`` per snapshot whose name is a safe file name (others are left out), and ``tree``."""
     safe = [n for n in snapshot_names
             if n.isprintable() and "/" not in n and not n.startswith(".") and len(n.encode()) <= 250]
-    return sorted([Slot(f"{n}.xml", "snapshot", n) for n in safe] + [Slot(TREE, "tree")], key=lambda s: s.name)
+    return sorted([Slot(f"{n}.xml", Kind.SNAPSHOT_XML, n) for n in safe] + [Slot(TREE, Kind.SNAPSHOT_TREE)],
+                  key=lambda s: s.name)
 
 
 def latest(timestamps: list[str]) -> str | None:

@@ -1,10 +1,17 @@
-"""What one mount shares: the store, the inode table, the jobs, and caches of immutable things.
+"""One mount: the entry point an adapter holds, and the context every node asks.
 
-Committed backups never change (DESIGN.md, "commit"), so their metadata,
-manifests and layer readers are cached for the life of the mount; the lists
-of entries and backups are read again on every listing or lookup, which is how
-a backup committed by another process appears without a remount while a
-backup still in ``.tmp`` never does.
+:class:`MountState` implements the two protocols of :mod:`vmlfs.fs.context`
+over a store and the jobs, and owns what one mount shares: the inode table,
+the read-ahead, and caches of immutable things. Committed backups never
+change (DESIGN.md, "commit"), so their metadata, manifests and layer readers
+are cached for the life of the mount; the lists of entries and backups are
+read again on every listing or lookup, which is how a backup committed by
+another process appears without a remount while a backup still in ``.tmp``
+never does.
+
+An adapter uses ``root``, ``table`` (kernel references: ``get``,
+``remember``, ``forget``), ``active_jobs()`` and ``close()``; nodes use the
+context protocols only.
 """
 
 from __future__ import annotations
@@ -13,20 +20,27 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Hashable
 
+from vmlfs.archive.manifest import Manifest
+from vmlfs.archive.readahead import ReadAhead
 from vmlfs.archive.seekable import SeekableReader
+from vmlfs.engine.model import BackupMeta
 from vmlfs.engine.store import BackupRecord, StoreLayout
+from vmlfs.errors import CorruptData
 from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.inodes import InodeTable
-from vmlfs.fs.nodes import Attrs, RootDir
+from vmlfs.fs.protocol import FsNode
+from vmlfs.fs.tree import RootDir
 
 log = logging.getLogger(__name__)
 
 
 class MountState:
+    """Implements :class:`~vmlfs.fs.context.MountContext` and :class:`~vmlfs.fs.context.ArchiveSource`."""
+
     def __init__(self, store: StoreLayout, jobs: Jobs, *, owner_uid: int | None = None, owner_gid: int | None = None) -> None:
         self.store = store
         self.jobs = jobs
@@ -38,18 +52,21 @@ class MountState:
         self._records: dict[tuple[str, str], BackupRecord] = {}
         self._backups: dict[tuple[str, str], BackupData] = {}
         self._layers: dict[tuple[str, str], SeekableReader] = {}
-        # Read-ahead decompression: fire-and-forget, off the trio loop and its thread limiter,
-        # one worker per core so a sequential reader keeps both busy.
-        self.prefetcher = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="readahead")
+        self.readahead = ReadAhead()
         self.root = RootDir(self)
         self.table.pin(self.root)
+
+    def active_jobs(self) -> list[str]:
+        """Entries (and provisioning) with a job running now: what an unmount abandons."""
+        return self.jobs.active()
+
+    # MountContext ---------------------------------------------------------------------
 
     def now_ns(self) -> int:
         return time.time_ns()
 
-    def attrs(self, ino: int, mode: int, size: int, mtime_ns: int, timeout: float) -> Attrs:
-        """Attributes of a virtual node: owned by the mounting user."""
-        return Attrs(ino, mode, 1, self.owner_uid, self.owner_gid, size, mtime_ns, mtime_ns, timeout)
+    def number(self, key: Hashable) -> int:
+        return self.table.number(key)
 
     def entry_names(self) -> list[str]:
         self.store.check_alive()
@@ -59,6 +76,9 @@ class MountState:
         """Committed backups of ``entry``, oldest first (directory names only: no metadata read)."""
         self.store.check_alive()
         return sorted(self.store.timestamps(entry))
+
+    def has_domain(self, entry: str) -> bool:
+        return bool(self.store.load_entry(entry).domain)
 
     def record(self, entry: str, ts: str) -> BackupRecord:
         """A backup's metadata (cached once read successfully) or why it cannot be read."""
@@ -74,9 +94,21 @@ class MountState:
         with self._lock:
             return self._records.setdefault(key, record)
 
-    def meta_time_ns(self, entry: str, ts: str) -> int:
+    def backup_meta(self, entry: str, ts: str) -> BackupMeta:
+        record = self.record(entry, ts)
+        if record.meta is None:
+            raise CorruptData(record.error or f"backup {entry}@{ts} is unreadable")
+        return record.meta
+
+    def backup_time_ns(self, entry: str, ts: str) -> int:
         meta = self.record(entry, ts).meta
         return layout.backup_time_ns(meta) if meta else self.mounted_ns
+
+    def read_backup_file(self, entry: str, ts: str, name: str) -> bytes:
+        return self.store.read_backup_file(entry, ts, name)
+
+    def home(self, entry: str, ts: str) -> FsNode:
+        return self.backup(entry, ts).root()
 
     def backup(self, entry: str, ts: str) -> BackupData:
         with self._lock:
@@ -84,6 +116,14 @@ class MountState:
             if data is None:
                 data = self._backups[(entry, ts)] = BackupData(self, entry, ts)
             return data
+
+    # ArchiveSource ---------------------------------------------------------------------
+
+    def open_manifest(self, entry: str, ts: str) -> Manifest:
+        return self.store.open_manifest(entry, ts)
+
+    def reserve_inodes(self, key: Hashable, count: int) -> int:
+        return self.table.range(key, count)
 
     def open_layer(self, entry: str, ts: str) -> SeekableReader | None:
         """The layer's reader if it is already open (never blocks)."""
@@ -104,7 +144,7 @@ class MountState:
         return reader
 
     def close(self) -> None:
-        self.prefetcher.shutdown(wait=True, cancel_futures=True)
+        self.readahead.close()
         with self._lock:
             backups, layers = list(self._backups.values()), list(self._layers.values())
             self._backups.clear()

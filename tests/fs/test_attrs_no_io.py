@@ -1,0 +1,157 @@
+"""``attrs()`` never does I/O, for every kind of node: it runs inline on an adapter's event loop.
+
+The tree is built over a store that records every call made to it (and to the
+manifests and layer readers it hands out) and over a fake hypervisor that
+records its calls; then each node's ``attrs()`` must leave both records empty.
+"""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from tests.fs.conftest import make_store
+from vmlfs.archive.manifest import Manifest
+from vmlfs.archive.seekable import SeekableReader
+from vmlfs.app.session import Session
+from vmlfs.engine.model import EntryConfig
+from vmlfs.errors import InvalidRequest
+from vmlfs.fs.control import Jobs
+from vmlfs.fs.files import StatusFile
+from vmlfs.fs.layout import Kind
+from vmlfs.fs.protocol import FsNode
+from vmlfs.fs.state import MountState
+from vmlfs.fs.tree import VirtualDir
+
+
+class Recording:
+    """Stands for ``target`` and appends ``name.method`` to ``calls`` for every method called through it."""
+
+    def __init__(self, target: object, name: str, calls: list[str]) -> None:
+        self._target, self._name, self._calls = target, name, calls
+
+    def __getattr__(self, attr: str):
+        value = getattr(self._target, attr)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            self._calls.append(f"{self._name}.{attr}")
+            result = value(*args, **kwargs)
+            if isinstance(result, (Manifest, SeekableReader)):  # their queries and reads are I/O too
+                return Recording(result, type(result).__name__, self._calls)
+            return result
+
+        return call
+
+
+class FakeVm:
+    """A VmPort for one domain with two snapshots, recording every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def snapshot_names(self, domain: str) -> list[str]:
+        self.calls.append("snapshot_names")
+        return ["base", "child"]
+
+    def snapshot_xml(self, domain: str, name: str) -> bytes:
+        self.calls.append("snapshot_xml")
+        return f"<domainsnapshot><name>{name}</name></domainsnapshot>\n".encode()
+
+    def snapshot_tree(self, domain: str) -> bytes:
+        self.calls.append("snapshot_tree")
+        return b"base\n  child *\n"
+
+    def take_snapshot(self, domain: str, description: str) -> str:
+        self.calls.append("take_snapshot")
+        return "vmlfs-now"
+
+    def provision(self, request: str, report) -> str:
+        self.calls.append("provision")
+        return "provisioned"
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    s = make_store(tmp_path)
+    s.store().add_entry(EntryConfig("vm1", str(s.home), domain="cvm"))
+    s.backup()
+    s.backup()  # an incremental too: its files read their base's layer
+    calls: list[str] = []
+    store = Recording(s.store(), "store", calls)
+    vm = FakeVm()
+    session = Session(str(s.store_path), shared_store=True)
+    session.store = lambda **_: store  # type: ignore[method-assign]  # every use case sees the recording store
+    st = MountState(store, Jobs(session, vm), owner_uid=1000, owner_gid=1000)  # type: ignore[arg-type]
+    yield st, calls, vm
+    st.close()
+
+
+def every_node(node: FsNode, kinds: set[Kind]) -> list[FsNode]:
+    """``node`` and everything below it, built as lookups and listings build them."""
+    found = [node]
+    if isinstance(node, VirtualDir):
+        kinds.update(slot.kind for slot in node.slots())
+    try:
+        children = node.listing().entries(0, 1 << 20)
+    except InvalidRequest:  # not a directory
+        return found
+    for _, _, child in children:
+        found += every_node(child, kinds)
+    return found
+
+
+def test_attrs_of_every_node_kind_make_no_store_or_hypervisor_call(recorded) -> None:
+    st, calls, vm = recorded
+    kinds: set[Kind] = set()
+    nodes = every_node(st.root, kinds)
+    for node in nodes:  # use them too: opens fetch status and vm files, reads open layers, readlink looks again
+        if stat.S_ISREG(node.attrs().mode):
+            node.open_read().read(0, 100)
+        elif stat.S_ISLNK(node.attrs().mode):
+            node.readlink()
+    assert kinds == set(Kind), "the tree holds a node of every kind"
+    built = {type(node).__name__ for node in nodes}
+    assert built >= {"RootDir", "EntriesDir", "EntryDir", "BackupDir", "BackupFile", "InfoFile", "LatestLink",
+                     "ControlDir", "StatusFile", "SnapshotFile", "VmSnapshotFile", "ProvisionFile", "VmDir", "VmFile",
+                     "ArchiveDir", "ArchiveFile", "ArchiveLink"}, built
+    assert calls and vm.calls, "building the tree asked the store and the hypervisor (the recorders work)"
+
+    st._records.clear()  # no metadata cached either: an attrs() that wanted it would have to ask the store
+    for node in nodes:
+        calls.clear()
+        vm.calls.clear()
+        node.attrs()
+        assert calls == [] and vm.calls == [], f"{type(node).__name__}.attrs() did I/O: {calls + vm.calls}"
+
+
+def test_the_check_catches_a_node_that_does_io_in_attrs(recorded) -> None:
+    """The recorder is not blind: an attrs() that reads the store (as the status file's once did) is caught."""
+    st, calls, vm = recorded
+
+    class StatusReadingTheStore(StatusFile):
+        def attrs(self):
+            self.ctx.jobs.status(self.entry)  # the report names the default entry: a store read
+            return super().attrs()
+
+    node = StatusReadingTheStore(st, None)
+    calls.clear()
+    node.attrs()
+    assert "store.default_entry" in calls
+    calls.clear()
+    st.root.lookup(b"entries").lookup(b"e1").lookup(b"latest").readlink()
+    assert "store.timestamps" in calls, "methods other than attrs() do reach the store, and are recorded"
+
+
+def test_status_size_is_what_a_read_returns(recorded) -> None:
+    st, calls, vm = recorded
+    for path in ((b"control", b"status"), (b"entries", b"e1", b"control", b"status")):
+        node = st.root
+        for name in path:
+            node = node.lookup(name)
+        assert node.attrs().size == len(node.open_read().read(0, 1 << 16)) > 0, path
