@@ -14,6 +14,7 @@ from vmlfs.errors import InvalidRequest, UnsafePath
 
 ENTRY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,127}")
 TIMESTAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_COMPONENT = 255
@@ -40,6 +41,21 @@ def domain_name(name: str) -> str:
         raise InvalidRequest(
             f"invalid domain name {name!r}",
             hint="use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
+        )
+    return name
+
+
+def snapshot_name(name: str) -> str:
+    """Return ``name`` if vmlfs may create (or be asked for) a libvirt snapshot called that.
+
+    libvirt forbids '/', internal qcow2 snapshots have their own limits, and
+    names end up on command lines (``virsh``) and in control-file requests; a
+    conservative alphabet avoids all three.
+    """
+    if not isinstance(name, str) or not SNAPSHOT_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid snapshot name {name!r}",
+            hint="use 1-128 characters from A-Z a-z 0-9 . _ : + @ -, starting with a letter or digit",
         )
     return name
 

@@ -107,3 +107,41 @@ def test_unreachable_libvirtd(vmlfs: Vmlfs, tmp_path) -> None:
     assert proc.returncode == 10
     assert len([line for line in err_lines(proc) if line.startswith("vmlfs: error:")]) == 1
     assert "vmlfs: hint: is libvirtd" in proc.stderr.decode()
+
+
+def drawn(proc) -> list[str]:
+    """The snapshot names of a drawn tree, in drawing order."""
+    import re
+
+    return [re.match(r"[│├└─ ]*([A-Za-z0-9._:+@-]+)", line)[1] for line in out(proc).splitlines() if not line.startswith("(")]
+
+
+def test_snapshot_listing_filters_and_family(vmlfs: Vmlfs, node_uri: str) -> None:
+    assert drawn(vm(vmlfs, node_uri, "snapshots", "cvm", "--roots")) == ["base"]
+    assert drawn(vm(vmlfs, node_uri, "snapshots", "cvm", "--leaves")) == ["sibling", "grandchild"]
+    assert drawn(vm(vmlfs, node_uri, "snapshots", "cvm", "--no-leaves")) == ["base", "child"]
+    assert drawn(vm(vmlfs, node_uri, "snapshots", "cvm", "--descendants", "base")) == ["child", "grandchild", "sibling"]
+    assert out(vm(vmlfs, node_uri, "snapshots", "cvm", "--descendants", "current")).startswith("no snapshots")  # a leaf
+    assert out(vm(vmlfs, node_uri, "show", "cvm", "child")) == "snapshot: child\nparent:   base\nchildren: grandchild\n"
+    assert out(vm(vmlfs, node_uri, "show", "cvm", "base")) == "snapshot: base\nparent:   -\nchildren: child, sibling\n"
+    assert "<name>child</name>" in out(vm(vmlfs, node_uri, "show", "cvm", "child", "--xml"))
+
+
+def test_redefine_gives_libvirt_back_a_record(vmlfs: Vmlfs, tmp_path) -> None:
+    """On one connection (the test driver keeps state per connection): take, dump, delete, redefine as current."""
+    from vmlfs.app.session import Session
+    from vmlfs.app.vm import delete_vm_snapshot, redefine_vm_snapshot, take_vm_snapshot, vm_snapshot_details, vm_snapshots
+
+    session = Session(str(tmp_path / "store"), libvirt_uri="test:///default")
+    try:
+        take_vm_snapshot(session, "test", "first", "one")
+        take_vm_snapshot(session, "test", "", "two")
+        xml = vm_snapshot_details(session, "test", "two")[2]
+        assert delete_vm_snapshot(session, "test", "two") == ["two"]
+        assert [s.name for s in vm_snapshots(session, "test")] == ["one"]
+        back = redefine_vm_snapshot(session, "test", xml.encode(), current=True)
+        assert back.name == "two" and back.current and back.parent == "one"
+        with pytest.raises(Exception, match="not a libvirt snapshot description"):
+            redefine_vm_snapshot(session, "test", b"<domain><name>x</name></domain>")
+    finally:
+        session.close()

@@ -51,7 +51,7 @@ def test_vm_dir_and_vm_snapshot(setup, mount_factory) -> None:
     assert refused.value.errno in (errno.EROFS, errno.EACCES)
 
     control = mnt.entry("vm1") / "control"
-    assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-snapshot"]
+    assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-revert", "vm-snapshot"]
     os.utime(control / "vm-snapshot")
     status = wait_status(control / "status", "VM snapshot vmlfs-")  # "last result: none" is there from the start
     assert "VM snapshot vmlfs-" in status and "of domain cvm" in status, status
@@ -98,3 +98,26 @@ def test_touch_snapshot_takes_the_entry_default_vm_snapshot(setup, mount_factory
     assert info["vm_snapshot"] == f"vmlfs-{ts}"
     assert f"vmlfs-{ts}.xml" in os.listdir(mnt.entry("vm1") / "vm")  # taken on the mount's own connection
     assert (mnt.entry("vm1") / ts / "home" / "src" / "main.py").read_text().startswith("print(")
+
+
+@needs_fuse
+def test_vm_revert_through_the_mount(setup, mount_factory) -> None:
+    """echo NAME > control/vm-revert reverts the entry's domain, validated like the other control files."""
+    s, uri = setup
+    mnt = mount_factory(s.store_path, "--libvirt-uri", uri)
+    control = mnt.entry("vm1") / "control"
+    assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-revert", "vm-snapshot"]
+    (control / "vm-revert").write_text("sibling\n")
+    status = wait_status(control / "status", "reverted domain cvm")
+    assert "reverted domain cvm to snapshot sibling; it is now running" in status, status
+    # (libvirt's test driver gives the reverted domain a new UUID its own lookups then miss, so vm/ is not
+    # read back here; the revert of a real domain is tested against a booted guest.)
+    for bad in ("child; reboot\n", "../x\n", "two words\n", "$(id)\n"):
+        with pytest.raises(OSError) as refused:
+            (control / "vm-revert").write_text(bad)
+        assert refused.value.errno == errno.EINVAL, bad
+    (control / "vm-revert").write_text("no-such-snapshot\n")  # a valid name: libvirt refuses it, status says so
+    assert "NotFound" in wait_status(control / "status", "NotFound")
+    with pytest.raises(OSError) as touched:
+        os.utime(control / "vm-revert")
+    assert touched.value.errno == errno.EINVAL

@@ -8,6 +8,7 @@ environment must really land in the guest directory over SSH.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -89,7 +90,6 @@ def test_control_provision_through_the_mount(tmp_path, client_home, fake_boot, r
                                              monkeypatch) -> None:
     store, target, ts = setup_entry(tmp_path, fake_boot)
     monkeypatch.setenv("VMLFS_CERNVM_REPO", release_repo.url)
-    fake_boot.watch(disk_dir() / "config.iso")
     mnt = mount_factory(store, "--libvirt-uri", "test:///default")
     control = mnt.path / "control"
     assert sorted(os.listdir(control)) == ["provision", "snapshot", "status"]
@@ -99,6 +99,12 @@ def test_control_provision_through_the_mount(tmp_path, client_home, fake_boot, r
     assert "refused provision request 'e1;" in (control / "status").read_text()
     (control / "provision").write_text(f"e1@{ts[:8]}\n")
     deadline = time.monotonic() + 60
+    while "running: provisioning" not in (control / "status").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(OSError) as busy:  # the guest has not booted yet: refused at open, not at close
+        open(control / "provision", "w").close()
+    assert busy.value.errno == errno.EBUSY
+    fake_boot.watch(disk_dir() / "config.iso")
     while "provisioned e1@" not in (status := (control / "status").read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert f"provisioned e1@{ts[:8]}: domain e1 at 127.0.0.1:{fake_boot.port}" in status, status

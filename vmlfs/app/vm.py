@@ -31,6 +31,13 @@ def take_vm_snapshot(session: Session, domain: str, description: str = "", name:
     return session.libvirt().with_domain(domain, lambda dom: create_snapshot(dom, name, description, **flags))
 
 
+def redefine_vm_snapshot(session: Session, domain: str, xml: bytes, *, current: bool = False):
+    """Give libvirt back a snapshot's record from its XML (see :func:`vmlfs.hypervisor.redefine_snapshot`)."""
+    from vmlfs.hypervisor import redefine_snapshot
+
+    return session.libvirt().with_domain(domain, lambda dom: redefine_snapshot(dom, xml, current=current))
+
+
 def domains(session: Session):
     """Every domain of the session's libvirt, with state and snapshot count."""
     from vmlfs.hypervisor import list_domains
@@ -38,10 +45,28 @@ def domains(session: Session):
     return list_domains(session.libvirt().connection())
 
 
-def snapshot_tree(session: Session, domain: str) -> str:
-    from vmlfs.hypervisor import list_snapshots, render_tree
+def vm_snapshots(session: Session, domain: str, *filters: str, descendants_of: str | None = None):
+    """``domain``'s snapshots, filtered as :func:`vmlfs.hypervisor.list_snapshots` filters them."""
+    from vmlfs.hypervisor import list_snapshots
 
-    return render_tree(session.libvirt().with_domain(domain, list_snapshots))
+    return session.libvirt().with_domain(domain, lambda dom: list_snapshots(dom, *filters, descendants_of=descendants_of))
+
+
+def snapshot_tree(session: Session, domain: str, *filters: str, descendants_of: str | None = None) -> str:
+    from vmlfs.hypervisor import render_tree
+
+    return render_tree(vm_snapshots(session, domain, *filters, descendants_of=descendants_of))
+
+
+def vm_snapshot_details(session: Session, domain: str, snapshot: str) -> tuple[str | None, list[str], str]:
+    """(parent, children, libvirt's XML) of one snapshot."""
+    from vmlfs.hypervisor import snapshot_family, snapshot_xml
+
+    def details(dom):
+        parent, children = snapshot_family(dom, snapshot)
+        return parent, children, snapshot_xml(dom, snapshot)
+
+    return session.libvirt().with_domain(domain, details)
 
 
 def revert_vm_snapshot(session: Session, domain: str, snapshot: str, **flags: bool) -> str:
@@ -65,16 +90,19 @@ class SessionVm:
         self.session = session
 
     def snapshot_names(self, domain: str) -> list[str]:
-        return self.session.libvirt().snapshot_names(domain)
+        return [s.name for s in vm_snapshots(self.session, domain)]
 
     def snapshot_xml(self, domain: str, name: str) -> bytes:
-        return self.session.libvirt().snapshot_xml(domain, name)
+        return vm_snapshot_details(self.session, domain, name)[2].encode()
 
     def snapshot_tree(self, domain: str) -> bytes:
-        return self.session.libvirt().snapshot_tree(domain)
+        return snapshot_tree(self.session, domain).encode()
 
     def take_snapshot(self, domain: str, description: str) -> str:
         return take_vm_snapshot(self.session, domain, description).name
+
+    def revert(self, domain: str, snapshot: str) -> str:
+        return revert_vm_snapshot(self.session, domain, snapshot)
 
     def provision(self, request: str, report: Callable[[str], None]) -> str:
         done = prov.provision(self.session, prov.plan(self.session.store(), request), report=report)

@@ -44,22 +44,69 @@ def list_cmd(ctx: Context) -> None:
 @click.option("--quiesce", is_flag=True, help="Freeze guest file systems through the guest agent (_QUIESCE).")
 @click.option("--halt", is_flag=True, help="Stop the domain after the snapshot (_HALT).")
 @click.option("--atomic", is_flag=True, help="All disks or none (_ATOMIC).")
+@click.option("--no-metadata", is_flag=True, help="libvirt keeps no record of it; see 'vm redefine' (_NO_METADATA).")
+@click.option("--reuse-ext", is_flag=True, help="Disk-only: write into existing external files (_REUSE_EXT).")
 @pass_context
 def snapshot_cmd(
-    ctx: Context, domain: str, name: str | None, description: str, disk_only: bool, quiesce: bool, halt: bool, atomic: bool
+    ctx: Context, domain: str, name: str | None, description: str, disk_only: bool, quiesce: bool, halt: bool, atomic: bool,
+    no_metadata: bool, reuse_ext: bool,
 ) -> None:
-    """Take a snapshot of DOMAIN."""
+    """Take a snapshot of DOMAIN.
+
+    Example: vmlfs vm snapshot cernvm-higgs --name before-upgrade --description "ROOT 6.30 works"
+    """
     snap = vm_app.take_vm_snapshot(ctx.session(), domain, description, name, disk_only=disk_only, quiesce=quiesce,
-                                   halt=halt, atomic=atomic)
+                                   halt=halt, atomic=atomic, no_metadata=no_metadata, reuse_ext=reuse_ext)
     click.echo(f"created snapshot {snap.name!r} of domain {domain!r} ({snap.state})")
 
 
 @vm.command("snapshots")
 @click.argument("domain")
+@click.option("--roots", "filters", flag_value="roots", multiple=True, help="Only snapshots without a parent (_LIST_ROOTS).")
+@click.option("--leaves", "filters", flag_value="leaves", multiple=True, help="Only snapshots without children (_LIST_LEAVES).")
+@click.option("--no-leaves", "filters", flag_value="no_leaves", multiple=True, help="Only snapshots with children (_LIST_NO_LEAVES).")
+@click.option("--metadata", "filters", flag_value="metadata", multiple=True, help="Only snapshots libvirt keeps a record of (_LIST_METADATA).")
+@click.option("--external", "filters", flag_value="external", multiple=True, help="Only external snapshots (_LIST_EXTERNAL).")
+@click.option("--internal", "filters", flag_value="internal", multiple=True, help="Only internal snapshots (_LIST_INTERNAL).")
+@click.option("--descendants", metavar="SNAPSHOT", help="Only the descendants of SNAPSHOT ('current': of the current one).")
 @pass_context
-def snapshots_cmd(ctx: Context, domain: str) -> None:
-    """Show DOMAIN's snapshots as a tree: parent and children, current marked *, creation time (UTC)."""
-    click.echo(vm_app.snapshot_tree(ctx.session(), domain), nl=False)
+def snapshots_cmd(ctx: Context, domain: str, filters: tuple[str, ...], descendants: str | None) -> None:
+    """Show DOMAIN's snapshots as a tree: parent and children, current marked *, creation time (UTC).
+
+    Example: vmlfs vm snapshots cernvm-higgs --descendants current
+    """
+    click.echo(vm_app.snapshot_tree(ctx.session(), domain, *filters, descendants_of=descendants), nl=False)
+
+
+@vm.command("show")
+@click.argument("domain")
+@click.argument("snapshot")
+@click.option("--xml", "as_xml", is_flag=True, help="Print libvirt's XML description (what 'vm redefine' takes).")
+@pass_context
+def show_cmd(ctx: Context, domain: str, snapshot: str, as_xml: bool) -> None:
+    """Show SNAPSHOT of DOMAIN: its parent and children (or its XML).
+
+    Example: vmlfs vm show cernvm-higgs vmlfs-20261122T101500Z --xml > snap.xml
+    """
+    parent, children, xml = vm_app.vm_snapshot_details(ctx.session(), domain, snapshot)
+    if as_xml:
+        click.echo(xml, nl=not xml.endswith("\n"))
+        return
+    click.echo(f"snapshot: {snapshot}\nparent:   {parent or '-'}\nchildren: {', '.join(children) or '-'}")
+
+
+@vm.command("redefine")
+@click.argument("domain")
+@click.argument("xml_file", type=click.File("rb"))
+@click.option("--current", is_flag=True, help="Make it the current snapshot (_CREATE_CURRENT).")
+@pass_context
+def redefine_cmd(ctx: Context, domain: str, xml_file, current: bool) -> None:
+    """Give libvirt back the record of a snapshot of DOMAIN from its XML (_CREATE_REDEFINE).
+
+    Example: vmlfs vm redefine cernvm-higgs snap.xml --current
+    """
+    snap = vm_app.redefine_vm_snapshot(ctx.session(), domain, xml_file.read(1 << 20), current=current)
+    click.echo(f"redefined snapshot {snap.name!r} of domain {domain!r}" + (" (current)" if snap.current else ""))
 
 
 @vm.command("revert")

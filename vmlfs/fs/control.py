@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
+from vmlfs import names
 from vmlfs.app.backups import BackupRequest, take_backup
 from vmlfs.app.refs import check_ref
 from vmlfs.app.session import Session
@@ -45,8 +46,10 @@ from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64
+MAX_SNAPSHOT_REQUEST = 160  # a snapshot name has up to 128 characters
 _ALLOWED = frozenset(b"abcdefghijklmnopqrstuvwxyz \t\r\n")
 _TARGET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@ \t\r\n")
+_SNAPSHOT = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:+@- \t\r\n")
 PROVISION = "/provision"  # the job key of provisioning: no entry name contains '/'
 
 
@@ -57,6 +60,7 @@ class VmPort(Protocol):
     def snapshot_xml(self, domain: str, name: str) -> bytes: ...
     def snapshot_tree(self, domain: str) -> bytes: ...
     def take_snapshot(self, domain: str, description: str) -> str: ...
+    def revert(self, domain: str, snapshot: str) -> str: ...
     def provision(self, request: str, report: Callable[[str], None]) -> str: ...
     def close(self) -> None: ...
 
@@ -110,6 +114,21 @@ def parse_target(data: bytes, *, partial: bool = False) -> str:
         return check_ref(word)
     except InvalidRequest as exc:
         raise InvalidRequest(f"refused provision request {shown!r}: {exc.message}") from None
+
+
+def parse_snapshot(data: bytes, *, partial: bool = False) -> str:
+    """A ``control/vm-revert`` request: one snapshot name, checked by :func:`vmlfs.names.snapshot_name`."""
+    shown = data[:MAX_REQUEST].decode("ascii", "backslashreplace")
+    words = data.split()
+    if len(data) > MAX_SNAPSHOT_REQUEST or len(words) > 1 or not set(data) <= _SNAPSHOT:
+        raise InvalidRequest(f"refused vm-revert request {shown!r}: write one snapshot name (see ../vm/)")
+    word = data.strip().decode()
+    if partial:
+        return word
+    try:
+        return names.snapshot_name(word)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"refused vm-revert request {shown!r}: {exc.message}") from None
 
 
 def _now() -> str:
@@ -256,6 +275,26 @@ class Jobs:
             return f"VM snapshot {name} of domain {domain}"
 
         return self.start_task(entry, "vm-snapshot", work, probe_lock=False)
+
+    def start_vm_revert(self, entry: str, snapshot: str) -> Job:
+        """Revert ``entry``'s domain to ``snapshot`` (a validated name), as a job (``control/vm-revert``)."""
+        vm, domain = self.port(entry), self.domain(entry)
+
+        def work(job: Job) -> str:
+            job.report(f"reverting domain {domain} to {snapshot}")
+            state = vm.revert(domain, snapshot)
+            return f"reverted domain {domain} to snapshot {snapshot}; it is now {state}"
+
+        return self.start_task(entry, "vm-revert", work, probe_lock=False)
+
+    def check_not_running(self, key: str) -> None:
+        """Busy (recorded) if a job for ``key`` runs in this mount: refused at open, not only at close."""
+        with self._lock:
+            running = self._state(key).running
+        if running is not None:
+            exc = Busy(f"{running.action} of {key!r} is already running (started {self._ago(running)} ago)")
+            self.record_error(key, exc)
+            raise exc
 
     def start_provision(self, request: str) -> Job:
         """Provision ``request`` (``NAME``, ``NAME@TS`` or a release), one at a time per mount."""

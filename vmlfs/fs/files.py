@@ -167,9 +167,12 @@ class ControlFile(VirtualNode):
         return partial(self.ctx.jobs.run, self.start(key, data))
 
     def open_write(self, uid: int) -> Handle:
-        """Only who may write is checked here: a VM snapshot or provisioning may start while
-        another process backs up (the snapshot file probes the entry's lock too)."""
-        return ControlHandle(self, self.allowed(uid))
+        """Who may write, and EBUSY already at open while a job for the same key runs in this mount
+        (a VM snapshot or provisioning may start while another process backs up: only the snapshot
+        file probes the entry's lock too)."""
+        key = self.allowed(uid)
+        self.ctx.jobs.check_not_running(key)
+        return ControlHandle(self, key)
 
     def setattr(self, uid: int, *, times: bool, truncate: bool, other: bool) -> Work | None:
         """``touch`` (new times) starts the default request; O_TRUNC before a write is a no-op."""

@@ -26,7 +26,8 @@ from enum import Enum
 from vmlfs.engine.model import BackupMeta
 
 ENTRIES, CONTROL, LATEST, HOME, INFO = "entries", "control", "latest", "home", "info.json"
-SNAPSHOT, STATUS, VM_SNAPSHOT, PROVISION, VM, TREE = "snapshot", "status", "vm-snapshot", "provision", "vm", "tree"
+SNAPSHOT, STATUS, VM_SNAPSHOT, VM_REVERT, PROVISION = "snapshot", "status", "vm-snapshot", "vm-revert", "provision"
+VM, TREE = "vm", "tree"
 BACKUP_FILES = ("env.txt", "history.txt")  # copied from the backup directory when the backup has them
 
 
@@ -45,6 +46,7 @@ class Kind(Enum):
     SNAPSHOT = "control/snapshot"
     STATUS = "control/status"
     VM_SNAPSHOT = "control/vm-snapshot"
+    VM_REVERT = "control/vm-revert"
     PROVISION = "control/provision"
     SNAPSHOT_XML = "snapshot XML"
     SNAPSHOT_TREE = "snapshot tree"
@@ -85,9 +87,10 @@ def backup_layout(meta: BackupMeta) -> list[Slot]:
 
 
 def control_layout(per_entry: bool = True) -> list[Slot]:
-    """``snapshot`` and ``status``; per entry also ``vm-snapshot``, mount-wide ``provision``."""
-    extra = Slot(VM_SNAPSHOT, Kind.VM_SNAPSHOT) if per_entry else Slot(PROVISION, Kind.PROVISION)
-    return sorted([Slot(SNAPSHOT, Kind.SNAPSHOT), Slot(STATUS, Kind.STATUS), extra], key=lambda s: s.name)
+    """``snapshot`` and ``status``; per entry also ``vm-snapshot`` and ``vm-revert``, mount-wide ``provision``."""
+    extra = [Slot(VM_SNAPSHOT, Kind.VM_SNAPSHOT), Slot(VM_REVERT, Kind.VM_REVERT)] if per_entry \
+        else [Slot(PROVISION, Kind.PROVISION)]
+    return sorted([Slot(SNAPSHOT, Kind.SNAPSHOT), Slot(STATUS, Kind.STATUS), *extra], key=lambda s: s.name)
 
 
 def vm_layout(snapshot_names: list[str]) -> list[Slot]:

@@ -23,7 +23,7 @@ from vmlfs.fs.context import MountContext
 from vmlfs.fs.files import BackupFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
 from vmlfs.fs.layout import Kind, Slot
 from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, FsNode, Listing
-from vmlfs.fs.vm import DomainSnapshots, ProvisionFile, VmFile, VmSnapshotFile
+from vmlfs.fs.vm import DomainSnapshots, ProvisionFile, VmFile, VmRevertFile, VmSnapshotFile
 
 
 class Children:
@@ -165,6 +165,7 @@ NODE_KINDS: dict[Kind, NodeFactory] = {
     Kind.SNAPSHOT: lambda parent, slot: SnapshotFile(parent.ctx, parent.entry),
     Kind.STATUS: lambda parent, slot: StatusFile(parent.ctx, parent.entry),
     Kind.VM_SNAPSHOT: lambda parent, slot: VmSnapshotFile(parent.ctx, parent.entry),
+    Kind.VM_REVERT: lambda parent, slot: VmRevertFile(parent.ctx, parent.entry),
     Kind.PROVISION: lambda parent, slot: ProvisionFile(parent.ctx),
     Kind.SNAPSHOT_XML: lambda parent, slot: VmFile(parent.ctx, parent.entry, slot.name,
                                                    partial(parent.snapshots.xml, slot.arg)),

@@ -1,4 +1,5 @@
-"""The mount's hypervisor nodes: the files of ``entries/<e>/vm/``, ``control/vm-snapshot``, ``/control/provision``.
+"""The mount's hypervisor nodes: the files of ``entries/<e>/vm/``, ``control/vm-snapshot``, ``control/vm-revert``,
+``/control/provision``.
 
 ``vm/`` (the directory is in :mod:`vmlfs.fs.tree`) lists the libvirt
 snapshots of the entry's domain as read-only files ``<snapshot>.xml``
@@ -19,7 +20,7 @@ from typing import TypeVar
 from vmlfs.errors import ConnectionFailed, HypervisorError, InvalidRequest
 from vmlfs.fs import layout
 from vmlfs.fs.context import MountContext
-from vmlfs.fs.control import PROVISION, Job, VmPort, parse_target
+from vmlfs.fs.control import PROVISION, Job, VmPort, parse_snapshot, parse_target
 from vmlfs.fs.files import ControlFile, VirtualNode
 from vmlfs.fs.protocol import NEVER, Attrs, ContentHandle
 
@@ -85,6 +86,21 @@ class VmSnapshotFile(ControlFile):
 
     def start(self, key: str, data: bytes | None) -> Job:
         return self.ctx.jobs.start_vm_snapshot(key)
+
+
+class VmRevertFile(ControlFile):
+    """``entries/<e>/control/vm-revert``: write a snapshot's name to revert the entry's domain to it."""
+
+    name = layout.VM_REVERT
+    help = b"write the name of a snapshot (see ../vm/) here to revert the entry's domain to it; see status\n"
+
+    def check(self, data: bytes) -> None:
+        parse_snapshot(data, partial=True)
+
+    def start(self, key: str, data: bytes | None) -> Job:
+        if data is None:
+            raise InvalidRequest("touching vm-revert does nothing: write the name of a snapshot (see ../vm/)")
+        return self.ctx.jobs.start_vm_revert(key, parse_snapshot(data))
 
 
 class ProvisionFile(ControlFile):

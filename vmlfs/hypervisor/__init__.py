@@ -25,12 +25,17 @@ from vmlfs.hypervisor.snapshots import (
     create_snapshot,
     default_snapshot_name,
     delete_snapshot,
+    LIST_FILTERS,
     list_snapshots,
+    redefine_snapshot,
     revert_snapshot,
+    snapshot_family,
+    snapshot_xml,
 )
 from vmlfs.hypervisor.tree import SnapshotInfo, render_tree
 
 __all__ = [
+    "LIST_FILTERS",
     "DomainInfo",
     "LibvirtSession",
     "SnapshotInfo",
@@ -52,6 +57,9 @@ __all__ = [
     "lookup_domain",
     "open_connection",
     "parse_xml",
+    "redefine_snapshot",
     "render_tree",
     "revert_snapshot",
+    "snapshot_family",
+    "snapshot_xml",
 ]

@@ -1,4 +1,4 @@
-"""One long-lived libvirt connection, and the snapshot calls the front ends make through it.
+"""One long-lived libvirt connection, shared by a front end's use cases.
 
 A mount lives for hours, libvirtd may restart under it, and libvirt's test
 driver keeps its state per connection: so a front end holds one
@@ -18,9 +18,7 @@ from typing import TypeVar
 import libvirt
 
 from vmlfs.errors import ConnectionFailed
-from vmlfs.hypervisor.connection import connect, libvirt_errors, lookup_domain
-from vmlfs.hypervisor.snapshots import _lookup, create_snapshot, list_snapshots
-from vmlfs.hypervisor.tree import render_tree
+from vmlfs.hypervisor.connection import connect, lookup_domain
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,22 +48,6 @@ class LibvirtSession:
             with self._lock:
                 self._conn = None  # connect again next time
             raise
-
-    def snapshot_names(self, domain: str) -> list[str]:
-        return [s.name for s in self.with_domain(domain, list_snapshots)]
-
-    def snapshot_xml(self, domain: str, name: str) -> bytes:
-        def xml(dom: libvirt.virDomain) -> bytes:
-            snap = _lookup(dom, name)
-            with libvirt_errors(f"reading snapshot {name!r} of domain {domain!r}"):
-                return snap.getXMLDesc(0).encode()
-        return self.with_domain(domain, xml)
-
-    def snapshot_tree(self, domain: str) -> bytes:
-        return render_tree(self.with_domain(domain, list_snapshots)).encode()
-
-    def take_snapshot(self, domain: str, description: str) -> str:
-        return self.with_domain(domain, lambda dom: create_snapshot(dom, None, description)).name
 
     def close(self) -> None:
         with self._lock:

@@ -9,7 +9,6 @@ back through :func:`vmlfs.hypervisor.domain_xml.parse_xml`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime, timezone
@@ -19,7 +18,8 @@ import libvirt
 from lxml import etree
 
 from vmlfs import names
-from vmlfs.errors import InvalidRequest, VmlfsError
+from vmlfs.names import snapshot_name
+from vmlfs.errors import InvalidRequest, NotFound, VmlfsError
 from vmlfs.hypervisor.connection import (
     domain_state,
     libvirt_errors,
@@ -31,24 +31,7 @@ from vmlfs.hypervisor.tree import SnapshotInfo
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,127}")
-
 ConsistencyMethod = Literal["auto", "freeze", "pause"]
-
-
-def snapshot_name(name: str) -> str:
-    """Return ``name`` if vmlfs may create a snapshot called that.
-
-    libvirt forbids '/', internal qcow2 snapshots have their own limits, and
-    names end up on command lines (``virsh``); a conservative alphabet avoids
-    all three.
-    """
-    if not isinstance(name, str) or not SNAPSHOT_NAME.fullmatch(name):
-        raise InvalidRequest(
-            f"invalid snapshot name {name!r}",
-            hint="use 1-128 characters from A-Z a-z 0-9 . _ : + @ -, starting with a letter or digit",
-        )
-    return name
 
 
 def default_snapshot_name(now: datetime | None = None) -> str:
@@ -98,13 +81,18 @@ def create_snapshot(
     quiesce: bool = False,
     halt: bool = False,
     atomic: bool = False,
+    no_metadata: bool = False,
+    reuse_ext: bool = False,
 ) -> SnapshotInfo:
     """Take a snapshot of ``domain``; ``name`` None means :func:`default_snapshot_name`.
 
     Flags: ``disk_only`` (VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY, no memory
     state), ``quiesce`` (_QUIESCE, freeze guest file systems through the
-    guest agent), ``halt`` (_HALT, stop the domain afterwards), ``atomic``
-    (_ATOMIC, all disks or nothing).
+    guest agent for the moment of the snapshot), ``halt`` (_HALT, stop the
+    domain afterwards), ``atomic`` (_ATOMIC, all disks or nothing),
+    ``no_metadata`` (_NO_METADATA, libvirt keeps no record: the snapshot is
+    not listed afterwards), ``reuse_ext`` (_REUSE_EXT, disk-only snapshots
+    write into existing external files).
     """
     name = snapshot_name(name if name is not None else default_snapshot_name())
     root = etree.Element("domainsnapshot")
@@ -116,18 +104,93 @@ def create_snapshot(
         | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE if quiesce else 0)
         | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_HALT if halt else 0)
         | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC if atomic else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA if no_metadata else 0)
+        | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT if reuse_ext else 0)
     )
     with libvirt_errors(f"creating snapshot {name!r} of domain {domain.name()!r}"):
         snap = domain.snapshotCreateXML(to_text(root), flags)
+    if no_metadata:  # nothing to read back: libvirt forgot it
+        return SnapshotInfo(name, None, datetime.now(timezone.utc), "unknown", description, False)
     return _info(snap, _current_name(domain))
 
 
-def list_snapshots(domain: libvirt.virDomain) -> list[SnapshotInfo]:
-    """Every snapshot of ``domain``, oldest first (draw them with :func:`render_tree`)."""
-    with libvirt_errors(f"listing snapshots of domain {domain.name()!r}"):
-        snaps = domain.listAllSnapshots(0)
+def redefine_snapshot(domain: libvirt.virDomain, xml: bytes | str, *, current: bool = False) -> SnapshotInfo:
+    """Give libvirt back its record of a snapshot from the XML it once described
+    (VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE; with ``current``, _CURRENT makes it the current one).
+
+    This is how a snapshot taken with ``no_metadata``, or whose record was
+    deleted with ``metadata_only``, is known again; the disk data is not touched.
+    """
+    parsed = parse_xml(xml, what="snapshot XML")
+    if parsed.tag != "domainsnapshot":
+        raise InvalidRequest(f"not a libvirt snapshot description (root element <{parsed.tag}>)")
+    name = snapshot_name(parsed.findtext("name") or "")
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT if current else 0)
+    with libvirt_errors(f"redefining snapshot {name!r} of domain {domain.name()!r}"):
+        snap = domain.snapshotCreateXML(to_text(parsed), flags)
+    return _info(snap, _current_name(domain))
+
+
+#: Filters of :func:`list_snapshots`, each one libvirt listing flag.
+LIST_FILTERS = {
+    "roots": "VIR_DOMAIN_SNAPSHOT_LIST_ROOTS",
+    "leaves": "VIR_DOMAIN_SNAPSHOT_LIST_LEAVES",
+    "no_leaves": "VIR_DOMAIN_SNAPSHOT_LIST_NO_LEAVES",
+    "metadata": "VIR_DOMAIN_SNAPSHOT_LIST_METADATA",
+    "no_metadata": "VIR_DOMAIN_SNAPSHOT_LIST_NO_METADATA",
+    "internal": "VIR_DOMAIN_SNAPSHOT_LIST_INTERNAL",
+    "external": "VIR_DOMAIN_SNAPSHOT_LIST_EXTERNAL",
+    "active": "VIR_DOMAIN_SNAPSHOT_LIST_ACTIVE",
+    "inactive": "VIR_DOMAIN_SNAPSHOT_LIST_INACTIVE",
+    "disk_only": "VIR_DOMAIN_SNAPSHOT_LIST_DISK_ONLY",
+}
+
+
+def list_snapshots(domain: libvirt.virDomain, *filters: str, descendants_of: str | None = None) -> list[SnapshotInfo]:
+    """Snapshots of ``domain``, oldest first (draw them with :func:`render_tree`).
+
+    ``filters`` are keys of :data:`LIST_FILTERS` (ANDed as libvirt does);
+    ``descendants_of`` lists only the descendants of that snapshot
+    (``"current"``: of the current snapshot).
+    """
+    unknown = sorted(set(filters) - set(LIST_FILTERS))
+    if unknown:
+        raise InvalidRequest(f"unknown snapshot filter {', '.join(unknown)}", hint=f"known: {', '.join(LIST_FILTERS)}")
+    flags = 0
+    for key in filters:
+        flags |= getattr(libvirt, LIST_FILTERS[key])
     current = _current_name(domain)
+    if descendants_of is not None:
+        anchor = current if descendants_of == "current" else descendants_of
+        if anchor is None:
+            raise NotFound(f"domain {domain.name()!r} has no current snapshot")
+        with libvirt_errors(f"listing descendants of snapshot {anchor!r}"):
+            snaps = _lookup(domain, anchor).listAllChildren(flags | libvirt.VIR_DOMAIN_SNAPSHOT_LIST_DESCENDANTS)
+    else:
+        with libvirt_errors(f"listing snapshots of domain {domain.name()!r}"):
+            snaps = domain.listAllSnapshots(flags)
     return sorted((_info(s, current) for s in snaps), key=lambda s: (s.created, s.name))
+
+
+def snapshot_family(domain: libvirt.virDomain, name: str) -> tuple[str | None, list[str]]:
+    """The parent (None for a root) and the direct children of snapshot ``name``, by name."""
+    snap = _lookup(domain, name)
+    try:
+        parent: str | None = snap.getParent(0).getName()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            raise translate(exc, f"reading the parent of snapshot {name!r}") from exc
+        parent = None
+    with libvirt_errors(f"listing children of snapshot {name!r}"):
+        children = sorted(c.getName() for c in snap.listAllChildren(0))
+    return parent, children
+
+
+def snapshot_xml(domain: libvirt.virDomain, name: str) -> str:
+    """libvirt's XML description of snapshot ``name`` (what :func:`redefine_snapshot` takes back)."""
+    snap = _lookup(domain, name)
+    with libvirt_errors(f"reading snapshot {name!r} of domain {domain.name()!r}"):
+        return snap.getXMLDesc(0)
 
 
 def revert_snapshot(
