@@ -31,6 +31,21 @@ def entry_name(name: str) -> str:
     return name
 
 
+#: Names Windows reserves for devices, with any extension ("aux.txt" too), in any case.
+WINDOWS_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9¹²³]|LPT[1-9¹²³])(\..*)?", re.IGNORECASE)
+
+
+def new_entry_name(name: str) -> str:
+    """:func:`entry_name`, and also one a Windows file system can hold: not a reserved device name
+    (``CON``, ``aux.txt``, ``COM1``...), not ending in a dot. Checked when an entry is created; a store
+    read from elsewhere may hold older names, which stay readable."""
+    entry_name(name)
+    if WINDOWS_RESERVED.fullmatch(name) or name.endswith((".", " ")):
+        raise InvalidRequest(f"entry name {name!r} cannot be held by a Windows file system",
+                             hint="avoid CON, PRN, AUX, NUL, COM1-9, LPT1-9 (with any extension) and a trailing dot")
+    return name
+
+
 def domain_name(name: str) -> str:
     """Return ``name`` if vmlfs may give a new libvirt domain this name.
 

@@ -88,3 +88,15 @@ def test_entry_edit_changes_only_what_is_given_and_validates_like_add(vmlfs: Vml
     assert json.loads(vmlfs.run("entry", "show", "e").stdout)["domain"] == "cvm"  # nothing was written
     missing = vmlfs.run("entry", "edit", "nope", "--retries", "1", check=False)
     assert missing.returncode == 3
+
+
+def test_entry_names_a_windows_file_system_can_hold(vmlfs: Vmlfs, tmp_path: Path) -> None:
+    """Guest names live only inside archives, so a store works on a Windows file system: the names vmlfs
+    chooses (entries) must be ones Windows can hold, and must not differ only in case."""
+    for bad in ("CON", "con", "aux.txt", "NUL", "nul.tar.gz", "COM1", "com9.x", "LPT3", "Lpt1.log", "trailing."):
+        refused = vmlfs.run("entry", "add", bad, "--guest", str(tmp_path), check=False)
+        assert refused.returncode == 2 and b"Windows" in refused.stderr, (bad, refused.stderr)
+    for good in ("console", "COM10", "aux-data", "LPT", "higgs.v2"):
+        vmlfs.run("entry", "add", good, "--guest", str(tmp_path))
+    clash = vmlfs.run("entry", "add", "Higgs.V2", "--guest", str(tmp_path), check=False)
+    assert clash.returncode == 2 and b"differs only in case from the existing entry 'higgs.v2'" in clash.stderr

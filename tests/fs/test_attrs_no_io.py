@@ -155,3 +155,19 @@ def test_status_size_is_what_a_read_returns(recorded) -> None:
         for name in path:
             node = node.lookup(name)
         assert node.attrs().size == len(node.open_read().read(0, 1 << 16)) > 0, path
+
+
+@pytest.mark.parametrize("probe", [b".Trash", b".Trash-1000", b".hidden", b".DS_Store", b"._fit.C", b"desktop.ini",
+                                   b"Desktop.INI", b"autorun.inf", b".xdg-volume-info"])
+def test_file_manager_probes_are_enoent_without_a_store_call(recorded, probe: bytes) -> None:
+    from vmlfs.errors import NotFound
+
+    st, calls, _ = recorded
+    entry = st.root.lookup(b"entries").lookup(b"e1")
+    backup = entry.lookup(entry.listing().entries(0, 1)[0][1])  # the oldest backup's directory
+    for directory in (st.root, st.root.lookup(b"entries"), entry, backup):
+        calls.clear()
+        with pytest.raises(NotFound):
+            directory.lookup(probe)
+        assert calls == [], f"{type(directory).__name__} asked the store for {probe!r}: {calls}"
+    assert entry.lookup(b"latest"), "a real name is still looked up"

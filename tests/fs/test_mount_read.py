@@ -184,3 +184,13 @@ def test_new_backup_appears_without_remount(history):
     new = set(os.listdir(m.entry())) - before
     assert len(new) == 1
     assert os.readlink(m.entry() / "latest") == new.pop()
+
+
+def test_df_shows_the_stores_file_system(history):
+    """statfs answers with the size and free space of the file system holding the store, as df shows it."""
+    m, _, _ = history
+    mounted, store = os.statvfs(m.path), os.statvfs(m.store_path)
+    assert mounted.f_blocks * mounted.f_frsize == store.f_blocks * store.f_frsize > 0
+    assert abs(mounted.f_bavail * mounted.f_frsize - store.f_bavail * store.f_frsize) < 64 << 20  # others write too
+    fields = run("df", "-P", str(m.path)).stdout.decode().splitlines()[1].split()
+    assert fields[0] == "vmlfs" and int(fields[1]) > 0 and int(fields[3]) > 0

@@ -102,6 +102,10 @@ class LocalStore(StoreLayout):
     def _rmtree(self, rel: str) -> None:
         shutil.rmtree(self.root / rel)
 
+    def space(self) -> tuple[int, int]:
+        vfs = os.statvfs(self.root)
+        return vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+
     def close(self) -> None:
         """Nothing to release for a local store; SshStore closes its connection here."""
 

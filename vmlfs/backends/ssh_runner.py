@@ -249,6 +249,11 @@ class Sftp:
     def exists(self, path: str) -> bool:
         return self._call(self._client.exists(path))
 
+    def space(self, path: str) -> tuple[int, int]:
+        """(total, available) bytes of the file system holding ``path`` (the statvfs@openssh.com extension)."""
+        vfs = self._call(self._client.statvfs(path))
+        return vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+
     def mkdir(self, path: str) -> None:
         self._call(self._client.mkdir(path))
 

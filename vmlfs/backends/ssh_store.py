@@ -293,6 +293,9 @@ class SshStore(StoreLayout):
         except ConnectionLost:
             log.info("left %s for the next backup to clean up", remote_tmp)
 
+    def space(self) -> tuple[int, int]:
+        return self.sftp.space(self._p(""))
+
     def close(self) -> None:
         self.sftp.close()
         self.conn.close()

@@ -126,6 +126,10 @@ class StoreLayout(ABC):
         """Make the built backup visible atomically, everything in it durable first."""
 
     @abstractmethod
+    def space(self) -> tuple[int, int]:
+        """(total, available) bytes where the store lives, for ``df`` on a mount."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     # header ---------------------------------------------------------------------------
@@ -186,6 +190,13 @@ class StoreLayout(ABC):
         return EntryConfig.from_json(data, f"{self.description}/{rel}")
 
     def add_entry(self, cfg: EntryConfig) -> None:
+        """A new entry; its name must be one a Windows file system can hold too, and must not differ only
+        in case from an existing entry's (docs/FORMAT.md, "Windows-safe stores")."""
+        names.new_entry_name(cfg.name)
+        clash = [e for e in self.entry_names() if e.lower() == cfg.name.lower() and e != cfg.name]
+        if clash:
+            raise InvalidRequest(f"entry name {cfg.name!r} differs only in case from the existing entry {clash[0]!r}",
+                                 hint="a store on a Windows or macOS file system could not hold both; choose another name")
         try:
             self._mkdir(entry_path(cfg.name))
         except FileExistsError:

@@ -135,8 +135,12 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        """The store's file system: ``df`` shows how big it is and how much room is left for backups."""
+        total, available = await self._run(self.state.space)
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = total // 4096
+        s.f_bfree = s.f_bavail = available // 4096
         s.f_namemax = 255
         return s
 

@@ -19,6 +19,7 @@ touches a store, so the whole shape is unit-tested without a mount.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -99,6 +100,16 @@ def vm_layout(snapshot_names: list[str]) -> list[Slot]:
             if n.isprintable() and "/" not in n and not n.startswith(".") and len(n.encode()) <= 250]
     return sorted([Slot(f"{n}.xml", Kind.SNAPSHOT_XML, n) for n in safe] + [Slot(TREE, Kind.SNAPSHOT_TREE)],
                   key=lambda s: s.name)
+
+
+#: What file managers and other systems look up on any mount (trash, hidden-file lists, Finder and Explorer
+#: metadata, volume info): never a virtual directory's child, so answered ENOENT without asking the store.
+PROBE = re.compile(rb"\.Trash(-[0-9]+)?|\.hidden|\.DS_Store|\._.*|desktop\.ini|autorun\.inf|\.directory"
+                   rb"|\.xdg-volume-info|\.localized|Thumbs\.db", re.IGNORECASE)
+
+
+def is_probe(name: bytes) -> bool:
+    return PROBE.fullmatch(name) is not None
 
 
 def latest(timestamps: list[str]) -> str | None:

@@ -56,6 +56,10 @@ class MountState:
         self.root = RootDir(self)
         self.table.pin(self.root)
 
+    def space(self) -> tuple[int, int]:
+        """(total, available) bytes where the store lives: what ``df`` shows for the mount (blocks I/O)."""
+        return self.store.space()
+
     def active_jobs(self) -> list[str]:
         """Entries (and provisioning) with a job running now: what an unmount abandons."""
         return self.jobs.active()

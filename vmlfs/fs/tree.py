@@ -59,6 +59,8 @@ class VirtualDir(VirtualNode):
         return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.mtime_ns, self.timeout)
 
     def lookup(self, name: bytes) -> FsNode:
+        if layout.is_probe(name):  # a file manager's probe: no store listing for it
+            raise NotFound(f"no {name.decode(errors='replace')!r} here")
         for slot in self.slots():
             if slot.name.encode() == name:
                 return self.child(slot)
