@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from tests.conftest import Vmlfs
 
 
@@ -100,3 +102,29 @@ def test_entry_names_a_windows_file_system_can_hold(vmlfs: Vmlfs, tmp_path: Path
         vmlfs.run("entry", "add", good, "--guest", str(tmp_path))
     clash = vmlfs.run("entry", "add", "Higgs.V2", "--guest", str(tmp_path), check=False)
     assert clash.returncode == 2 and b"differs only in case from the existing entry 'higgs.v2'" in clash.stderr
+
+
+def test_help_is_whole_and_every_command_has_an_example() -> None:
+    import importlib
+
+    import click
+
+    from vmlfs.cli.main import COMMAND_MODULES, cli
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"vmlfs.cli.{module}")
+    leaves: list[tuple[str, click.Command]] = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}".strip())
+        else:
+            leaves.append((path, cmd))
+
+    walk(cli, "")
+    assert len(leaves) > 20
+    assert [path for path, cmd in leaves if "Example: vmlfs " not in (cmd.help or "")] == []
+    for args in ([], ["entry"], ["vm"], ["cernvm"]):
+        commands = CliRunner().invoke(cli, [*args, "--help"]).output.split("Commands:")[1]
+        assert "..." not in commands and "…" not in commands, commands

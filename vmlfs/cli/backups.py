@@ -33,7 +33,10 @@ def _say(line: str) -> None:
 def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None,
            accept_new_host_key: bool, retries: int | None, vm_snapshot: bool | None, consistent: bool | None,
            strict_release: bool, libvirt_uri: str, insecure: bool) -> None:
-    """Take a backup of entry NAME."""
+    """Take a backup of entry NAME.
+
+    Example: vmlfs backup higgs --kind differential
+    """
     session = ctx.session(accept_new_host_key=accept_new_host_key, libvirt_uri=libvirt_uri, insecure=insecure)
     request = BackupRequest(kind=kind, checksum=checksum, env_file=env_file, vm_snapshot=vm_snapshot,
                             consistent=consistent, retries=retries, strict_release=strict_release)
@@ -59,7 +62,10 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
 @click.argument("name")
 @pass_context
 def list_backups(ctx: Context, name: str) -> None:
-    """One line per backup of NAME: time, kind, base, files, stored size, duration."""
+    """One line per backup of NAME: time, kind, base, files, stored size, duration.
+
+    Example: vmlfs list higgs
+    """
     for record in backups_of(ctx.session(), name):
         m = record.meta
         if m is None:
@@ -77,7 +83,10 @@ def list_backups(ctx: Context, name: str) -> None:
 @click.argument("path", default="")
 @pass_context
 def ls(ctx: Context, ref: str, path: str) -> None:
-    """List a directory of a backup (the newest unless @TS; a unique prefix of TS will do)."""
+    """List a directory of a backup (the newest unless @TS; a unique prefix of TS will do).
+
+    Example: vmlfs ls higgs@20261122 analysis
+    """
     _, _, nodes = directory_of(ctx.session(), ref, path)
     for child in nodes:
         shown = humanize.name(child.name) or "."
@@ -97,7 +106,10 @@ def ls(ctx: Context, ref: str, path: str) -> None:
 @pass_context
 def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool, accept_new_host_key: bool,
             strict_release: bool) -> None:
-    """Restore a backup (or PATHS inside it) into the directory TARGET (or ssh://[user@]host[:port]/path)."""
+    """Restore a backup (or PATHS inside it) into the directory TARGET (or ssh://[user@]host[:port]/path).
+
+    Example: vmlfs restore higgs@latest /tmp/old-home analysis/fit.C
+    """
     session = ctx.session(accept_new_host_key=accept_new_host_key)
     bar = byte_bar(ctx.show_progress, "restored")
     try:
@@ -123,7 +135,10 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
 @click.argument("ref", metavar="[NAME[@TS]]", required=False)
 @pass_context
 def verify_cmd(ctx: Context, ref: str | None) -> None:
-    """Re-read and check every layer, manifest and file hash (of one backup, one entry, or the store)."""
+    """Re-read and check every layer, manifest and file hash (of one backup, one entry, or the store).
+
+    Example: vmlfs verify higgs
+    """
     bar = byte_bar(ctx.show_progress, "verified")
     try:
         report = verify_backups(ctx.session(), ref, on_bytes=bar.update)

@@ -28,7 +28,10 @@ def cernvm() -> None:
 @click.option("--remote", is_flag=True, help="Also list the releases the repository offers.")
 @repo_option
 def list_(remote: bool, repo: str | None) -> None:
-    """Show CernVM images in the local image directories (and, with --remote, the repository's releases)."""
+    """Show CernVM images in the local image directories (and, with --remote, the repository's releases).
+
+    Example: vmlfs cernvm list --remote
+    """
     local = images.local_images()
     click.echo(f"local images ({', '.join(str(d) for d in images.image_dirs())}):")
     for image in sorted(local, key=lambda i: i.version, reverse=True):
@@ -59,7 +62,10 @@ def list_(remote: bool, repo: str | None) -> None:
 @repo_option
 @pass_context
 def fetch(ctx: Context, version: str, fmt: str | None, arch: str, repo: str | None) -> None:
-    """Find CernVM VERSION locally, or download and verify it into the cache; print its path."""
+    """Find CernVM VERSION locally, or download and verify it into the cache; print its path.
+
+    Example: vmlfs cernvm fetch 2021.05-1 --format qcow2
+    """
     result = images.fetch(version, repo=repo, fmt=fmt, arch=arch, progress=ctx.show_progress)
     how = "found locally" if result.source == "local" else "downloaded"
     check = "sha256 verified" if result.verified else "not verified (no checksum available)"

@@ -15,7 +15,10 @@ from vmlfs.app.demo import ENTRY, run_demo
 @click.option("--dir", "directory", default="vmlfs-demo", show_default=True, type=click.Path(file_okay=False),
               help="Where to put the demo guest home and store (recreated each run).")
 def demo(directory: str) -> None:
-    """Generate a demo guest home, back it up twice, and show what to look at."""
+    """Generate a demo guest home, back it up twice, and show what to look at.
+
+    Example: vmlfs demo --dir /tmp/vmlfs-demo
+    """
     store, backups = run_demo(directory)
     s = shlex.quote(str(store))
     click.echo(f"demo store: {store}")

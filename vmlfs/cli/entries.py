@@ -95,7 +95,10 @@ def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], e
 @entry.command("list")
 @pass_context
 def list_entries(ctx: Context) -> None:
-    """List entries, with their guest and number of backups."""
+    """List entries, with their guest and number of backups.
+
+    Example: vmlfs entry list
+    """
     store = ctx.store()
     default = store.default_entry()
     for name in store.entry_names():
@@ -108,7 +111,10 @@ def list_entries(ctx: Context) -> None:
 @click.argument("name")
 @pass_context
 def show(ctx: Context, name: str) -> None:
-    """Show an entry's configuration."""
+    """Show an entry's configuration (its entry.json).
+
+    Example: vmlfs entry show higgs
+    """
     click.echo(ctx.store().load_entry(name).to_json().decode(), nl=False)
 
 
@@ -117,7 +123,10 @@ def show(ctx: Context, name: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @pass_context
 def remove(ctx: Context, name: str, yes: bool) -> None:
-    """Remove an entry and ALL its backups."""
+    """Remove an entry and ALL its backups.
+
+    Example: vmlfs entry remove old-test --yes
+    """
     store = ctx.store()
     count = len(store.backups(name))
     if not yes:
@@ -130,6 +139,9 @@ def remove(ctx: Context, name: str, yes: bool) -> None:
 @click.argument("name")
 @pass_context
 def default(ctx: Context, name: str) -> None:
-    """Make NAME the entry that /control/snapshot acts on."""
+    """Make NAME the entry that /control/snapshot acts on.
+
+    Example: vmlfs entry default higgs
+    """
     ctx.store().set_default_entry(name)
     click.echo(f"default entry: {name}")

@@ -38,7 +38,19 @@ COMMAND_MODULES = {
 QUIET_LIBRARIES = ("httpx", "httpcore", "asyncssh")
 
 
-class LazyGroup(click.Group):
+class WholeHelpGroup(click.Group):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped, never cut with '...' (click's default)."""
+        rows = [(name, cmd.get_short_help_str(limit=1 << 16)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class LazyGroup(WholeHelpGroup):
+    group_class = WholeHelpGroup  # the command groups (entry, vm, cernvm) list their commands whole too
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in COMMAND_MODULES:
             importlib.import_module(f"vmlfs.cli.{COMMAND_MODULES[name]}")

@@ -111,7 +111,10 @@ def _daemon_mount(make_state: Callable[[], MountState], path: str, allow_other: 
 @pass_context
 def mount(ctx: Context, mountpoint: str, store_path: str | None, foreground: bool, options: tuple[str, ...],
           cache_size: int, log_file: str | None, accept_new_host_key: bool, libvirt_uri: str, insecure: bool) -> None:
-    """Mount every backup of the store, read-only, at MOUNTPOINT; control/ files take backups."""
+    """Mount every backup of the store, read-only, at MOUNTPOINT; control/ files take backups.
+
+    Example: vmlfs mount ~/logbook && ls ~/logbook/entries/higgs/latest/home
+    """
     allow_other = parse_options(options)
     checked = ctx.session(store_location=store_path, libvirt_uri=libvirt_uri, insecure=insecure)
     location = checked.store_location
@@ -157,7 +160,10 @@ def _is_vmlfs_mount(path: str) -> bool:
 @cli.command()
 @click.argument("mountpoint")
 def umount(mountpoint: str) -> None:
-    """Unmount a vmlfs mount (the same as fusermount3 -u MOUNTPOINT)."""
+    """Unmount a vmlfs mount (the same as fusermount3 -u MOUNTPOINT).
+
+    Example: vmlfs umount ~/logbook
+    """
     path = os.path.realpath(mountpoint)
     if not _is_vmlfs_mount(path):
         raise NotFound(f"{mountpoint} is not a vmlfs mount")

@@ -21,8 +21,11 @@ def provision(ctx: Context, target: str, libvirt_uri: str, insecure: bool, stric
               ssh_timeout: float) -> None:
     """Fetch the entry's release, define and start a domain, wait for SSH, restore the backup into it.
 
-    TARGET is an entry (its newest backup), NAME@TS, or a bare CernVM release
-    (a fresh domain cernvm-RELEASE, nothing restored).
+    NAME is an entry (its newest backup), NAME@TS one of its backups (a unique
+    prefix of TS will do), RELEASE a bare CernVM release (a fresh domain
+    cernvm-RELEASE, nothing restored).
+
+    Example: vmlfs provision higgs@20261122 --libvirt-uri qemu:///system
     """
     session = ctx.session(libvirt_uri=libvirt_uri, insecure=insecure, image_repo=repo)
     say = (lambda line: None) if ctx.quiet else (lambda line: click.echo(f"vmlfs: {line}", err=True))

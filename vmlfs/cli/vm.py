@@ -24,7 +24,10 @@ def vm(ctx: Context, libvirt_uri: str, insecure: bool) -> None:
 @vm.command("list")
 @pass_context
 def list_cmd(ctx: Context) -> None:
-    """List the domains, their state and how many snapshots each has."""
+    """List the domains, their state and how many snapshots each has.
+
+    Example: vmlfs vm --libvirt-uri qemu:///system list
+    """
     domains = vm_app.domains(ctx.session())
     if not domains:
         click.echo("no domains")
@@ -117,7 +120,10 @@ def redefine_cmd(ctx: Context, domain: str, xml_file, current: bool) -> None:
 @click.option("--force", is_flag=True, help="Allow reverts libvirt considers risky (_FORCE).")
 @pass_context
 def revert_cmd(ctx: Context, domain: str, snapshot: str, running: bool, paused: bool, force: bool) -> None:
-    """Revert DOMAIN to SNAPSHOT."""
+    """Revert DOMAIN to SNAPSHOT.
+
+    Example: vmlfs vm revert cernvm-higgs vmlfs-20261122T101500Z --running
+    """
     state = vm_app.revert_vm_snapshot(ctx.session(), domain, snapshot, running=running, paused=paused, force=force)
     click.echo(f"reverted domain {domain!r} to snapshot {snapshot!r}; it is now {state}")
 
@@ -132,7 +138,10 @@ def revert_cmd(ctx: Context, domain: str, snapshot: str, running: bool, paused: 
 def delete_cmd(
     ctx: Context, domain: str, snapshot: str, children: bool, children_only: bool, metadata_only: bool
 ) -> None:
-    """Delete SNAPSHOT of DOMAIN."""
+    """Delete SNAPSHOT of DOMAIN.
+
+    Example: vmlfs vm delete cernvm-higgs before-upgrade --children
+    """
     deleted = vm_app.delete_vm_snapshot(ctx.session(), domain, snapshot, children=children, children_only=children_only,
                                         metadata_only=metadata_only)
     what = ", ".join(repr(n) for n in deleted) if deleted else "nothing (no descendants)"
