@@ -53,15 +53,15 @@ def test_untouched_is_metadata_and_content_unchanged_without_links() -> None:
     """One rule decides whether a base row survives as it is; each field it records counts."""
     e = ScanEntry(b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7)
     row = Node(2, 1, b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7).as_row()
-    assert metadata_unchanged(e, row) and untouched(e, row, checksum=False)
-    assert not untouched(e, row, checksum=True)
+    assert metadata_unchanged(e, row) and untouched(e, row, False)
+    assert not untouched(e, row, True)
     for change in ({"mode": 0o600}, {"uid": 9}, {"gid": 9}, {"uname": "x"}, {"gname": "x"}, {"mtime_ns": 6},
                    {"size": 11}, {"ctime_ns": 8}, {"nlink": 2}):
-        assert not untouched(replace(e, **change), row, checksum=False), change
+        assert not untouched(replace(e, **change), row, False), change
     linked = Node(2, 1, b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7, link_group=2).as_row()
-    assert not untouched(e, linked, checksum=False)
+    assert not untouched(e, linked, False)
     d = ScanEntry(b"d", "d", 0o755, 1, 2, "u", "g", 0, 5, 7)
-    assert untouched(d, Node(3, 1, b"d", "d", 0o755, 1, 2, "u", "g", 4096, 5, 99).as_row(), checksum=False)
+    assert untouched(d, Node(3, 1, b"d", "d", 0o755, 1, 2, "u", "g", 4096, 5, 99).as_row(), False)
 
 
 def test_rules_are_gitignore_style() -> None:

@@ -119,6 +119,7 @@ class _Builder:
     def run(self, rules: Rules) -> None:
         report = ScanReport()
         stack: list[_OpenDir] = []
+        stats = self.stats
         count = 0
         for entry in self.guest.scan(rules, report):
             count += 1
@@ -134,9 +135,17 @@ class _Builder:
                     self._close_dir(stack.pop())
                 parent_id = stack[-1].id
                 base_row = stack[-1].base_children.pop(name, None)
-                if base_row is not None and self._untouched(entry, base_row):
-                    if entry.type == DIR:
+                if base_row is not None and untouched(entry, base_row, self.checksum):
+                    # The fast path: the row copied from the base stays as it is (no Node, no write).
+                    if entry.type == FILE:
+                        stats.files += 1
+                        stats.bytes += entry.size
+                        stats.unchanged_files += 1
+                    elif entry.type == DIR:
+                        stats.dirs += 1
                         stack.append(_OpenDir(entry.path, base_row[ID], self._base_children(base_row[ID])))
+                    else:
+                        stats.symlinks += 1
                     continue
                 base_node = Node(*base_row) if base_row is not None else None
             if base_node is not None and base_node.type != entry.type:
@@ -171,21 +180,6 @@ class _Builder:
     def _base_children(self, base_id: int) -> dict[bytes, tuple]:
         assert self.base is not None
         return {row[NAME]: row for row in self.base.children_rows(base_id)}
-
-    def _untouched(self, entry: ScanEntry, row: tuple) -> bool:
-        """The fast path (:func:`vmlfs.engine.plan.untouched`): the row copied from the base stays
-        as it is, with no Node built and nothing written; only the statistics count it."""
-        if not untouched(entry, row, checksum=self.checksum):
-            return False
-        if entry.type == FILE:
-            self.stats.files += 1
-            self.stats.bytes += entry.size
-            self.stats.unchanged_files += 1
-        elif entry.type == DIR:
-            self.stats.dirs += 1
-        else:
-            self.stats.symlinks += 1
-        return True
 
     def _close_dir(self, done: _OpenDir) -> None:
         """Base children the scan did not see were deleted (or excluded) on the guest."""

@@ -68,21 +68,19 @@ def content_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
     (chmod, rename, rewrite with a forged mtime) means re-read, and the content
     hash then finds the bytes already stored.
     """
-    return (
-        row is not None
-        and row[TYPE] == FILE
-        and (row[SIZE], row[MTIME], row[CTIME]) == (entry.size, entry.mtime_ns, entry.ctime_ns)
-    )
+    return row is not None and row[TYPE] == FILE and (row[SIZE], row[MTIME], row[CTIME]) == (
+        entry.size, entry.mtime_ns, entry.ctime_ns)
 
 
-def untouched(entry: ScanEntry, row: tuple, *, checksum: bool) -> bool:
-    """Whether the base row can stay exactly as it is: the fast path of a backup where little changed.
+def untouched(entry: ScanEntry, row: tuple, checksum: bool) -> bool:
+    """Whether the base row can stay exactly as it is: the fast path of a backup where little changed,
+    run once per path, so it is :func:`metadata_unchanged` and :func:`content_unchanged` written out.
 
     Hardlinked files never take it (their group is rebuilt), nor does any
     file under ``--checksum``.
     """
-    if not metadata_unchanged(entry, row):
+    if (row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET]) != (
+            entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target):
         return False
-    if entry.type != FILE:
-        return True
-    return not checksum and entry.nlink == 1 and row[LINK_GROUP] is None and content_unchanged(entry, row)
+    return entry.type != FILE or not (checksum or entry.nlink > 1 or row[LINK_GROUP] is not None
+                                      or (row[SIZE], row[CTIME]) != (entry.size, entry.ctime_ns))
