@@ -43,6 +43,8 @@ class MountState:
         self.prefetcher = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="readahead")
         self.root = RootDir(self)
         self.table.pin(self.root)
+        # While mounted, gc keeps what it moves aside from a forgotten backup this mount may be reading.
+        self._lease = store.take_lease()
 
     def now_ns(self) -> int:
         return time.time_ns()
@@ -113,6 +115,8 @@ class MountState:
             data.close()
         for reader in layers:
             reader.close()
+        if self._lease is not None:
+            self.store.drop_lease(self._lease)
         self.store.close()
         if self.jobs.vm is not None:
             self.jobs.vm.close()
