@@ -192,3 +192,28 @@ def test_retries_reopen_a_dropped_store_connection(sshd: Sshd, remote: Path, cli
     assert b"retrying (1/3)" in err, "the connection was dropped while the backup ran"
     assert len(cli.backups("e")) == 1
     cli.run("verify")
+
+
+def test_forget_and_gc_over_ssh(cli: Vmlfs, remote: Path, tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    for i in range(5):
+        (guest / f"f{i}").write_bytes(os.urandom(50_000))
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("-q", "backup", "e")
+    for i in range(4):
+        (guest / f"f{i}").write_bytes(os.urandom(50_000))
+    time.sleep(1.05)
+    cli.run("-q", "backup", "e")
+    copy = snapshot_copy(guest, tmp_path / "copy")
+    first = cli.backups("e")[0]
+    cli.run("protect", f"e@{first}")
+    assert cli.run("forget", f"e@{first}", check=False).returncode == 6
+    cli.run("unprotect", f"e@{first}")
+    cli.run("forget", f"e@{first}")
+    out = cli.run("gc", "--grace", "0").stdout.decode()
+    assert "repacked 1 layers" in out and "deleted" in out
+    assert not list((remote / "objects" / "garbage").iterdir()) and not list(remote.rglob("*.tmp"))
+    cli.run("-q", "verify")
+    cli.run("-q", "restore", "e", str(tmp_path / "r"))
+    assert tree_listing(tmp_path / "r") == tree_listing(copy)

@@ -206,6 +206,7 @@ def test_backups_with_impossible_times_are_listed_as_such(vmlfs: Vmlfs, tmp_path
     assert "lies more than a day in the future" in vmlfs.run("list", "e").stdout.decode().splitlines()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["forget-record#2", "gc-repoint", "gc-discard#2", "gc-purge#2"])
 def test_sigkill_in_forget_or_gc_leaves_every_remaining_backup_whole(
         twelve: tuple[Vmlfs, dict[str, Path]], tmp_path: Path, point: str) -> None:

@@ -12,7 +12,7 @@ garbage. With every entry locked (no backup runs meanwhile):
    naming such a tree is replaced by one naming the new tree. A crash in
    between leaves records on old and new trees, both complete.
 2. **Sweep.** Marking again, each unnamed object is moved aside to
-   ``objects/garbage/<time>.<kind>+<name>``: step one of deleting it. A
+   ``objects/garbage/<unix ms>.<kind>+<name>``: step one of deleting it. A
    mount that still reads it (a backup forgotten while mounted) finds it there.
 3. **Purge.** Garbage moved aside at least ``grace`` seconds ago is deleted,
    unless a live reader's lease (``leases/``, taken by every mount) is older
@@ -144,7 +144,8 @@ def _purge(store: StoreLayout, grace: float, now: float, report: GcReport) -> No
         else:
             store.drop_lease(name)
     for name, when in store.garbage():
-        if now - when < grace or any(since <= when for since in held_since):
+        # A reader registered up to a second after the move counts as older (clocks of two hosts, rounding).
+        if now - when < grace or any(since <= when + 1 for since in held_since):
             report.held += 1
             continue
         size = store.garbage_size(name)

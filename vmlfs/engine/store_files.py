@@ -169,7 +169,7 @@ class StoreFiles(ABC):
     def discard(self, kind: str, digest: str, now: float) -> None:
         """Step one of deleting an object: move it aside under a name that says when."""
         rel = object_path(kind, digest)
-        self._rename(rel, f"{GARBAGE}/{int(now)}.{rel.replace('/', '+')}")
+        self._rename(rel, f"{GARBAGE}/{int(now * 1000)}.{rel.replace('/', '+')}")
 
     def garbage(self) -> list[tuple[str, float]]:
         """(name, when it was moved aside) of every object waiting for its removal."""
@@ -177,7 +177,7 @@ class StoreFiles(ABC):
         for name in self._garbage_names():
             when, _, _rest = name.partition(".")
             if when.isdigit():
-                out.append((name, float(when)))
+                out.append((name, int(when) / 1000))
         return sorted(out, key=lambda item: item[1])
 
     def garbage_size(self, name: str) -> int:
