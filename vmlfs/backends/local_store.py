@@ -144,6 +144,9 @@ class LocalStore(StoreLayout):
                 tmp.unlink(missing_ok=True)
         fsync_dir(target.parent)
 
+    def _size(self, rel: str) -> int:
+        return (self.root / rel).stat().st_size
+
     def _digest(self, rel: str) -> tuple[int, str]:
         return file_sha256(self.root / rel)
 

@@ -208,6 +208,9 @@ class SshStore(StoreLayout):
         finally:
             self._discard(self._p(tmp))
 
+    def _size(self, rel: str) -> int:
+        return self.sftp.size(self._p(rel))
+
     def _digest(self, rel: str) -> tuple[int, str]:
         """(size, sha256 hex) of a remote file, for verify (streamed, never whole in memory)."""
         return self.sftp.sha256(self._p(rel))

@@ -122,7 +122,7 @@ def collect(store: StoreLayout, *, threshold: float = 0.2, grace: float = 3600.0
             keep = getattr(live, kind)
             for digest in store.object_names(kind):
                 if digest not in keep:
-                    size = store.object_digest(kind, digest)[0]
+                    size = store.object_size(kind, digest)
                     faults.step("gc-discard")
                     store.discard(kind, digest, now)
                     report.discarded[kind] += 1

@@ -115,6 +115,9 @@ class StoreFiles(ABC):
     def _rmtree(self, rel: str) -> None: ...
 
     @abstractmethod
+    def _size(self, rel: str) -> int: ...
+
+    @abstractmethod
     def _digest(self, rel: str) -> tuple[int, str]:
         """(size, sha256 hex) of a file, streamed."""
 
@@ -181,7 +184,10 @@ class StoreFiles(ABC):
         return sorted(out, key=lambda item: item[1])
 
     def garbage_size(self, name: str) -> int:
-        return self._digest(f"{GARBAGE}/{name}")[0]
+        return self._size(f"{GARBAGE}/{name}")
+
+    def object_size(self, kind: str, digest: str) -> int:
+        return self._size(object_path(kind, digest))
 
     def remove_garbage(self, name: str) -> None:
         self._unlink(f"{GARBAGE}/{name}")
