@@ -185,7 +185,10 @@ def test_garbage_waits_for_the_grace_period(vmlfs: Vmlfs, tmp_path: Path) -> Non
     time.sleep(1.05)
     vmlfs.run("-q", "backup", "e")
     vmlfs.run("-q", "forget", f"e@{vmlfs.backups('e')[0]}")
+    leftover = vmlfs.store / "objects" / "layers" / f"{'0' * 64}.tar.zst.4242.tmp"
+    leftover.write_bytes(b"an upload a crash interrupted")
     out = vmlfs.run("gc").stdout.decode()
+    assert not leftover.exists()
     assert "deleted 0 objects" in out and "kept for the grace period" in out
     assert list((vmlfs.store / "objects" / "garbage").iterdir())
     assert "deleted 2 objects" in vmlfs.run("gc", "--grace", "0").stdout.decode()

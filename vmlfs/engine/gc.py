@@ -11,7 +11,8 @@ garbage. With every entry locked (no backup runs meanwhile):
    one (new tree objects: stored objects never change), and each record
    naming such a tree is replaced by one naming the new tree. A crash in
    between leaves records on old and new trees, both complete.
-2. **Sweep.** Marking again, each unnamed object is moved aside to
+2. **Sweep.** Marking again, uploads left under a temporary name by a crash
+   are removed and each unnamed object is moved aside to
    ``objects/garbage/<unix ms>.<kind>+<name>``: step one of deleting it. A
    mount that still reads it (a backup forgotten while mounted) finds it there.
 3. **Purge.** Garbage moved aside at least ``grace`` seconds ago is deleted,
@@ -119,6 +120,8 @@ def collect(store: StoreLayout, *, threshold: float = 0.2, grace: float = 3600.0
             live = mark(store)
         now = time.time() if now is None else now
         for kind in OBJECT_KINDS:
+            for name in store.leftover_uploads(kind):
+                store.remove_leftover(kind, name)
             keep = getattr(live, kind)
             for digest in store.object_names(kind):
                 if digest not in keep:

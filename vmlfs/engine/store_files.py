@@ -163,6 +163,14 @@ class StoreFiles(ABC):
         return sorted(n[: len(n) - len(ending)] for n in found
                       if n.endswith(ending) and names.DIGEST.fullmatch(n[: len(n) - len(ending)]))
 
+    def leftover_uploads(self, kind: str) -> list[str]:
+        """Temporary names in ``objects/<kind>/`` (an upload a crash interrupted); only gc, holding
+        every entry's lock, may remove them: then no upload is running."""
+        return sorted(n for n in self._listdir(f"objects/{kind}") if n.endswith(".tmp"))
+
+    def remove_leftover(self, kind: str, name: str) -> None:
+        self._unlink(f"objects/{kind}/{name}")
+
     def _garbage_names(self) -> list[str]:
         try:
             return self._listdir(GARBAGE)
