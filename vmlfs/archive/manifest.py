@@ -352,9 +352,9 @@ class Manifest:
         return [_node_from_row(r, self.where) for r in self._rows(cond, args, tail)]
 
     def _first(self, cond: str, args: tuple) -> Node | None:
-        found = self._query(f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} LIMIT 1", args)
-        if not found and self.base_path is not None:
-            found = self._query(f"SELECT {COLUMNS} FROM b.nodes WHERE {cond} AND {_VISIBLE} LIMIT 1", args)
+        """The first matching row: one statement, whose checkpoint half SQLite runs only if
+        the delta half found nothing (LIMIT 1 ends a UNION ALL at its first row)."""
+        found = self._rows(cond, args, "LIMIT 1")
         return _node_from_row(found[0], self.where) if found else None
 
     def root(self) -> Node:
