@@ -4,8 +4,11 @@ A store directory looks the same wherever it lives (docs/FORMAT.md); what
 differs between a local store and one over SSH is only how a file is read,
 written, listed or renamed. :class:`StoreLayout` holds everything that is
 about the layout — the header, entries, the default entry, listing backups
-and reading their metadata — and calls the primitives with paths relative to
-the store root, built only from names that passed :mod:`vmlfs.names`.
+and reading their records, opening a backup's tree and layers, committing a
+backup (objects first, then its record with one conditional create) — for
+format 2 and, read-only, format 1. It calls the primitives
+(:mod:`vmlfs.engine.store_files`) with paths relative to the store root,
+built only from names that passed :mod:`vmlfs.names`.
 """
 
 from __future__ import annotations
