@@ -8,6 +8,7 @@ only ratios taken in one run mean anything (see ../shared/PERFORMANCE.md).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -49,8 +50,8 @@ def run(work: Path, files: int = 20_000, big: int = 3) -> list[str]:
     subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(tree)], env=venv, check=True)
     full_s = best(lambda i: timed(VMLFS + ["-q", "backup", "bench", "--kind", "full"], env=venv))
     nochange_s = best(lambda i: timed(VMLFS + ["-q", "backup", "bench"], env=venv))
-    layers = sorted((out / "store" / "entries" / "bench" / "backups").glob("*/layer.tar.zst"))
-    stored = layers[0].stat().st_size
+    records = sorted((out / "store" / "entries" / "bench" / "backups").glob("*.json"))
+    stored = json.loads(records[0].read_text())["layer"]["size"]  # the full backup's layer
     return [
         f"dataset: {files + big} files, {sum(p.stat().st_size for p in tree.rglob('*') if p.is_file()) / 2**20:.0f} MiB;"
         f" best of {REPEAT} runs each",

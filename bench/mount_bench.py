@@ -195,7 +195,7 @@ def main() -> None:
         ts = store.backups("e")[-1].timestamp
         archive = work / "same-tree.tar.zst"
         if not archive.exists():
-            shutil.copy(store.backup_dir("e", ts) / "layer.tar.zst", archive)
+            shutil.copy(store.object_file("layers", store.meta("e", ts).layer["sha256"]), archive)
             print("building the ratarmount index ...", flush=True)
             Served([*ratar, "-f", str(archive), str(work / "rmnt")], work / "rmnt", work / "rmnt").stop()
         rels = sorted(os.path.relpath(os.path.join(d, f), home) for d, _, fs in os.walk(home) for f in fs)

@@ -1,6 +1,6 @@
 """Run the vmlfs benchmarks and print ratios against the peers, all from one run.
 
-    ./dev bench [--work DIR] [--files N] [--big N]
+    ./dev bench [--work DIR] [--files N] [--big N] [--scale N]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--work", default="/var/tmp/vmlfs-bench", help="scratch directory (dataset is kept between runs)")
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--big", type=int, default=3)
+    ap.add_argument("--scale", type=int, default=0, help="history: also a no-change backup of N tiny files (1000000)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,9 @@ def main() -> None:
     print("\n== SSH: vmlfs over SSH vs ssh tar | zstd", flush=True)
     subprocess.run([sys.executable, str(HERE / "ssh_bench.py"), "--work", str(work), "--files", str(args.files),
                     "--big", str(args.big)], check=True)
+    print("\n== history: 30 backups with 1 % change, deleting 20; vmlfs vs restic", flush=True)
+    subprocess.run([sys.executable, str(HERE / "history_bench.py"), "--work", str(work), "--files", str(args.files),
+                    "--big", str(args.big), "--scale", str(args.scale)], check=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,34 @@ class Vmlfs:
         return subprocess.Popen([sys.executable, "-m", "vmlfs", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def backups(self, entry: str) -> list[str]:
-        return sorted(p.name for p in (self.store / "entries" / entry / "backups").iterdir())
+        return sorted(p.name[:-5] for p in (self.store / "entries" / entry / "backups").glob("*.json"))
+
+    def record(self, entry: str, ts: str) -> dict:
+        """A format-2 backup's record (docs/FORMAT.md)."""
+        return json.loads((self.store / "entries" / entry / "backups" / f"{ts}.json").read_text())
+
+    def layer_file(self, entry: str, ts: str) -> Path:
+        """The layer object a backup wrote."""
+        return self.store / "objects" / "layers" / f"{self.record(entry, ts)['layer']['sha256']}.tar.zst"
+
+    def tree_file(self, entry: str, ts: str) -> Path:
+        """The tree object a backup's record names (a delta or a whole tree)."""
+        return self.store / "objects" / "trees" / f"{self.record(entry, ts)['manifest']['sha256']}.sqlite"
+
+    def reseal_tree(self, entry: str, ts: str) -> None:
+        """After a test edited a backup's tree on purpose: store it under its new sha256 and point
+        the record there, so what is tested is the tree's validation, not the hash check before it."""
+        import hashlib
+
+        record = self.record(entry, ts)
+        tree = self.tree_file(entry, ts)
+        data = tree.read_bytes()
+        record["manifest"] |= {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        tree.rename(tree.with_name(f"{record['manifest']['sha256']}.sqlite"))
+        (self.store / "entries" / entry / "backups" / f"{ts}.json").write_text(json.dumps(record))
+
+    def layer_files(self) -> list[Path]:
+        return sorted((self.store / "objects" / "layers").glob("*.tar.zst"))
 
 
 @pytest.fixture

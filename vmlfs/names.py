@@ -17,6 +17,7 @@ DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,127}")
 TIMESTAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_COMPONENT = 255
 MAX_PATH = 4096
 
@@ -84,6 +85,13 @@ def timestamp(ts: str) -> str:
     except ValueError as exc:
         raise InvalidRequest(f"invalid backup timestamp {ts!r}: {exc}") from None
     return ts
+
+
+def digest(name: str) -> str:
+    """Return ``name`` if it is a store object's name: a sha256 in lowercase hex (format 2)."""
+    if not isinstance(name, str) or not DIGEST.fullmatch(name):
+        raise InvalidRequest(f"invalid object name {name!r}", hint="expected a sha256 in lowercase hex")
+    return name
 
 
 def format_timestamp(moment: datetime) -> str:

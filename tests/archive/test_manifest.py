@@ -25,7 +25,7 @@ def node(w: ManifestWriter, parent: int, name: bytes, kind: str = "f", size: int
 
 
 def small_manifest(path: Path) -> None:
-    w = ManifestWriter(path, TS)
+    w = ManifestWriter(path)
     root = node(w, 0, b"", "d")
     sub = node(w, root.id, b"sub", "d")
     node(w, sub.id, b"b.txt", size=10)
@@ -61,7 +61,7 @@ def test_damaged_manifests_are_refused(tmp_path: Path) -> None:
     future = tmp_path / "future.sqlite"
     small_manifest(future)
     db = sqlite3.connect(future)
-    db.execute("UPDATE format SET value = '2.0' WHERE key = 'version'")
+    db.execute("UPDATE format SET value = '3.0' WHERE key = 'version'")
     db.commit()
     db.close()
     with pytest.raises(UnsupportedVersion):
@@ -107,7 +107,7 @@ import hashlib, resource, sys, time
 from vmlfs.archive.manifest import Manifest, ManifestWriter, Node
 path = sys.argv[1]
 if sys.argv[2] == "write":
-    w = ManifestWriter(path, "20260101T000000Z")
+    w = ManifestWriter(path)
     digest = hashlib.sha256(b"x").digest()
     def add(parent, name, kind):
         n = Node(w.allocate_id(), parent, name, kind, 0o644, 0, 0, "u", "g", 1 if kind == "f" else 0, 1,

@@ -8,6 +8,7 @@ outside their target even when the manifest is hostile.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -60,9 +61,10 @@ def test_full_incremental_differential_over_ssh(cli: Vmlfs, sshd: Sshd, guest: P
         target = tmp_path / f"restore{step}"
         cli.run("restore", f"physics@{ts}", str(target))
         assert tree_listing(target) == tree_listing(copies[step]), f"backup {step} differs from the guest"
-    env = cli.store / "entries" / "physics" / "backups" / cli.backups("physics")[0] / "env.txt"
+    record = cli.record("physics", cli.backups("physics")[0])
+    env = cli.store / "objects" / "blobs" / record["files"]["env.txt"]["sha256"]
     assert b"\nHOME=/root\n" in b"\n" + env.read_bytes(), "env.txt comes from the guest's login environment"
-    meta = (env.parent / "meta.json").read_text()
+    meta = json.dumps(record)
     assert '"release": "distro=' in meta and '"guest": "ssh://root@127.0.0.1:' in meta
     cli.run("verify")
 
@@ -102,7 +104,7 @@ def test_restore_into_ssh_refuses_a_malicious_manifest(cli: Vmlfs, sshd: Sshd, t
     cli.run("entry", "add", "e", "--guest", str(home))
     cli.run("backup", "e")
     ts = cli.backups("e")[0]
-    db = sqlite3.connect(cli.store / "entries" / "e" / "backups" / ts / "manifest.sqlite")
+    db = sqlite3.connect(cli.tree_file("e", ts))
     cols = [r[1] for r in db.execute("PRAGMA table_info(nodes)")]
     row = dict(zip(cols, db.execute("SELECT * FROM nodes WHERE name = ?", (b"payload",)).fetchone()))
     if attack == "dotdot":
@@ -115,6 +117,7 @@ def test_restore_into_ssh_refuses_a_malicious_manifest(cli: Vmlfs, sshd: Sshd, t
         db.execute(f"INSERT INTO nodes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(row[c] for c in cols))
     db.commit()
     db.close()
+    cli.reseal_tree("e", ts)
     target = tmp_path / "deep" / "target"
     proc = cli.run("restore", f"e@{ts}", sshd.url(str(target)), check=False)
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "store" not in p.parts

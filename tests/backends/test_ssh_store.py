@@ -3,6 +3,7 @@ manifests cached by content hash, layers read by range, the remote entry lock.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.ssh_runner import ConnectionLost
 from vmlfs.backends.ssh_store import SshStore
 from vmlfs.engine.backup import run_backup
-from vmlfs.errors import Busy, NotFound
+from vmlfs.errors import Busy, CorruptData
 
 pytestmark = pytest.mark.sshd
 
@@ -54,7 +55,7 @@ def test_every_command_against_an_ssh_store(cli: Vmlfs, sshd: Sshd, remote: Path
         cli.run("restore", f"e@{ts}", str(tmp_path / f"r{step}"))
         assert tree_listing(tmp_path / f"r{step}") == tree_listing(copies[step])
     assert "ok: 3 backups" in cli.run("verify").stdout.decode()
-    assert list((remote / "entries" / "e" / ".tmp").iterdir()) == []
+    assert not list(remote.rglob("*.tmp")), "no upload is left under a temporary name"
     assert (remote / "vmlfs-store.json").exists() and "e" in cli.run("entry", "list").stdout.decode()
     cli.run("entry", "remove", "e", "--yes")
     assert not (remote / "entries" / "e").exists()
@@ -69,22 +70,23 @@ def test_damage_on_the_host_is_found_and_the_cache_never_serves_stale_data(cli: 
     ts = cli.backups("e")[0]
     assert "a.txt" in cli.run("ls", "e").stdout.decode()
     cached = list((tmp_path / "cache").rglob("*.sqlite"))
-    assert len(cached) == 1 and cached[0].name.startswith(f"{ts}-")
-    backup = remote / "entries" / "e" / "backups" / ts
-    manifest = backup / "manifest.sqlite"
+    assert [p.name for p in cached] == [f"{cli.record('e', ts)['manifest']['sha256']}.sqlite"]
+    cached[0].unlink()
+    manifest = cli.tree_file("e", ts)
     data = bytearray(manifest.read_bytes())
     data[len(data) // 2] ^= 0x01
     manifest.write_bytes(bytes(data))
     proc = cli.run("verify", check=False)
-    assert proc.returncode == 7 and b"manifest.sqlite differs" in proc.stdout
-    # A backup replaced on the host under the same name: new meta.json, new manifest hash, new cache key.
+    assert proc.returncode == 7 and b"tree differs" in proc.stdout
+    data[len(data) // 2] ^= 0x01
+    manifest.write_bytes(bytes(data))
+    # A backup replaced on the host under the same name: a new record, a new tree hash, a new cache key.
     (guest / "b.txt").write_text("second")
     cli.run("backup", "e")
-    newer = backup.parent / cli.backups("e")[1]
-    for name in ("manifest.sqlite", "meta.json", "layer.tar.zst", "env.txt"):
-        os.replace(newer / name, backup / name)
-    newer.rmdir()
-    (backup / "meta.json").write_text((backup / "meta.json").read_text().replace(newer.name, ts))
+    newer = remote / "entries" / "e" / "backups" / f"{cli.backups('e')[1]}.json"
+    record = json.loads(newer.read_text()) | {"timestamp": ts}
+    (remote / "entries" / "e" / "backups" / f"{ts}.json").write_text(json.dumps(record))
+    newer.unlink()
     assert "b.txt" in cli.run("ls", f"e@{ts}").stdout.decode()
 
 
@@ -100,7 +102,7 @@ def test_layers_are_read_by_range(sshd: Sshd, remote: Path, tmp_path: Path, monk
         ts = cli.backups("e")[0]
         manifest = store.open_manifest("e", ts)
         node = manifest.lookup(b"small.txt")
-        layer = store.open_layer("e", ts)
+        layer = store.open_layer("e", node.layer)
         assert layer.read(node.data_offset, node.size) == b"needle"  # type: ignore[arg-type]
         assert layer.frames_decompressed == 1, "one frame of a 12 MiB layer"
         manifest.close()
@@ -124,8 +126,8 @@ def test_the_entry_lock_is_held_on_the_store_host(sshd: Sshd, remote: Path, cli:
         second.close()
     store = SshStore(sshd.url(str(remote)))
     try:
-        with pytest.raises(NotFound, match="has no backup 20200101T000000Z"):
-            store.open_layer("e", "20200101T000000Z")
+        with pytest.raises(CorruptData, match="layer file is missing"):
+            store.open_layer("e", "0" * 64)
     finally:
         store.close()
 
@@ -143,7 +145,7 @@ def test_store_connection_dropped_mid_backup_commits_nothing(sshd: Sshd, remote:
         run_backup(store, cfg, LocalGuest(guest), progress=KillOnFirstFile(sshd))
     assert cli.backups("e") == [] and not list(Path(tempfile.gettempdir()).glob("vmlfs-e-*"))
     cli.run("backup", "e")
-    assert len(cli.backups("e")) == 1 and list((remote / "entries" / "e" / ".tmp").iterdir()) == []
+    assert len(cli.backups("e")) == 1
     cli.run("verify")
 
 
@@ -213,3 +215,28 @@ def test_an_unknown_store_url_scheme_is_refused(vmlfs: Vmlfs, tmp_path: Path) ->
     refused = vmlfs.run("--store", "s3://bucket/prefix", "entry", "list", check=False)
     assert refused.returncode == 2 and b"unknown URL scheme 's3'" in refused.stderr
     assert not (Path.cwd() / "s3:").exists()
+
+
+def test_forget_and_gc_over_ssh(cli: Vmlfs, remote: Path, tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    for i in range(5):
+        (guest / f"f{i}").write_bytes(os.urandom(50_000))
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("-q", "backup", "e")
+    for i in range(4):
+        (guest / f"f{i}").write_bytes(os.urandom(50_000))
+    time.sleep(1.05)
+    cli.run("-q", "backup", "e")
+    copy = snapshot_copy(guest, tmp_path / "copy")
+    first = cli.backups("e")[0]
+    cli.run("protect", f"e@{first}")
+    assert cli.run("forget", f"e@{first}", check=False).returncode == 6
+    cli.run("unprotect", f"e@{first}")
+    cli.run("forget", f"e@{first}")
+    out = cli.run("gc", "--grace", "0").stdout.decode()
+    assert "repacked 1 layers" in out and "deleted" in out
+    assert not list((remote / "objects" / "garbage").iterdir()) and not list(remote.rglob("*.tmp"))
+    cli.run("-q", "verify")
+    cli.run("-q", "restore", "e", str(tmp_path / "r"))
+    assert tree_listing(tmp_path / "r") == tree_listing(copy)

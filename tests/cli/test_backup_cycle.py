@@ -109,7 +109,7 @@ def test_deleted_files_vanish_and_renames_are_not_stored_again(vmlfs: Vmlfs, gue
     names = vmlfs.run("ls", "e", "").stdout.decode()
     assert ".bashrc" not in names and "data-moved.bin" in names
     assert ".bashrc" in vmlfs.run("ls", f"e@{full}").stdout.decode()
-    layer = vmlfs.store / "entries" / "e" / "backups" / inc / "layer.tar.zst"
+    layer = vmlfs.layer_file("e", inc)
     assert layer.stat().st_size < 64 << 10, "the renamed 3 MiB file must not be stored again"
 
 
@@ -134,11 +134,11 @@ def test_gnu_tar_and_zstd_read_every_layer(vmlfs: Vmlfs, guest: Path, tmp_path: 
     change_guest(guest, 1)
     vmlfs.run("backup", "e")
     for ts in vmlfs.backups("e"):
-        layer = vmlfs.store / "entries" / "e" / "backups" / ts / "layer.tar.zst"
+        layer = vmlfs.layer_file("e", ts)
         subprocess.run(["zstd", "-t", "-q", str(layer)], check=True)
         listing = subprocess.run(["tar", "--zstd", "-tvf", str(layer)], check=True, capture_output=True)
         assert listing.stderr == b""
-    full_layer = vmlfs.store / "entries" / "e" / "backups" / vmlfs.backups("e")[0] / "layer.tar.zst"
+    full_layer = vmlfs.layer_file("e", vmlfs.backups("e")[0])
     out = tmp_path / "tar-x"
     out.mkdir()
     subprocess.run(["tar", "--zstd", "-xf", str(full_layer), "-C", str(out)], check=True)

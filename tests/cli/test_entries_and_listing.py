@@ -45,14 +45,17 @@ def test_env_txt_and_metadata(vmlfs: Vmlfs, tmp_path: Path) -> None:
     env = dict(vmlfs.env, VMLFS_MARKER="from-the-process")
     Vmlfs(vmlfs.store, env).run("backup", "e")
     first, second = vmlfs.backups("e")
-    b1 = vmlfs.store / "entries" / "e" / "backups" / first
-    assert (b1 / "env.txt").read_bytes() == env_file.read_bytes()
-    assert b"VMLFS_MARKER=from-the-process\n" in (vmlfs.store / "entries" / "e" / "backups" / second / "env.txt").read_bytes()
-    assert (b1 / "history.txt").read_text() == "root -l\n"
-    meta = json.loads((b1 / "meta.json").read_text())
+    meta = vmlfs.record("e", first)
+
+    def blob(record: dict, name: str) -> bytes:
+        return (vmlfs.store / "objects" / "blobs" / record["files"][name]["sha256"]).read_bytes()
+
+    assert blob(meta, "env.txt") == env_file.read_bytes()
+    assert b"VMLFS_MARKER=from-the-process\n" in blob(vmlfs.record("e", second), "env.txt")
+    assert blob(meta, "history.txt") == b"root -l\n"
     assert meta["kind"] == "full" and meta["base"] is None and meta["release"] == "2021.05-1"
     assert meta["stats"]["files"] == 2 and meta["started"] <= meta["completed"]
-    assert meta["layer"]["size"] == (b1 / "layer.tar.zst").stat().st_size
+    assert meta["layer"]["size"] == vmlfs.layer_file("e", first).stat().st_size
 
 
 def test_backup_references(vmlfs: Vmlfs, tmp_path: Path) -> None:

@@ -30,8 +30,6 @@ def two_backups(vmlfs: Vmlfs, tmp_path: Path) -> tuple[Vmlfs, Path]:
     return vmlfs, home
 
 
-def backup_path(v: Vmlfs, index: int, name: str) -> Path:
-    return v.store / "entries" / "e" / "backups" / v.backups("e")[index] / name
 
 
 def flip(path: Path, offset: int) -> None:
@@ -42,12 +40,12 @@ def flip(path: Path, offset: int) -> None:
 
 def test_flipped_byte_in_a_layer_is_named_by_verify(two_backups: tuple[Vmlfs, Path], tmp_path: Path) -> None:
     v, _ = two_backups
-    layer = backup_path(v, 0, "layer.tar.zst")
+    layer = v.layer_file("e", v.backups("e")[0])
     flip(layer, layer.stat().st_size // 2)
     proc = v.run("verify", check=False)
     out = proc.stdout.decode()
     assert proc.returncode == 7
-    assert "layer of e@" in out and "DAMAGED" in out and ".dat" in out  # the damaged file is named
+    assert "layer " in out and "DAMAGED" in out and ".dat" in out  # the damaged file is named
     assert v.backups("e")[0] in proc.stderr.decode()
     # other files of the same backup restore fine; the damaged one is reported, not written
     target = tmp_path / "r"
@@ -58,18 +56,20 @@ def test_flipped_byte_in_a_layer_is_named_by_verify(two_backups: tuple[Vmlfs, Pa
 
 def test_flipped_byte_in_a_manifest_is_found(two_backups: tuple[Vmlfs, Path]) -> None:
     v, _ = two_backups
-    manifest = backup_path(v, 1, "manifest.sqlite")
+    manifest = v.tree_file("e", v.backups("e")[1])
     flip(manifest, manifest.stat().st_size - 3000)
     proc = v.run("verify", check=False)
     assert proc.returncode == 7
-    assert "manifest.sqlite differs" in proc.stdout.decode()
+    assert "tree differs" in proc.stdout.decode()
+    listing = v.run("ls", f"e@{v.backups('e')[1]}", check=False)
+    assert listing.returncode == 7 and b"differs from the sha256" in listing.stderr, "a damaged tree is never used"
     assert v.run("verify", f"e@{v.backups('e')[0]}").returncode == 0, "the other backup is unaffected"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
 def test_truncated_extended_or_missing_layer(two_backups: tuple[Vmlfs, Path], damage: str) -> None:
     v, _ = two_backups
-    layer = backup_path(v, 1, "layer.tar.zst")
+    layer = v.layer_file("e", v.backups("e")[1])
     if damage == "truncate":
         os.truncate(layer, layer.stat().st_size - 100)
     elif damage == "garbage":
@@ -85,7 +85,7 @@ def test_truncated_extended_or_missing_layer(two_backups: tuple[Vmlfs, Path], da
 
 def test_malformed_metadata_marks_only_that_backup_invalid(two_backups: tuple[Vmlfs, Path]) -> None:
     v, _ = two_backups
-    backup_path(v, 1, "meta.json").write_bytes(b"\xff{not json")
+    (v.store / "entries" / "e" / "backups" / f"{v.backups('e')[1]}.json").write_bytes(b"\xff{not json")
     listing = v.run("list", "e").stdout.decode().splitlines()
     assert "INVALID" in listing[1] and "full" in listing[0]
     assert v.run("verify", "e", check=False).returncode == 7
@@ -95,7 +95,7 @@ def test_malformed_metadata_marks_only_that_backup_invalid(two_backups: tuple[Vm
 def test_newer_store_format_is_refused(vmlfs: Vmlfs, tmp_path: Path) -> None:
     vmlfs.run("entry", "list")
     header = vmlfs.store / "vmlfs-store.json"
-    header.write_text(header.read_text().replace('"1.0"', '"2.0"'))
+    header.write_text(header.read_text().replace('"2.0"', '"3.0"'))
     proc = vmlfs.run("entry", "list", check=False)
     assert proc.returncode == 8 and b"newer than this vmlfs" in proc.stderr and b"Traceback" not in proc.stderr
 

@@ -54,7 +54,7 @@ def test_files_changing_while_read_are_reported_and_left_out(tmp_path: Path) -> 
     manifest = store.open_manifest("e", meta.timestamp)
     assert [c.name for c in manifest.children(1)] == [b"steady.txt"]
     assert verify_store(store, [("e", meta.timestamp)]).ok
-    layer = store.backup_dir("e", meta.timestamp) / "layer.tar.zst"
+    layer = store.object_file("layers", meta.layer["sha256"])
     subprocess.run(["tar", "--zstd", "-tf", str(layer)], check=True, capture_output=True)
     again = run_backup(store, cfg, LocalGuest(home))
     assert {c.name for c in store.open_manifest("e", again.timestamp).children(1)} == {b"small.txt", b"big.bin", b"steady.txt"}

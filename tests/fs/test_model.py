@@ -155,7 +155,7 @@ def test_damaged_meta_fails_only_that_backup(state):
     s, st = state
     ts2 = s.backup()
     ts1 = s.store().backups("e1")[0].timestamp
-    (s.store_path / "entries" / "e1" / "backups" / ts1 / "meta.json").write_text("{")
+    (s.store_path / "entries" / "e1" / "backups" / f"{ts1}.json").write_text("{")
     entry = walk(st, "entries", "e1")
     assert [n for _, n, _ in entry.listing().entries(0, 10)][:2] == [ts1.encode(), ts2.encode()]
     with pytest.raises(CorruptData):

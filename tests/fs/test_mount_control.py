@@ -128,8 +128,9 @@ def check_second_uid(m: Mount) -> None:
 def test_damaged_layer_fails_one_file_with_eio(tmp_path, mount_factory):
     s = make_store(tmp_path, big_mib=4)
     ts = s.backup()
-    layer = s.store_path / "entries" / "e1" / "backups" / ts / "layer.tar.zst"
-    with s.store().open_layer("e1", ts) as reader:
+    digest = s.store().meta("e1", ts).layer["sha256"]
+    layer = s.store().object_file("layers", digest)
+    with s.store().open_layer("e1", digest) as reader:
         start, end = reader.table.c_offsets[2], reader.table.c_offsets[3]  # a frame in the middle of big.bin
     with open(layer, "r+b") as f:
         f.seek((start + end) // 2)
@@ -176,7 +177,7 @@ def test_mount_errors_are_one_line(tmp_path):
     ]
     header = s.store_path / "vmlfs-store.json"
     doc = json.loads(header.read_text())
-    header.write_text(json.dumps(doc | {"version": "2.0"}))
+    header.write_text(json.dumps(doc | {"version": "3.0"}))
     cases.append((mount(str(tmp_path / "mp"), "--store", str(s.store_path)), "newer than this vmlfs"))
     header.write_text(json.dumps(doc))
     inner = tmp_path / "outer" / "store"

@@ -117,7 +117,7 @@ def test_ls_stat_find_du(history):
     assert int(run("du", "-sb", str(home)).stdout.split()[0]) >= sum(unique.values())
     ts_dir = os.stat(m.entry() / stamps[0])
     info = (m.entry() / stamps[0] / "info.json").read_text()
-    assert '"kind": "full"' in info and abs(ts_dir.st_mtime - os.stat(m.store_path / "entries/e1/backups" / stamps[0] / "meta.json").st_mtime) < 5
+    assert '"kind": "full"' in info and abs(ts_dir.st_mtime - os.stat(m.store_path / "entries/e1/backups" / f"{stamps[0]}.json").st_mtime) < 5
     assert (m.entry() / stamps[0] / "env.txt").stat().st_size > 0
 
 

@@ -100,8 +100,9 @@ def test_vm_snapshot_recorded_and_domain_paused_for_the_scan(store: Path, monkey
     seen, _ = backup(store, monkeypatch, "--vm-snapshot", "--consistent")
     monkeypatch.undo()
     assert seen == ["paused"] and state() == "running"
-    (ts,) = [p.name for p in (store / "entries" / "e1" / "backups").iterdir()]
-    meta = json.loads((store / "entries" / "e1" / "backups" / ts / "meta.json").read_text())
+    (record,) = (store / "entries" / "e1" / "backups").iterdir()
+    meta = json.loads(record.read_text())
+    ts = meta["timestamp"]
     assert meta["vm_snapshot"] == f"vmlfs-{ts}" and f"vmlfs-{ts}" in snapshots()
     assert run(store, "list", "e1").output.rstrip().endswith(f"vm:vmlfs-{ts}")
 

@@ -13,7 +13,6 @@ wrong path. The schema is documented in docs/FORMAT.md.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import threading
 import urllib.parse
@@ -24,8 +23,9 @@ from typing import Iterator
 from vmlfs import names
 from vmlfs.errors import CorruptData, NotFound, StorageFull, UnsupportedVersion
 
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+READ_MAJORS = (1, 2)
 ROOT_ID = 1
 FILE, DIR, SYMLINK = "f", "d", "l"
 _TYPES = frozenset((FILE, DIR, SYMLINK))
@@ -58,6 +58,9 @@ CREATE UNIQUE INDEX nodes_by_parent ON nodes (parent, name);
 CREATE INDEX nodes_by_hash ON nodes (sha256) WHERE type = 'f';
 CREATE INDEX nodes_by_size ON nodes (size) WHERE type = 'f';
 """
+GONE = "CREATE TABLE gone (id INTEGER PRIMARY KEY) STRICT"
+# A checkpoint row a delta leaves visible: neither replaced by a delta row nor removed.
+_VISIBLE = "id NOT IN (SELECT id FROM main.nodes) AND id NOT IN (SELECT id FROM main.gone)"
 GROUP_INDEX = "CREATE INDEX nodes_by_group ON nodes (link_group) WHERE link_group IS NOT NULL"
 COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns, target, link_group, nlink, sha256, layer, data_offset"
 
@@ -119,9 +122,14 @@ class Node:
 
 
 @lru_cache(maxsize=1024)
-def _valid_layer_name(ts: str) -> str:
-    """A manifest names few distinct layers: validate each name once."""
-    return names.timestamp(ts)
+def _valid_layer_name(name: str) -> str:
+    """A manifest names few distinct layers: validate each name once. Format 1 names a
+    layer by its backup's timestamp, format 2 by the layer object's sha256."""
+    return names.digest(name) if len(name) == 64 else names.timestamp(name)
+
+
+def _ro_uri(path: str) -> str:
+    return "file:" + urllib.parse.quote(path) + "?mode=ro&immutable=1"
 
 
 def _node_from_row(row: tuple, where: str) -> Node:
@@ -151,28 +159,29 @@ class ManifestWriter:
     """Build a manifest file.
 
     Fresh (a full backup): rows are appended and the lookup indexes are built
-    at the end. From a base (incremental, differential): the base manifest is
-    copied and patched — unchanged paths keep their rows and ids, changed ones
+    at the end. ``patch`` (incremental, differential): the file already holds
+    the base's whole tree (see :func:`vmlfs.archive.trees.materialize`) and is patched — unchanged paths keep their rows and ids, changed ones
     are updated, new ones inserted, vanished ones deleted with their subtrees —
     so a backup where little changed writes little.
     """
 
-    def __init__(self, path: str | os.PathLike[str], backup: str, base: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, patch: bool = False) -> None:
         self.path = os.fspath(path)
-        self.fresh = base is None
+        self.fresh = not patch
         try:
-            if base is not None:
-                shutil.copyfile(base, self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
             if self.fresh:
                 self._db.executescript(SCHEMA)
                 self._db.execute(GROUP_INDEX)
+            self._db.execute(GONE.replace("TABLE", "TABLE IF NOT EXISTS"))
             self._db.execute("BEGIN")
+            # No backup name in a format-2 tree: the same tree is the same object, whoever shares it.
+            self._db.execute("DELETE FROM format WHERE key = 'backup'")
             self._db.executemany(
                 "INSERT OR REPLACE INTO format VALUES (?, ?)",
-                [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}"), ("backup", backup)],
+                [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}")],
             )
             self.next_id = ROOT_ID if self.fresh else self._db.execute("SELECT max(id) + 1 FROM nodes").fetchone()[0]
         except (OSError, sqlite3.Error) as exc:
@@ -224,6 +233,11 @@ class ManifestWriter:
         self._flush()
         self._run("UPDATE nodes SET nlink = ? WHERE link_group = ? AND nlink != ?", [(n, g, n) for g, n in counts.items()])
 
+    def rename_layer(self, old: str, new: str) -> None:
+        """Point the files of layer ``old`` at ``new`` (a layer is named by its sha256 once written)."""
+        self._flush()
+        self._run("UPDATE nodes SET layer = ? WHERE layer = ?", [(new, old)])
+
     def close(self) -> None:
         try:
             self._flush()
@@ -241,16 +255,46 @@ class ManifestWriter:
 
 
 class Manifest:
-    """Read-only, lazily opened view of one manifest file. Thread-safe."""
+    """Read-only, lazily opened view of one tree. Thread-safe.
 
-    def __init__(self, path: str | os.PathLike[str], where: str) -> None:
+    A tree is either a whole manifest (format 1, or a format-2 checkpoint) or
+    a format-2 **delta** over a checkpoint: the delta holds the rows that
+    differ from the checkpoint and, in ``gone``, the ids the checkpoint has
+    but this tree does not. The checkpoint is attached to the same SQLite
+    connection (as ``b``) and every query asks the delta first, then the
+    checkpoint's rows the delta neither replaces nor removes: two index probes
+    instead of one, whatever the number of backups (docs/FORMAT.md).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], where: str, base: str | os.PathLike[str] | None = None,
+                 base_digest: str | None = None) -> None:
         self.path = os.fspath(path)
+        self.base_path = os.fspath(base) if base is not None else None
         self.where = where
         self._lock = threading.Lock()
+        self._db = self._connect()
+        fmt = self._check("main")
+        if self.base_path is None:
+            if "base" in fmt:
+                raise CorruptData(f"{where}: tree is a delta but no checkpoint was given")
+            return
+        if fmt.get("base") != base_digest:
+            raise CorruptData(f"{where}: delta names checkpoint {fmt.get('base')!r}, the record {base_digest!r}")
+        self._attach(self._db)
+        if "base" in self._check("b"):
+            raise CorruptData(f"{where}: a delta's checkpoint is itself a delta")
+
+    @property
+    def checkpoint_path(self) -> str:
+        """The whole tree this one is stored against (itself if it is whole)."""
+        return self.base_path or self.path
+
+    def _check(self, schema: str) -> dict[str, str]:
+        where = self.where
         try:
-            self._db = self._connect()
-            fmt = dict(self._db.execute("SELECT key, value FROM format").fetchall())
-            strict = self._db.execute("SELECT strict FROM pragma_table_list WHERE name = 'nodes'").fetchall()
+            fmt = dict(self._db.execute(f"SELECT key, value FROM {schema}.format").fetchall())
+            strict = self._db.execute(
+                "SELECT strict FROM pragma_table_list WHERE schema = ? AND name = 'nodes'", (schema,)).fetchall()
         except (sqlite3.Error, UnicodeDecodeError, ValueError) as exc:
             raise CorruptData(f"{where}: manifest unreadable: {exc}") from None
         if fmt.get("format") != "vmlfs-manifest":
@@ -261,17 +305,29 @@ class Manifest:
             major = int(str(fmt.get("version", "")).split(".")[0])
         except ValueError:
             raise CorruptData(f"{where}: manifest version {fmt.get('version')!r} is malformed") from None
-        if major != FORMAT_MAJOR:
+        if major not in READ_MAJORS:
             raise UnsupportedVersion(
-                f"{where}: manifest format {fmt.get('version')} is not supported (this vmlfs reads {FORMAT_MAJOR}.x)",
+                f"{where}: manifest format {fmt.get('version')} is not supported (this vmlfs reads 1.x and 2.x)",
                 hint="upgrade vmlfs",
             )
+        return fmt
 
     def _connect(self) -> sqlite3.Connection:
         if not os.path.isfile(self.path):
             raise CorruptData(f"{self.where}: manifest file is missing")
-        uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro&immutable=1"
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            return sqlite3.connect(_ro_uri(self.path), uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise CorruptData(f"{self.where}: manifest unreadable: {exc}") from None
+
+    def _attach(self, db: sqlite3.Connection) -> None:
+        assert self.base_path is not None
+        if not os.path.isfile(self.base_path):
+            raise CorruptData(f"{self.where}: checkpoint file is missing")
+        try:
+            db.execute("ATTACH DATABASE ? AS b", (_ro_uri(self.base_path),))
+        except sqlite3.Error as exc:
+            raise CorruptData(f"{self.where}: checkpoint unreadable: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -283,37 +339,54 @@ class Manifest:
             except (sqlite3.Error, UnicodeDecodeError) as exc:
                 raise CorruptData(f"{self.where}: manifest query failed: {exc}") from None
 
-    def _nodes(self, sql: str, args: tuple = ()) -> list[Node]:
-        return [_node_from_row(r, self.where) for r in self._query(f"SELECT {COLUMNS} FROM nodes {sql}", args)]
+    def _rows(self, cond: str, args: tuple = (), tail: str = "") -> list[tuple]:
+        """Rows of the tree matching ``cond``: the delta's, then the checkpoint's it leaves visible."""
+        if self.base_path is None:
+            return self._query(f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} {tail}", args)
+        return self._query(
+            f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} UNION ALL SELECT {COLUMNS} FROM b.nodes WHERE {cond}"
+            f" AND {_VISIBLE} {tail}", args + args,
+        )
+
+    def _nodes(self, cond: str, args: tuple = (), tail: str = "") -> list[Node]:
+        return [_node_from_row(r, self.where) for r in self._rows(cond, args, tail)]
+
+    def _first(self, cond: str, args: tuple) -> Node | None:
+        """The first matching row: one statement, whose checkpoint half SQLite runs only if
+        the delta half found nothing (LIMIT 1 ends a UNION ALL at its first row)."""
+        found = self._rows(cond, args, "LIMIT 1")
+        return _node_from_row(found[0], self.where) if found else None
 
     def root(self) -> Node:
         return self.get(ROOT_ID)
 
     def get(self, node_id: int) -> Node:
-        found = self._nodes("WHERE id = ?", (node_id,))
-        if not found:
+        found = self._first("id = ?", (node_id,))
+        if found is None:
             raise NotFound(f"{self.where}: no node {node_id}")
-        return found[0]
+        return found
 
     def child(self, parent: int, name: bytes) -> Node:
-        found = self._nodes("WHERE parent = ? AND name = ?", (parent, name))
-        if not found:
+        found = self._first("parent = ? AND name = ?", (parent, name))
+        if found is None:
             raise NotFound(f"{self.where}: {name!r} not found")
-        return found[0]
+        return found
 
     def children(self, parent: int, after: bytes | None = None, limit: int = -1) -> list[Node]:
-        """Children of a directory in name order, optionally those after a name (for paging)."""
-        if after is None:
-            return self._nodes("WHERE parent = ? AND id != parent AND id != ? ORDER BY name LIMIT ?", (parent, ROOT_ID, limit))
-        return self._nodes(
-            "WHERE parent = ? AND name > ? AND id != parent AND id != ? ORDER BY name LIMIT ?", (parent, after, ROOT_ID, limit)
-        )
+        """Children of a directory in name order, optionally those after a name (for paging).
+
+        Over a delta, SQLite merges the two index-ordered halves (a compound
+        SELECT's ORDER BY is a merge), so a page costs a page, not the directory."""
+        if after is None:  # no name bound: a damaged empty name is met (and refused), not skipped
+            return self._nodes("parent = ? AND id != parent AND id != ?", (parent, ROOT_ID), f"ORDER BY name LIMIT {int(limit)}")
+        return self._nodes("parent = ? AND name > ? AND id != parent AND id != ?", (parent, after, ROOT_ID),
+                           f"ORDER BY name LIMIT {int(limit)}")
 
     def children_rows(self, parent: int) -> list[tuple]:
         """Raw, unvalidated rows of a directory's children, for the backup's diff only:
         their names are only compared with names from the scan and never become paths,
         and whatever the new manifest keeps of them is validated when it is read."""
-        return self._query(f"SELECT {COLUMNS} FROM nodes WHERE parent = ? AND id != parent AND id != ?", (parent, ROOT_ID))
+        return self._rows("parent = ? AND id != parent AND id != ?", (parent, ROOT_ID))
 
     def lookup(self, path: bytes | tuple[bytes, ...]) -> Node:
         """The node at a relative path; symlinks are never followed."""
@@ -329,18 +402,41 @@ class Manifest:
         return node
 
     def count(self) -> int:
-        return self._query("SELECT count(*) FROM nodes")[0][0]
+        if self.base_path is None:
+            return self._query("SELECT count(*) FROM nodes")[0][0]
+        return self._query(f"SELECT (SELECT count(*) FROM main.nodes) + (SELECT count(*) FROM b.nodes WHERE {_VISIBLE})")[0][0]
 
     def max_id(self) -> int:
         """The largest node id (O(log n): the end of the rowid b-tree); the mount sizes inode ranges with it."""
-        return self._query("SELECT max(id) FROM nodes")[0][0] or ROOT_ID
+        if self.base_path is None:
+            return self._query("SELECT max(id) FROM nodes")[0][0] or ROOT_ID
+        top = self._query("SELECT max(coalesce((SELECT max(id) FROM main.nodes), 0), coalesce((SELECT max(id) FROM b.nodes), 0))")
+        return top[0][0] or ROOT_ID
 
     def by_hash(self, digest: bytes) -> Node | None:
-        found = self._nodes("WHERE type = 'f' AND sha256 = ? LIMIT 1", (digest,))
-        return found[0] if found else None
+        return self._first("type = 'f' AND sha256 = ?", (digest,))
 
     def same_size_exists(self, size: int) -> bool:
-        return bool(self._query("SELECT 1 FROM nodes WHERE type = 'f' AND size = ? LIMIT 1", (size,)))
+        return self._first("type = 'f' AND size = ?", (size,)) is not None
+
+    def layers(self) -> set[str]:
+        """Every layer the tree's files point into (gc's mark phase; one scan of the tree)."""
+        sql = "SELECT layer FROM main.nodes WHERE layer IS NOT NULL"
+        if self.base_path is not None:
+            sql += f" UNION SELECT layer FROM b.nodes WHERE layer IS NOT NULL AND {_VISIBLE}"
+        found = {row[0] for row in self._query(sql if self.base_path else sql.replace("SELECT", "SELECT DISTINCT", 1))}
+        for name in found:
+            try:
+                _valid_layer_name(name)
+            except names.InvalidRequest as exc:
+                raise CorruptData(f"{self.where}: damaged manifest: {exc}") from None
+        return found
+
+    def changed_rows(self) -> int:
+        """Rows the delta holds (0 for a whole tree): how far this tree has moved from its checkpoint."""
+        if self.base_path is None:
+            return 0
+        return self._query("SELECT (SELECT count(*) FROM main.nodes) + (SELECT count(*) FROM main.gone)")[0][0]
 
     def files_in_layer_order(self) -> Iterator[Node]:
         """Every regular file with data, ordered by layer and offset (sequential reads).
@@ -350,9 +446,13 @@ class Manifest:
         """
         db = self._connect()
         try:
-            cursor = db.execute(
-                f"SELECT {COLUMNS} FROM nodes WHERE type = 'f' AND size > 0 ORDER BY layer, data_offset, id"
-            )
+            cond = "type = 'f' AND size > 0"
+            if self.base_path is None:
+                sql = f"SELECT {COLUMNS} FROM nodes WHERE {cond}"
+            else:
+                self._attach(db)
+                sql = f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} UNION ALL SELECT {COLUMNS} FROM b.nodes WHERE {cond} AND {_VISIBLE}"
+            cursor = db.execute(f"{sql} ORDER BY layer, data_offset, id")
             for row in cursor:
                 yield _node_from_row(row, self.where)
         except (sqlite3.Error, UnicodeDecodeError) as exc:

@@ -1,16 +1,13 @@
 """A store kept in a directory on this machine.
 
-Layout (docs/FORMAT.md)::
+Layout: docs/FORMAT.md. Every name used here is chosen by vmlfs and passes
+:mod:`vmlfs.names`, so the store works on any file system. Objects are
+hardlinked from the backup's work directory (same file system) into place,
+never overwritten; a record is created with ``link()``, which fails if the
+name is taken, after everything it names was fsynced.
 
-    vmlfs-store.json
-    entries/<entry>/entry.json
-    entries/<entry>/backups/<ts>/{manifest.sqlite, layer.tar.zst, meta.json, env.txt, history.txt}
-    entries/<entry>/.tmp/            work in progress, never shown
-    entries/<entry>/.lock            one backup at a time per entry
-
-Every name used here is chosen by vmlfs and passes :mod:`vmlfs.names`, so the
-store works on any file system. Only a committed directory (renamed out of
-``.tmp`` after everything in it was fsynced) is ever listed as a backup.
+A tree's sha256 is checked every time this process first opens it (and again
+if the file changes): a flipped bit in a tree is found before it is used.
 """
 
 from __future__ import annotations
@@ -19,21 +16,14 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from vmlfs import names
-from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.lock import EntryLock
-from vmlfs.engine.store import (
-    LAYER,
-    MANIFEST,
-    STORE_FILE,
-    StoreLayout,
-    backup_path,
-    entry_path,
-)
-from vmlfs.errors import AlreadyExists, write_failed
+from vmlfs.engine.store import STORE_FILE, StoreLayout, backup_path, entry_path
+from vmlfs.errors import CorruptData, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +47,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise write_failed(exc, f"cannot write {path}") from exc
 
 
+def file_sha256(path: str | os.PathLike[str]) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -72,6 +72,8 @@ class LocalStore(StoreLayout):
         self.root = Path(root).absolute()
         self.description = str(self.root)
         self.frame_cache = cache or FrameCache()
+        self._checked: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256 found
+        self._checked_lock = threading.Lock()
         if create and not (self.root / STORE_FILE).exists():
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -99,12 +101,83 @@ class LocalStore(StoreLayout):
     def _rename(self, rel: str, new_rel: str) -> None:
         os.rename(self.root / rel, self.root / new_rel)
 
+    def _unlink(self, rel: str) -> None:
+        (self.root / rel).unlink()
+
     def _rmtree(self, rel: str) -> None:
         shutil.rmtree(self.root / rel)
 
     def space(self) -> tuple[int, int]:
         vfs = os.statvfs(self.root)
         return vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+
+    def _create(self, rel: str, data: bytes) -> None:
+        """Write a temporary file, fsync it, and link() it to ``rel``: EEXIST if the name is taken."""
+        target = self.root / rel
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, target)
+            fsync_dir(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _put(self, local: Path, rel: str) -> None:
+        """fsync ``local`` and hardlink it into place (it is in this store's .tmp); an existing
+        object of that name has that content already and is kept."""
+        target = self.root / rel
+        with open(local, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(local, target)
+        except FileExistsError:
+            return
+        except OSError:  # another file system after all: copy under a temporary name, then link
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            try:
+                shutil.copyfile(local, tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        fsync_dir(target.parent)
+
+    def _size(self, rel: str) -> int:
+        return (self.root / rel).stat().st_size
+
+    def _digest(self, rel: str) -> tuple[int, str]:
+        return file_sha256(self.root / rel)
+
+    def _tree_file(self, rel: str, digest: str, where: str) -> str:
+        path = self.root / rel
+        try:
+            st = path.stat()
+            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+            with self._checked_lock:
+                known = self._checked.get(key)
+            if known is None:
+                known = file_sha256(path)[1]
+                with self._checked_lock:
+                    self._checked[key] = known
+        except FileNotFoundError:
+            raise CorruptData(f"{where}: tree {digest[:12]} is missing from the store") from None
+        except OSError as exc:
+            raise CorruptData(f"{where}: cannot read tree {digest[:12]}: {exc.strerror}") from None
+        if known != digest:
+            raise CorruptData(f"{where}: tree {digest[:12]} differs from the sha256 its record names (damaged)")
+        return str(path)
+
+    def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader:
+        return SeekableReader(self.root / rel, cache=self.frame_cache, name=name)
+
+    def _local_path(self, rel: str) -> Path:
+        return self.root / rel
 
     def close(self) -> None:
         """Nothing to release for a local store; SshStore closes its connection here."""
@@ -115,25 +188,11 @@ class LocalStore(StoreLayout):
         return self.root / entry_path(name)
 
     def backup_dir(self, entry: str, ts: str) -> Path:
+        """A format-1 backup's directory."""
         return self.root / backup_path(entry, ts)
 
-    # the rest of the port --------------------------------------------------------
-
-    def open_manifest(self, entry: str, ts: str) -> Manifest:
-        return Manifest(self.backup_dir(entry, ts) / MANIFEST, f"{entry}@{ts}")
-
-    def open_layer(self, entry: str, ts: str) -> SeekableReader:
-        return SeekableReader(self.backup_dir(entry, ts) / LAYER, cache=self.frame_cache, name=f"layer of {entry}@{ts}")
-
-    def file_digest(self, entry: str, ts: str, name: str) -> tuple[int, str]:
-        """(size, sha256 hex) of a file of a backup directory, for verify."""
-        h = hashlib.sha256()
-        size = 0
-        with open(self.backup_dir(entry, ts) / name, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-        return size, h.hexdigest()
+    def object_file(self, kind: str, digest: str) -> Path:
+        return self.root / self._object_rel(kind, digest)
 
     def lock(self, entry: str) -> EntryLock:
         return EntryLock(str(self.entry_dir(entry) / ".lock"), f"entry {entry!r}")
@@ -156,18 +215,3 @@ class LocalStore(StoreLayout):
         except OSError as exc:
             raise write_failed(exc, f"cannot create {work}") from exc
         return work
-
-    def commit(self, entry: str, work: Path, ts: str) -> None:
-        """fsync everything in ``work`` and make it visible with one rename."""
-        target = self.backup_dir(entry, ts)
-        if target.exists():
-            raise AlreadyExists(f"backup {entry}@{ts} already exists")
-        try:
-            for p in work.iterdir():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-            fsync_dir(work)
-            os.rename(work, target)
-            fsync_dir(target.parent)
-        except OSError as exc:
-            raise write_failed(exc, f"cannot commit backup {entry}@{ts}") from exc

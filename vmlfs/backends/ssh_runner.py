@@ -264,6 +264,19 @@ class Sftp:
         """POSIX rename (replaces a file, fails onto a non-empty directory)."""
         self._call(self._client.posix_rename(old, new))
 
+    def rename_new(self, old: str, new: str) -> None:
+        """SFTP's own rename, which never replaces: OpenSSH links the new name and fails if it
+        is taken (the conditional create that commits a backup)."""
+        try:
+            self._call(self._client.rename(old, new))
+        except OSError as exc:
+            if not isinstance(exc, FileExistsError) and self.exists(new):
+                raise FileExistsError(errno.EEXIST, f"{new} exists") from None
+            raise
+
+    def remove(self, path: str) -> None:
+        self._call(self._client.remove(path))
+
     def rmtree(self, path: str) -> None:
         self._call(self._client.rmtree(path, ignore_errors=True))
 

@@ -3,19 +3,20 @@
 The same layout and public methods as :class:`LocalStore`, so the engine,
 the CLI and the mount use either without knowing which. What differs:
 
-- Small documents (store header, entry.json, meta.json, env.txt) are read
-  and written with SFTP; writes go to a temporary name, are fsynced and
-  renamed into place (``posix-rename@openssh.com``).
-- Manifests are downloaded once into a local cache directory, under a name
-  made of the entry, the timestamp and the manifest's sha256 from meta.json,
-  and checked against that sha256; a changed backup can therefore never be
-  answered from a stale copy. The cache is bounded (oldest files go first).
+- Small documents (store header, entry.json) are read and written with
+  SFTP; writes go to a temporary name, are fsynced and renamed into place
+  (``posix-rename@openssh.com``).
+- Trees are downloaded once into a local cache directory, under their
+  sha256 (the name the record gives them), and checked against it; a
+  changed backup can therefore never be answered from a stale copy. The
+  cache is bounded (oldest files go first).
 - Layers are read by range: the seek table, then only the frames a read
   needs, through the shared in-memory :class:`FrameCache`, keyed by the
   layer's sha256 as well.
-- A backup is built in a local work directory as with a local store;
-  :meth:`commit` uploads it into ``entries/<e>/.tmp/`` on the host, fsyncs
-  each file and renames the directory into ``backups/`` in one step.
+- A backup is built in a local work directory as with a local store; each
+  object is uploaded under a temporary name, fsynced, and given its name
+  with SFTP's plain rename, which never replaces; the record is created
+  the same way, last (:meth:`StoreLayout.commit`).
 - The entry lock is an flock held on the store host by a remote agent
   process for as long as the backup runs (and freed by the kernel if the
   connection dies).
@@ -27,32 +28,16 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from vmlfs import names
-from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
 from vmlfs.backends.ssh_url import parse_ssh_url
-from vmlfs.engine.store import (
-    LAYER,
-    MANIFEST,
-    META,
-    STORE_FILE,
-    StoreLayout,
-    backup_path,
-    entry_path,
-)
-from vmlfs.errors import (
-    AlreadyExists,
-    Busy,
-    CorruptData,
-    InvalidRequest,
-    write_failed,
-)
+from vmlfs.engine.store import STORE_FILE, StoreLayout, entry_path
+from vmlfs.errors import Busy, CorruptData, InvalidRequest, write_failed
 
 log = logging.getLogger(__name__)
 MANIFEST_CACHE_BYTES = 2 << 30
@@ -197,53 +182,79 @@ class SshStore(StoreLayout):
     def _rename(self, rel: str, new_rel: str) -> None:
         self.sftp.rename(self._p(rel), self._p(new_rel))
 
+    def _unlink(self, rel: str) -> None:
+        self.sftp.remove(self._p(rel))
+
     def _rmtree(self, rel: str) -> None:
         self.sftp.rmtree(self._p(rel))
 
-    # the rest of the port --------------------------------------------------------
+    def _create(self, rel: str, data: bytes) -> None:
+        tmp = f"{rel}.{os.getpid()}.tmp"
+        self.sftp.write(self._p(tmp), data)
+        try:
+            self.sftp.rename_new(self._p(tmp), self._p(rel))
+        finally:
+            self._discard(self._p(tmp))
 
-    def open_manifest(self, entry: str, ts: str) -> Manifest:
-        """The manifest from the local cache, downloaded (and checked against meta.json) if missing."""
-        digest = self.meta(entry, ts).manifest["sha256"]
-        local = self.cache_dir / entry / f"{ts}-{digest}.sqlite"
+    def _put(self, local: Path, rel: str) -> None:
+        if self.sftp.exists(self._p(rel)):
+            return
+        tmp = f"{rel}.{os.getpid()}.tmp"
+        try:
+            self.sftp.put(str(local), self._p(tmp))
+            self.sftp.rename_new(self._p(tmp), self._p(rel))
+        except FileExistsError:
+            pass
+        finally:
+            self._discard(self._p(tmp))
+
+    def _size(self, rel: str) -> int:
+        return self.sftp.size(self._p(rel))
+
+    def _digest(self, rel: str) -> tuple[int, str]:
+        """(size, sha256 hex) of a remote file, for verify (streamed, never whole in memory)."""
+        return self.sftp.sha256(self._p(rel))
+
+    def _tree_file(self, rel: str, digest: str, where: str) -> str:
+        """The tree from the local cache, downloaded (and checked against ``digest``) if missing."""
+        local = self.cache_dir / "trees" / f"{digest}.sqlite"
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=local.parent, suffix=".part")
             os.close(fd)
             try:
                 try:
-                    self.sftp.get(self._p(backup_path(entry, ts, MANIFEST)), tmp)
+                    self.sftp.get(self._p(rel), tmp)
                 except FileNotFoundError:
-                    raise CorruptData(f"{entry}@{ts}: manifest is missing") from None
+                    raise CorruptData(f"{where}: tree {digest[:12]} is missing from the store") from None
                 h = hashlib.sha256()
                 with open(tmp, "rb") as f:
                     while chunk := f.read(1 << 20):
                         h.update(chunk)
                 if h.hexdigest() != digest:
-                    raise CorruptData(f"{entry}@{ts}: manifest differs from the sha256 in meta.json (damaged)")
+                    raise CorruptData(f"{where}: tree {digest[:12]} differs from the sha256 its record names (damaged)")
                 os.replace(tmp, local)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             self._trim_cache()
         os.utime(local)
-        return Manifest(local, f"{entry}@{ts}")
+        return str(local)
 
     def _trim_cache(self) -> None:
-        files = sorted(self.cache_dir.glob("*/*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = sorted(self.cache_dir.glob("trees/*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
         total = 0
         for path in files:
             total += path.stat().st_size
             if total > MANIFEST_CACHE_BYTES:
                 path.unlink(missing_ok=True)
 
-    def open_layer(self, entry: str, ts: str) -> SeekableReader:
-        digest = self.meta(entry, ts).layer["sha256"]
-        return RemoteLayerReader(self, self._p(backup_path(entry, ts, LAYER)), digest, name=f"layer of {entry}@{ts}")
+    def _local_path(self, rel: str) -> Path:
+        raise InvalidRequest(f"{self.description}: this needs the store's files on this machine",
+                             hint="run it on the store's host, with the store's directory as --store")
 
-    def file_digest(self, entry: str, ts: str, name: str) -> tuple[int, str]:
-        """(size, sha256 hex) of a file of a backup directory, for verify (streamed, never whole in memory)."""
-        return self.sftp.sha256(self._p(backup_path(entry, ts, name)))
+    def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader:
+        return RemoteLayerReader(self, self._p(rel), digest, name=name)
 
     # writing -----------------------------------------------------------------
 
@@ -267,31 +278,13 @@ class SshStore(StoreLayout):
         names.entry_name(entry)
         return Path(tempfile.mkdtemp(prefix=f"vmlfs-{entry}-{names.timestamp(ts)}-"))
 
-    def commit(self, entry: str, work: Path, ts: str) -> None:
-        """Upload ``work`` to the host's .tmp, fsync every file, and make it visible with one rename."""
-        target = self._p(backup_path(entry, ts))
-        if self.sftp.exists(target):
-            raise AlreadyExists(f"backup {entry}@{ts} already exists")
-        remote_tmp = self._p(entry_path(entry, ".tmp", f"{ts}-{os.getpid()}"))
-        try:
-            self.sftp.makedirs(remote_tmp)
-            for p in sorted(work.iterdir(), key=lambda p: p.name == META):  # meta.json last
-                self.sftp.put(str(p), f"{remote_tmp}/{p.name}")
-            self.sftp.rename(remote_tmp, target)
-        except OSError as exc:
-            self._discard(remote_tmp)
-            raise write_failed(exc, f"cannot commit backup {entry}@{ts} to {self.description}") from exc
-        except BaseException:
-            self._discard(remote_tmp)
-            raise
-        shutil.rmtree(work, ignore_errors=True)
-
     def _discard(self, remote_tmp: str) -> None:
-        """Best effort: a dead connection leaves the directory to the next run's clean_tmp."""
+        """Best effort: a dead connection leaves a temporary upload to gc."""
         try:
-            self.sftp.rmtree(remote_tmp)
+            if self.sftp.exists(remote_tmp):
+                self.sftp.remove(remote_tmp)
         except ConnectionLost:
-            log.info("left %s for the next backup to clean up", remote_tmp)
+            log.info("left %s for gc to clean up", remote_tmp)
 
     def space(self) -> tuple[int, int]:
         return self.sftp.space(self._p(""))

@@ -75,6 +75,8 @@ def list_backups(ctx: Context, name: str) -> None:
             f"{m.timestamp}  {m.kind:<12} {m.base or '-':<16} {m.stats['files']:>8} files"
             f"  {humanize.size(m.layer['size']):>10}  {humanize.duration(m.duration_s):>9}"
             + (f"  vm:{m.vm_snapshot}" if m.vm_snapshot else "")
+            + ("  protected" if record.protected else "")
+            + (f"  TIMES? {anomaly}" if (anomaly := record.anomaly()) else "")
         )
 
 

@@ -36,5 +36,5 @@ def demo(directory: str) -> None:
         f"  vmlfs --store {s} restore {ENTRY}@{first} /tmp/restored\n"
         f"  vmlfs --store {s} verify\n"
         f"  mkdir -p /tmp/logbook && vmlfs --store {s} mount /tmp/logbook && ls /tmp/logbook/entries/{ENTRY}   # then: vmlfs umount /tmp/logbook\n"
-        f"  tar --zstd -tvf {s}/entries/{ENTRY}/backups/{second}/layer.tar.zst"
+        f"  tar --zstd -tvf {s}/objects/layers/{backups[1].layer['sha256']}.tar.zst"
     )

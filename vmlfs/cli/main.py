@@ -30,6 +30,7 @@ COMMAND_MODULES = {
     "vm": "vm",
     "cernvm": "cernvm",
     "provision": "provision",
+    "forget": "history", "protect": "history", "unprotect": "history", "gc": "history", "store": "history",
 }
 
 

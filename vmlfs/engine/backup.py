@@ -22,6 +22,7 @@ from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.manifest import DIR, FILE, ID, NAME, Manifest, ManifestWriter, Node
+from vmlfs.archive.trees import choose_stored, materialize
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.engine.plan import (
@@ -371,6 +372,7 @@ class _Plan:
     base: Manifest | None
     work: Path
     options: BackupOptions
+    base_meta: BackupMeta | None = None
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     t0: float = field(default_factory=time.monotonic)
 
@@ -387,6 +389,7 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: Back
     if the backup fails, the context manager sees the exception and can undo.
     """
     progress = progress or NoProgress()
+    store.require_format(2, "a backup")
     with store.lock(cfg.name):
         store.clean_tmp(cfg.name)
         records = store.backups(cfg.name)
@@ -399,6 +402,7 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: Back
         try:
             if base_ts is not None:
                 try:
+                    plan.base_meta = store.meta(cfg.name, base_ts)
                     plan.base = store.open_manifest(cfg.name, base_ts)
                 except CorruptData as exc:
                     raise CorruptData(f"the base backup is damaged: {exc}", hint="take a full backup with --kind full") from None
@@ -408,10 +412,8 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: Back
                 meta.vm_snapshot = vm_snapshot
                 _write(plan.work / META, meta.to_json())
                 store.commit(cfg.name, plan.work, ts)
-        except BaseException:
-            shutil.rmtree(plan.work, ignore_errors=True)
-            raise
         finally:
+            shutil.rmtree(plan.work, ignore_errors=True)
             if plan.base is not None:
                 plan.base.close()
     return meta
@@ -420,7 +422,9 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: Back
 def _build(plan: _Plan, progress: Progress) -> BackupMeta:
     """Write the layer, the manifest and the small files of ``plan`` into its work directory."""
     work, base = plan.work, plan.base
-    manifest = ManifestWriter(work / MANIFEST, plan.ts, base=base.path if base is not None else None)
+    if base is not None:
+        materialize(base, work / MANIFEST)
+    manifest = ManifestWriter(work / MANIFEST, patch=base is not None)
     try:
         # Unbuffered: frames are written whole, and a failing write must fail there, not
         # again when the file is closed on the way out (which would hide the first error).
@@ -434,6 +438,8 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         try:
             builder.run(Rules(tuple(plan.cfg.include), tuple(plan.cfg.exclude)))
             layer.close()
+            # Until now the new layer was called by the backup's name; its object name is its sha256.
+            manifest.rename_layer(plan.ts, layer.sha256)
             manifest.close()
         except BaseException:
             layer.abort()
@@ -453,10 +459,25 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
     if mismatch:
         builder.warnings.append(mismatch)
     stats = builder.stats.__dict__ | {"layer_members": layer.members, "layer_uncompressed": layer.uncompressed_bytes}
+    tree = _stored_tree(plan)
     return BackupMeta(
         timestamp=plan.ts, kind=plan.kind, base=plan.base_ts, started=plan.started.isoformat(timespec="milliseconds"),
         completed=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         duration_s=round(time.monotonic() - plan.t0, 3), guest=guest.description, release=release,
-        stats=stats, layer={"file": LAYER, "size": layer.compressed_bytes, "sha256": layer.sha256},
-        manifest={"file": MANIFEST, **_file_record(work / MANIFEST)}, files=files, warnings=builder.warnings,
+        stats=stats, layer={"size": layer.compressed_bytes, "sha256": layer.sha256},
+        manifest=tree, files=files, warnings=builder.warnings,
     )
+
+
+def _stored_tree(plan: _Plan) -> dict[str, object]:
+    """Leave in ``work/manifest.sqlite`` what the store keeps of the new tree (a delta over the
+    base's checkpoint while that stays small, else the whole tree) and return its reference."""
+    full = plan.work / MANIFEST
+    base_ref = plan.base_meta.manifest if plan.base_meta is not None else None
+    checkpoint = None
+    if base_ref is not None:
+        checkpoint = base_ref["base"] or {"sha256": base_ref["sha256"], "size": base_ref["size"]}
+    stored, is_delta = choose_stored(full, plan.base, checkpoint["sha256"] if checkpoint else None)
+    if is_delta:
+        stored.replace(full)
+    return {**_file_record(full), "base": checkpoint if is_delta else None}

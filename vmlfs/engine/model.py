@@ -8,26 +8,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from vmlfs import names
 from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
 
-STORE_VERSION = "1.0"
+STORE_VERSION = "2.0"  # 2.0: layers and trees are shared objects (docs/FORMAT.md); 1.x is still read
 ENTRY_VERSION = "1.1"  # 1.1: backup defaults ("backup": {...}); 1.0 readers ignore them
-BACKUP_VERSION = "1.0"
+BACKUP_VERSION = "2.0"  # 2.0: a record naming objects; 1.0: meta.json of a backup directory
+FUTURE_SLACK = timedelta(days=1)
 KINDS = ("full", "incremental", "differential")
 
 
-def check_version(doc: dict[str, Any], expected: str, where: str) -> None:
+def check_version(doc: dict[str, Any], expected: str, where: str, oldest: int | None = None) -> int:
+    """The document's major version, if this vmlfs reads it: ``expected``'s major, or any
+    major from ``oldest`` up to it. A newer major is refused."""
     version = doc.get("version")
     if not isinstance(version, str) or not version.split(".")[0].isdigit():
         raise CorruptData(f"{where}: missing or malformed version")
-    if version.split(".")[0] != expected.split(".")[0]:
+    major, mine = int(version.split(".")[0]), int(expected.split(".")[0])
+    if not (oldest if oldest is not None else mine) <= major <= mine:
         raise UnsupportedVersion(
             f"{where}: format version {version} is newer than this vmlfs understands ({expected})",
             hint="upgrade vmlfs to read this store",
         )
+    return major
 
 
 def parse_json(data: bytes, where: str) -> dict[str, Any]:
@@ -144,14 +150,34 @@ class BackupMeta:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     vm_snapshot: str | None = None
+    version: str = BACKUP_VERSION
 
     def to_json(self) -> bytes:
-        return dump_json({"format": "vmlfs-backup", "version": BACKUP_VERSION, **asdict(self)})
+        return dump_json({"format": "vmlfs-backup", **asdict(self)})
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def anomaly(self, now: datetime | None = None) -> str | None:
+        """Why the backup's times cannot be trusted, if they cannot: completed before it
+        started, or named more than a day in the future (a clock was wrong). Retention
+        counts such a backup as no keeper (dss ignores them likewise)."""
+        now = now or datetime.now(timezone.utc)
+        try:
+            started, completed = datetime.fromisoformat(self.started), datetime.fromisoformat(self.completed)
+            if completed < started:
+                return f"completed ({self.completed}) before it started ({self.started})"
+        except (TypeError, ValueError):
+            return "start or completion time is malformed"
+        if names.parse_timestamp(self.timestamp) > now + FUTURE_SLACK:
+            return f"its time {self.timestamp} lies more than a day in the future"
+        return None
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "BackupMeta":
         doc = parse_json(data, where)
-        check_version(doc, BACKUP_VERSION, where)
+        check_version(doc, BACKUP_VERSION, where, oldest=1)
         try:
             meta = cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
             names.timestamp(meta.timestamp)
@@ -161,9 +187,13 @@ class BackupMeta:
                 names.timestamp(meta.base)
             if not isinstance(meta.stats, dict) or not isinstance(meta.layer, dict) or not isinstance(meta.manifest, dict):
                 raise TypeError("stats, layer and manifest must be objects")
-            for part in (meta.layer, meta.manifest, *meta.files.values()):
-                if not isinstance(part.get("sha256"), str) or not isinstance(part.get("size"), int):
+            base_tree = meta.manifest.get("base")
+            parts = [meta.layer, meta.manifest, *meta.files.values(), *([base_tree] if base_tree is not None else [])]
+            for part in parts:
+                if not isinstance(part, dict) or not isinstance(part.get("sha256"), str) or not isinstance(part.get("size"), int):
                     raise TypeError("a file record lacks its sha256 or size")
+                if meta.major >= 2:  # the sha256 names the object: it becomes a path
+                    names.digest(part["sha256"])
         except (TypeError, ValueError, InvalidRequest) as exc:
             raise CorruptData(f"{where}: malformed backup metadata ({exc})") from None
         return meta

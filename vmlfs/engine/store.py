@@ -4,22 +4,41 @@ A store directory looks the same wherever it lives (docs/FORMAT.md); what
 differs between a local store and one over SSH is only how a file is read,
 written, listed or renamed. :class:`StoreLayout` holds everything that is
 about the layout — the header, entries, the default entry, listing backups
-and reading their metadata — and calls the primitives with paths relative to
-the store root, built only from names that passed :mod:`vmlfs.names`.
+and reading their records, opening a backup's tree and layers, committing a
+backup (objects first, then its record with one conditional create) — for
+format 2 and, read-only, format 1. It calls the primitives
+(:mod:`vmlfs.engine.store_files`) with paths relative to the store root,
+built only from names that passed :mod:`vmlfs.names`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
+from vmlfs.engine.store_files import (  # noqa: F401  (the layout's names, re-exported for its users)
+    BACKUP_FILES,
+    GARBAGE,
+    LAYER,
+    LEASES,
+    MANIFEST,
+    META,
+    OBJECT_KINDS,
+    STORE_FILE,
+    BackupRecord,
+    StoreFiles,
+    backup_path,
+    entry_path,
+    object_path,
+    record_path,
+)
 from vmlfs.engine.model import (
     STORE_VERSION,
     BackupMeta,
@@ -39,61 +58,13 @@ from vmlfs.errors import (
 
 log = logging.getLogger(__name__)
 
-STORE_FILE = "vmlfs-store.json"
-LAYER, MANIFEST, META = "layer.tar.zst", "manifest.sqlite", "meta.json"
-BACKUP_FILES = ("env.txt", "history.txt", META)  # the small files read_backup_file serves
 
-
-@dataclass
-class BackupRecord:
-    """A committed backup as listed: its metadata, or why it cannot be read."""
-
-    entry: str
-    timestamp: str
-    meta: BackupMeta | None
-    error: str | None = None
-
-
-def entry_path(name: str, *parts: str) -> str:
-    return "/".join(["entries", names.entry_name(name), *parts])
-
-
-def backup_path(entry: str, ts: str, *parts: str) -> str:
-    return entry_path(entry, "backups", names.timestamp(ts), *parts)
-
-
-class StoreLayout(ABC):
-    """A store: header, entries and backup listings here; file access and the rest of
-    the port (manifests, layers, the lock, committing) in each implementation."""
+class StoreLayout(StoreFiles):
+    """A store: header, entries, backup listings and format-2 objects here; file access
+    and the rest of the port (the lock, opening trees and layers) in each implementation."""
 
     description: str
-
-    # primitives (paths relative to the store root, '/'-separated) ---------------------
-
-    @abstractmethod
-    def _read(self, rel: str) -> bytes:
-        """The whole file; FileNotFoundError if it is missing."""
-
-    @abstractmethod
-    def _write(self, rel: str, data: bytes) -> None:
-        """Replace a small file so readers see the old or the new content, never half."""
-
-    @abstractmethod
-    def _listdir(self, rel: str) -> list[str]:
-        """Names in a directory; FileNotFoundError if it is missing."""
-
-    @abstractmethod
-    def _exists(self, rel: str) -> bool: ...
-
-    @abstractmethod
-    def _mkdir(self, rel: str) -> None:
-        """Create one directory; FileExistsError if it exists."""
-
-    @abstractmethod
-    def _rename(self, rel: str, new_rel: str) -> None: ...
-
-    @abstractmethod
-    def _rmtree(self, rel: str) -> None: ...
+    format: int = 2
 
     # the rest of the store port (used by the engine, the mount and the CLI) -------------
 
@@ -104,26 +75,12 @@ class StoreLayout(ABC):
         """The entry's backup lock: one backup at a time, across processes (and hosts)."""
 
     @abstractmethod
-    def open_manifest(self, entry: str, ts: str) -> Manifest: ...
-
-    @abstractmethod
-    def open_layer(self, entry: str, ts: str) -> SeekableReader: ...
-
-    @abstractmethod
-    def file_digest(self, entry: str, ts: str, name: str) -> tuple[int, str]:
-        """(size, sha256 hex) of a file of a backup directory, for verify."""
-
-    @abstractmethod
     def clean_tmp(self, entry: str) -> int:
         """Remove leftovers of interrupted backups; call only while holding the lock."""
 
     @abstractmethod
     def new_work_dir(self, entry: str, ts: str) -> Path:
         """A local directory to build a backup in."""
-
-    @abstractmethod
-    def commit(self, entry: str, work: Path, ts: str) -> None:
-        """Make the built backup visible atomically, everything in it durable first."""
 
     @abstractmethod
     def space(self) -> tuple[int, int]:
@@ -146,6 +103,25 @@ class StoreLayout(ABC):
                 raise write_failed(exc, f"cannot create store at {self.description}") from None
             self._write(STORE_FILE, dump_json({"format": "vmlfs-store", "version": STORE_VERSION, "default_entry": None}))
         self._read_header()
+        if self.format >= 2:
+            self.make_object_dirs()
+
+    def make_object_dirs(self) -> None:
+        for rel in ("objects", *(f"objects/{kind}" for kind in OBJECT_KINDS), GARBAGE, LEASES):
+            if not self._exists(rel):
+                try:
+                    self._mkdir(rel)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise write_failed(exc, f"cannot create {self.description}/{rel}") from None
+
+    def set_version(self, version: str) -> None:
+        """Switch the store's format with one atomic replace of its header (upgrade's commit point)."""
+        doc = self._read_header()
+        doc["version"] = version
+        self._write(STORE_FILE, dump_json(doc))
+        self._read_header()
 
     def _read_header(self) -> dict:
         where = f"{self.description}/{STORE_FILE}"
@@ -155,8 +131,13 @@ class StoreLayout(ABC):
             raise CorruptData(f"cannot read {where}: {exc.strerror}") from None
         if doc.get("format") != "vmlfs-store":
             raise CorruptData(f"{where} is not a vmlfs store header")
-        check_version(doc, STORE_VERSION, where)
+        self.format = check_version(doc, STORE_VERSION, where, oldest=1)
         return doc
+
+    def require_format(self, major: int, what: str) -> None:
+        if self.format < major:
+            raise InvalidRequest(f"{what} needs a store in format {major}; {self.description} is in format {self.format}",
+                                 hint="convert it with 'vmlfs store upgrade'")
 
     def check_alive(self) -> None:
         """CorruptData if the store vanished or became unreadable (a mount answers EIO, not an empty tree)."""
@@ -244,6 +225,8 @@ class StoreLayout(ABC):
             raise NotFound(f"no entry {entry!r}") from None
         except OSError as exc:
             raise CorruptData(f"cannot list backups of {entry!r}: {exc.strerror}") from None
+        if self.format >= 2:  # a format-2 backup is one record file; a directory left there is format-1 debris
+            found = [n[:-5] for n in found if n.endswith(".json")]
         return sorted(ts for ts in found if names.TIMESTAMP.fullmatch(ts))
 
     def backups(self, entry: str) -> list[BackupRecord]:
@@ -253,33 +236,143 @@ class StoreLayout(ABC):
         except NotFound:
             self.load_entry(entry)  # a missing entry says so; an entry without backups/ has none
             return []
-        return [self.backup_record(entry, ts) for ts in stamps]
+        protected = self.protected(entry)
+        records = [self.backup_record(entry, ts) for ts in stamps]
+        for record in records:
+            record.protected = record.timestamp in protected
+        return records
+
+    def _record_rel(self, entry: str, ts: str) -> str:
+        return record_path(entry, ts) if self.format >= 2 else backup_path(entry, ts, META)
 
     def backup_record(self, entry: str, ts: str) -> BackupRecord:
-        rel = backup_path(entry, ts, META)
+        rel = self._record_rel(entry, ts)
         where = f"{self.description}/{rel}"
         try:
-            return BackupRecord(entry, ts, BackupMeta.from_json(self._read(rel), where))
+            meta = BackupMeta.from_json(self._read(rel), where)
         except FileNotFoundError:
             return BackupRecord(entry, ts, None, f"{where}: metadata missing")
         except OSError as exc:
             return BackupRecord(entry, ts, None, f"{where}: {exc.strerror}")
         except VmlfsError as exc:
             return BackupRecord(entry, ts, None, str(exc))
+        if meta.major != self.format or meta.timestamp != ts:
+            return BackupRecord(entry, ts, None, f"{where}: a format-{meta.major} record of {meta.timestamp} here")
+        return BackupRecord(entry, ts, meta)
 
     def meta(self, entry: str, ts: str) -> BackupMeta:
         record = self.backup_record(entry, ts)
         if record.meta is None:
-            if not self._exists(backup_path(entry, ts)):
+            if not self._exists(self._record_rel(entry, ts)):
                 raise NotFound(f"entry {entry!r} has no backup {ts}")
             raise CorruptData(record.error or "unreadable backup")
         return record.meta
 
     def read_backup_file(self, entry: str, ts: str, name: str) -> bytes:
-        """A small file of the backup directory (env.txt, history.txt, meta.json)."""
+        """A small file of the backup (env.txt, history.txt, meta.json), checked against its record."""
         if name not in BACKUP_FILES:
             raise InvalidRequest(f"{name!r} is not a backup file")
+        if self.format < 2:
+            try:
+                return self._read(backup_path(entry, ts, name))
+            except FileNotFoundError:
+                raise NotFound(f"{entry}@{ts} has no {name}") from None
+        if name == META:
+            self.meta(entry, ts)
+            return self._read(record_path(entry, ts))
+        record = self.meta(entry, ts).files.get(name)
+        if record is None:
+            raise NotFound(f"{entry}@{ts} has no {name}")
         try:
-            return self._read(backup_path(entry, ts, name))
+            data = self._read(self._object_rel("blobs", record["sha256"]))
         except FileNotFoundError:
-            raise NotFound(f"{entry}@{ts} has no {name}") from None
+            raise CorruptData(f"{entry}@{ts}: {name} is missing from the store") from None
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise CorruptData(f"{entry}@{ts}: {name} differs from the sha256 its record names (damaged)")
+        return data
+
+    # trees and layers -------------------------------------------------------------------
+
+    def _object_rel(self, kind: str, digest: str) -> str:
+        """Where an object is: in place, or moved aside by gc and not yet removed (a mount
+        that still reads a forgotten backup finds it there)."""
+        rel = object_path(kind, digest)
+        if self._exists(rel):
+            return rel
+        for name in self._garbage_names():
+            if name.endswith("." + rel.replace("/", "+")):
+                return f"{GARBAGE}/{name}"
+        return rel
+
+    def open_manifest(self, entry: str, ts: str) -> Manifest:
+        """The backup's tree, every file of it checked against the sha256 its record names."""
+        where = f"{entry}@{ts}"
+        if self.format < 2:
+            digest = self.meta(entry, ts).manifest["sha256"]
+            return Manifest(self._tree_file(backup_path(entry, ts, MANIFEST), digest, where), where)
+        return self.open_tree(self.meta(entry, ts).manifest, where)
+
+    def open_tree(self, ref: dict, where: str) -> Manifest:
+        """A tree from its reference in a record: {sha256, size, base: {sha256, size} | None}."""
+        base = ref.get("base")
+        path = self._tree_file(self._object_rel("trees", ref["sha256"]), ref["sha256"], where)
+        if base is None:
+            return Manifest(path, where)
+        base_path = self._tree_file(self._object_rel("trees", base["sha256"]), base["sha256"], where)
+        return Manifest(path, where, base=base_path, base_digest=base["sha256"])
+
+    def tree_path(self, digest: str, where: str = "gc") -> str:
+        """A local, checked path of one tree object (gc rewrites trees from it)."""
+        return self._tree_file(self._object_rel("trees", digest), digest, where)
+
+    def open_layer(self, entry: str, name: str) -> SeekableReader:
+        """A layer by the name a tree gives it: a backup's timestamp (format 1) or the object's sha256."""
+        if self.format < 2:
+            digest = self.meta(entry, name).layer["sha256"]
+            return self._layer_reader(backup_path(entry, name, LAYER), digest, f"layer of {entry}@{name}")
+        return self._layer_reader(self._object_rel("layers", name), name, f"layer {name[:12]} of {entry}")
+
+    def object_digest(self, kind: str, digest: str) -> tuple[int, str]:
+        """(size, sha256 hex) of an object as stored, for verify."""
+        return self._digest(self._object_rel(kind, digest))
+
+    def file_digest(self, entry: str, ts: str, name: str) -> tuple[int, str]:
+        """(size, sha256 hex) of a file of a format-1 backup directory, for verify."""
+        return self._digest(backup_path(entry, ts, name))
+
+    # committing -------------------------------------------------------------------------
+
+    def commit(self, entry: str, work: Path, ts: str) -> None:
+        """Store the objects built in ``work``, then create the record: the one step that makes
+        the backup visible, and fails if the name is taken. Objects written before a crash
+        and named by no record are gc's to remove."""
+        self.require_format(2, "a backup")
+        meta = BackupMeta.from_json((work / META).read_bytes(), f"{work}/{META}")
+        try:
+            self._put(work / LAYER, object_path("layers", meta.layer["sha256"]))
+            self._put(work / MANIFEST, object_path("trees", meta.manifest["sha256"]))
+            for name, record in meta.files.items():
+                self._put(work / name, object_path("blobs", record["sha256"]))
+            self._create(record_path(entry, ts), meta.to_json())
+        except FileExistsError:
+            raise AlreadyExists(f"backup {entry}@{ts} already exists") from None
+        except OSError as exc:
+            raise write_failed(exc, f"cannot commit backup {entry}@{ts} to {self.description}") from exc
+
+    def format1_file(self, entry: str, ts: str, name: str) -> Path:
+        return self._local_path(backup_path(entry, ts, name))
+
+    def format1_dirs(self, entry: str) -> list[str]:
+        """Format-1 backup directories still in ``backups/`` (upgrade removes them once committed)."""
+        return sorted(n for n in self._listdir(entry_path(entry, "backups")) if names.TIMESTAMP.fullmatch(n))
+
+    def remove_format1_dir(self, entry: str, ts: str) -> None:
+        self._rmtree(backup_path(entry, ts))
+
+    def put_object(self, local: Path, kind: str, digest: str) -> None:
+        self._put(local, object_path(kind, digest))
+
+    def replace_record(self, entry: str, meta: BackupMeta) -> None:
+        """gc's re-pointing of a backup at rewritten trees: the record is replaced atomically."""
+        self._write(record_path(entry, meta.timestamp), meta.to_json())
+

@@ -1,11 +1,12 @@
 """Verify backups: every checksum the store records, re-read from disk.
 
-For each backup: its metadata parses; the manifest's and the layer's size
-and sha256 match what meta.json recorded; the layer's seek table is sound;
-every regular file's bytes, read through the frames (zstd frame checksums and
-sizes checked), match the sha256 in the manifest; env.txt and history.txt
-match theirs. A byte range already verified for one backup is not read again
-for the next one that shares it.
+For each backup: its metadata parses; its tree files, env.txt and history.txt
+have the size and sha256 its record names; every layer its files point into
+hashes to its name (format 2; format 1: to the sha256 in its backup's
+meta.json) and has a sound seek table; every regular file's bytes, read
+through the frames (zstd frame checksums and sizes checked), match the sha256
+in the tree. A layer or byte range already verified for one backup is not
+read again for the next one that shares it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from vmlfs.engine.model import BackupMeta
 from vmlfs.engine.store import LAYER, MANIFEST, StoreLayout
 from vmlfs.engine.content import Layers, file_chunks
 from vmlfs.errors import VmlfsError
@@ -40,20 +42,23 @@ class _Verifier:
         self.good_ranges: set[tuple[str, int, int, bytes]] = set()
         self.layer_status: dict[tuple[str, str], str | None] = {}
 
-    def _layer_problem(self, entry: str, ts: str) -> str | None:
-        """Check a layer file once against its backup's meta.json (size, sha256)."""
-        key = (entry, ts)
+    def _layer_problem(self, entry: str, name: str) -> str | None:
+        """Check a layer once: against its name (format 2) or its backup's meta.json (format 1)."""
+        key = (entry, name)
         if key not in self.layer_status:
             problem = None
             try:
-                meta = self.store.meta(entry, ts)
-                size, digest = self.store.file_digest(entry, ts, LAYER)
-                if (size, digest) != (meta.layer["size"], meta.layer["sha256"]):
-                    problem = f"layer of {entry}@{ts}: size/sha256 differ from meta.json (damaged)"
+                if self.store.format >= 2:
+                    if self.store.object_digest("layers", name)[1] != name:
+                        problem = f"layer {name[:12]}: content differs from its sha256 name (damaged)"
                 else:
-                    self.store.open_layer(entry, ts).close()  # parses and checks the seek table
+                    meta = self.store.meta(entry, name)
+                    if self.store.file_digest(entry, name, LAYER) != (meta.layer["size"], meta.layer["sha256"]):
+                        problem = f"layer of {entry}@{name}: size/sha256 differ from meta.json (damaged)"
+                if problem is None:
+                    self.store.open_layer(entry, name).close()  # parses and checks the seek table
             except FileNotFoundError:
-                problem = f"layer of {entry}@{ts} is missing"
+                problem = f"layer {name} of {entry} is missing"
             except VmlfsError as exc:
                 problem = str(exc)
             self.layer_status[key] = problem
@@ -68,18 +73,32 @@ class _Verifier:
         except VmlfsError as exc:
             self._problem(where, str(exc))
             return
-        for name, record in [(MANIFEST, meta.manifest), *meta.files.items()]:
+        for name, check, record in self._recorded(entry, ts, meta):
             try:
-                if self.store.file_digest(entry, ts, name) != (record["size"], record["sha256"]):
-                    self._problem(where, f"{name} differs from the size/sha256 in meta.json (damaged)")
+                if check() != (record["size"], record["sha256"]):
+                    self._problem(where, f"{name} differs from the size/sha256 its record names (damaged)")
             except OSError as exc:
-                self._problem(where, f"{name}: {exc.strerror}")
-        problem = self._layer_problem(entry, ts)
-        if problem:
-            self._problem(where, problem)
+                self._problem(where, f"{name}: {exc.strerror or exc}")
+        layers = [meta.layer["sha256"]] if self.store.format >= 2 else [ts]
+        for layer in layers:
+            problem = self._layer_problem(entry, layer)
+            if problem:
+                self._problem(where, problem)
         self._files(entry, ts, where)
         if len(self.report.problems) > before:
             self.report.damaged_backups.append(where)
+
+    def _recorded(self, entry: str, ts: str, meta: BackupMeta) -> list[tuple[str, Callable[[], tuple[int, str]], dict]]:
+        """(name, how to hash it as stored, its record) for every file a backup's record names but the layers."""
+        store = self.store
+        if store.format < 2:
+            return [(name, lambda name=name: store.file_digest(entry, ts, name), record)
+                    for name, record in [(MANIFEST, meta.manifest), *meta.files.items()]]
+        tree = meta.manifest
+        objects = [("tree", "trees", tree), *([("checkpoint tree", "trees", tree["base"])] if tree["base"] else []),
+                   *((name, "blobs", record) for name, record in meta.files.items())]
+        return [(name, lambda kind=kind, record=record: store.object_digest(kind, record["sha256"]), record)
+                for name, kind, record in objects]
 
     def _files(self, entry: str, ts: str, where: str) -> None:
         try:
@@ -89,6 +108,10 @@ class _Verifier:
             return
         layers = Layers(lambda layer_ts: self.store.open_layer(entry, layer_ts))
         try:
+            for layer in sorted(manifest.layers()):  # older layers this tree still points into
+                problem = self._layer_problem(entry, layer)
+                if problem:
+                    self._problem(where, problem)
             for node in manifest.files_in_layer_order():
                 self.report.files += 1
                 key = (node.layer, node.data_offset, node.size, node.sha256)

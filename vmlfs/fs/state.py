@@ -55,6 +55,8 @@ class MountState:
         self.readahead = ReadAhead()
         self.root = RootDir(self)
         self.table.pin(self.root)
+        # While mounted, gc keeps what it moves aside from a forgotten backup this mount may be reading.
+        self._lease = store.take_lease()
 
     def space(self) -> tuple[int, int]:
         """(total, available) bytes where the store lives: what ``df`` shows for the mount (blocks I/O)."""
@@ -157,6 +159,8 @@ class MountState:
             data.close()
         for reader in layers:
             reader.close()
+        if self._lease is not None:
+            self.store.drop_lease(self._lease)
         self.store.close()
         if self.jobs.vm is not None:
             self.jobs.vm.close()
