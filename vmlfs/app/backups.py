@@ -11,7 +11,8 @@ does. The orchestration around the engine's :func:`run_backup`:
 * ``strict_release``: the guest's release is checked before anything is read;
 * retries: a dropped SSH connection (guest or store) starts over after a
   growing pause, nothing having been committed; a refused host key never
-  retries.
+  retries;
+* ``prune_after``: the entry's stored keep rules applied once it committed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmlfs.app.prune import PruneResult, plan_prune, prune
 from vmlfs.app.session import Session
 from vmlfs.backends.connect import is_ssh, open_guest
 from vmlfs.engine.backup import BackupOptions, Progress, run_backup
@@ -56,8 +58,11 @@ def _vm_hook(session: Session, cfg: EntryConfig, snapshot: bool, consistent: boo
 
 
 def take_backup(session: Session, name: str, request: BackupRequest = BackupRequest(), *,
-                progress: Progress | None = None, on_retry: Callable[[str], None] = lambda line: None) -> BackupMeta:
-    """Back up entry ``name`` as ``request`` and its defaults say; ``on_retry`` hears why it starts over."""
+                progress: Progress | None = None, on_retry: Callable[[str], None] = lambda line: None,
+                on_prune: Callable[[PruneResult], None] = lambda result: None) -> BackupMeta:
+    """Back up entry ``name`` as ``request`` and its defaults say; ``on_retry`` hears why it starts over.
+    An entry whose keep rules say ``prune_after`` is pruned by them once the backup is committed
+    (``on_prune`` hears what went); a failing prune leaves the new backup committed."""
     store = session.store()
     cfg = store.load_entry(name)
     defaults = cfg.backup
@@ -71,7 +76,8 @@ def take_backup(session: Session, name: str, request: BackupRequest = BackupRequ
             guest = open_guest(cfg, session.guest_keys, env_file=request.env_file)
             if request.strict_release:
                 check_release(cfg.release, guest.release(), strict=True)
-            return run_backup(store, cfg, guest, options, progress=progress, around=around)
+            meta = run_backup(store, cfg, guest, options, progress=progress, around=around)
+            break
         except ConnectionFailed as exc:
             if isinstance(exc, HostKeyRejected) or attempt == retries:
                 raise
@@ -81,4 +87,6 @@ def take_backup(session: Session, name: str, request: BackupRequest = BackupRequ
         finally:
             if guest is not None:
                 guest.close()
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    if cfg.prune is not None and cfg.prune.prune_after:
+        on_prune(prune(session, plan_prune(session, [name])))
+    return meta

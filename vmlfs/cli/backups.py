@@ -42,7 +42,9 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
                             consistent=consistent, retries=retries, strict_release=strict_release)
     progress = BackupProgress(ctx.show_progress)
     try:
-        meta = take_backup(session, name, request, progress=progress, on_retry=_say)
+        meta = take_backup(session, name, request, progress=progress, on_retry=_say,
+                           on_prune=lambda done: _say(f"pruned by the entry's keep rules: forgot {len(done.forgotten)} backups"
+                                                      + (f", gc freed {humanize.size(done.gc.purged_bytes)}" if done.gc else "")))
     finally:
         progress.close()
     s = meta.stats

@@ -9,7 +9,10 @@ import click
 from vmlfs.app.entries import add_entry, edit_entry
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
+from vmlfs.cli.prune import keep_rule_options, policy_from, rule_values
 from vmlfs.engine.model import BackupDefaults, EntryConfig
+from vmlfs.engine.retention import StoredPolicy
+from vmlfs.errors import InvalidRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +35,20 @@ def entry_settings(func: F) -> F:
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    func = click.option("--prune-after/--no-prune-after", default=None,
+                        help="Prune by the stored keep rules after every backup [no].")(func)
+    return keep_rule_options(func)
+
+
+def _stored_policy(rules: dict[str, Any], prune_after: bool | None, old: StoredPolicy | None) -> StoredPolicy | None:
+    """The keep rules to store: the ones given (they replace the old ones), else the old ones with
+    ``prune_after`` changed; None when there are none."""
+    policy = policy_from(rules)
+    if policy is None and old is None:
+        if prune_after:
+            raise InvalidRequest("--prune-after needs keep rules", hint="add e.g. --keep-daily 7 --keep-weekly 4")
+        return None
+    return StoredPolicy(policy or old.policy, prune_after if prune_after is not None else bool(old and old.prune_after))
 
 
 def _vm(memory: int | None, cpus: int | None, network: str | None, ssh: str | None) -> dict[str, Any]:
@@ -56,14 +72,15 @@ def entry() -> None:
 def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: tuple[str, ...],
         release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
         vm_network: str | None, vm_ssh: str | None, vm_snapshot: bool | None, consistent: bool | None,
-        retries: int | None) -> None:
+        retries: int | None, prune_after: bool | None, **rules: Any) -> None:
     """Add entry NAME backing up GUEST.
 
     Example: vmlfs entry add higgs --guest ssh://physicist@cvm/home/physicist --release 2021.05-1 --domain cvm
     """
     cfg = EntryConfig(name, guest, list(include), list(exclude), release, domain, env_file,
                       _vm(vm_memory, vm_cpus, vm_network, vm_ssh),
-                      BackupDefaults(**_backup(vm_snapshot, consistent, retries)))
+                      BackupDefaults(**_backup(vm_snapshot, consistent, retries)),
+                      _stored_policy(rule_values(rules), prune_after, None))
     add_entry(ctx.session(), cfg)
     click.echo(f"added entry {name} ({guest})")
 
@@ -72,14 +89,15 @@ def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: 
 @click.argument("name")
 @click.option("--guest", help="Guest home: a local directory or ssh://[user@]host[:port]/path.")
 @entry_settings
+@click.option("--no-keep-rules", is_flag=True, help="Remove the stored keep rules.")
 @pass_context
 def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
          release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
          vm_network: str | None, vm_ssh: str | None, vm_snapshot: bool | None, consistent: bool | None,
-         retries: int | None) -> None:
+         retries: int | None, prune_after: bool | None, no_keep_rules: bool, **rules: Any) -> None:
     """Change settings of entry NAME; options not given keep their value.
 
-    Example: vmlfs entry edit higgs --vm-snapshot --consistent --retries 2
+    Example: vmlfs entry edit higgs --vm-snapshot --retries 2 --keep-daily 7 --keep-weekly 4 --prune-after
     """
     changes: dict[str, Any] = {k: v for k, v in (("guest", guest), ("release", release), ("domain", domain),
                                                  ("env_file", env_file)) if v is not None}
@@ -87,6 +105,11 @@ def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], e
         changes["include"] = list(include)
     if exclude:
         changes["exclude"] = list(exclude)
+    values = rule_values(rules)
+    if no_keep_rules:
+        changes["prune"] = None
+    elif policy_from(values) is not None or prune_after is not None:
+        changes["prune"] = _stored_policy(values, prune_after, ctx.store().load_entry(name).prune)
     edit_entry(ctx.session(), name, changes, _vm(vm_memory, vm_cpus, vm_network, vm_ssh),
                _backup(vm_snapshot, consistent, retries))
     click.echo(f"edited entry {name}")

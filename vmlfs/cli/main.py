@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "cernvm": "cernvm",
     "provision": "provision",
     "forget": "history", "protect": "history", "unprotect": "history", "gc": "history", "store": "history",
+    "prune": "prune",
 }
 
 

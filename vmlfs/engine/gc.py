@@ -80,12 +80,15 @@ class _Live:
     refs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (entry, ts) -> its tree reference
 
 
-def mark(store: StoreLayout) -> _Live:
-    """Everything the store's records name. An unreadable record stops gc: its objects could be live."""
+def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) -> _Live:
+    """Everything the store's records name (but those of the backups ``without``, for what forgetting
+    them would free). An unreadable record stops gc: its objects could be live."""
     live = _Live()
     views: dict[tuple, set[str]] = {}
     for entry in store.entry_names():
         for record in store.backups(entry):
+            if (entry, record.timestamp) in without:
+                continue
             if record.meta is None:
                 raise CorruptData(f"gc stopped: {entry}@{record.timestamp} is unreadable ({record.error})",
                                   hint="repair or forget it first")
@@ -105,6 +108,23 @@ def mark(store: StoreLayout) -> _Live:
                     tree.close()
             live.layers |= views[key]
     return live
+
+
+def freed_by_forgetting(store: StoreLayout, doomed: frozenset[tuple[str, str]]) -> int:
+    """Bytes of the objects that only the ``doomed`` backups name: what forgetting them and a gc
+    would free at least (a repack of layers they share with others frees more)."""
+    if not doomed:
+        return 0
+    now, after = mark(store), mark(store, doomed)
+    total = 0
+    for kind, before, kept in (("trees", now.trees, after.trees), ("blobs", now.blobs, after.blobs),
+                               ("layers", now.layers, after.layers)):
+        for digest in before - kept:
+            try:
+                total += store.object_size(kind, digest)
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def collect(store: StoreLayout, *, threshold: float = 0.2, grace: float = 3600.0, entry: str | None = None,

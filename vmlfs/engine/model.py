@@ -12,10 +12,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from vmlfs import names
+from vmlfs.engine.retention import StoredPolicy
 from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
 
 STORE_VERSION = "2.0"  # 2.0: layers and trees are shared objects (docs/FORMAT.md); 1.x is still read
-ENTRY_VERSION = "1.1"  # 1.1: backup defaults ("backup": {...}); 1.0 readers ignore them
+ENTRY_VERSION = "1.1"  # 1.1: backup defaults ("backup": {...}) and keep rules ("prune"); 1.0 readers ignore them
 BACKUP_VERSION = "2.0"  # 2.0: a record naming objects; 1.0: meta.json of a backup directory
 FUTURE_SLACK = timedelta(days=1)
 KINDS = ("full", "incremental", "differential")
@@ -107,9 +108,12 @@ class EntryConfig:
     env_file: str | None = None
     vm: dict[str, Any] = field(default_factory=dict)
     backup: BackupDefaults = field(default_factory=BackupDefaults)
+    prune: StoredPolicy | None = None
+    """The entry's keep rules for ``vmlfs prune NAME`` (and after every backup if it says so)."""
 
     def to_json(self) -> bytes:
-        return dump_json({"format": "vmlfs-entry", "version": ENTRY_VERSION, **asdict(self)})
+        doc = {**asdict(self), "prune": self.prune.to_doc() if self.prune is not None else None}
+        return dump_json({"format": "vmlfs-entry", "version": ENTRY_VERSION, **doc})
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "EntryConfig":
@@ -126,6 +130,7 @@ class EntryConfig:
                 env_file=_opt_str(doc.get("env_file")),
                 vm=dict(doc.get("vm") or {}),
                 backup=BackupDefaults.from_doc(doc.get("backup", {})),
+                prune=StoredPolicy.from_doc(doc["prune"]) if doc.get("prune") is not None else None,
             )
         except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
             raise CorruptData(f"{where}: malformed entry ({exc})") from None
