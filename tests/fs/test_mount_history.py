@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -40,3 +41,35 @@ def test_files_being_read_keep_their_bytes_while_their_backup_is_forgotten_and_g
     assert "deleted 4 objects" in out and "kept" not in out
     assert not list((s.store_path / "objects" / "garbage").iterdir())
     m.vmlfs("verify")
+
+
+@needs_fuse
+def test_prune_preview_and_prune_through_the_mount(tmp_path, mount_factory):
+    """cat control/prune-preview is the dry run of the stored keep rules; touch control/prune applies them,
+    and the pruned backups vanish from the entry while latest stays."""
+    s = make_store(tmp_path, big_mib=1)
+    stamps = [s.backup("full")]
+    for i in range(2):
+        (s.home / f"more{i}.txt").write_text(f"{i}\n")
+        stamps.append(s.backup("incremental"))
+    m = mount_factory(s.store_path)
+    control = m.entry() / "control"
+    assert {"prune", "prune-preview"} <= set(os.listdir(control))
+    assert (control / "prune-preview").read_text().startswith("cannot preview: entry 'e1' stores no prune policy")
+    m.vmlfs("entry", "edit", "e1", "--keep-last", "1")
+    preview = (control / "prune-preview").read_text().splitlines()
+    assert preview[:3] == [f"keep  e1@{stamps[2]}  (newest, last #1)", f"remove e1@{stamps[1]}", f"remove e1@{stamps[0]}"]
+    assert preview[3].startswith("2 backups to remove")
+    assert sorted(os.listdir(m.entry())) == sorted(stamps + ["control", "latest"]), "a preview changes nothing"
+    try:
+        (control / "prune").write_text("everything please\n")
+        raise AssertionError("a prune request with words was accepted")
+    except OSError as refused:
+        assert refused.errno == errno.EINVAL  # only a touch asks for a prune
+    os.utime(control / "prune")
+    deadline = time.monotonic() + 30
+    while "pruned e1:" not in (status := (control / "status").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "pruned e1: forgot 2 backups" in status, status
+    assert sorted(os.listdir(m.entry())) == sorted([stamps[2], "control", "latest"])
+    assert os.readlink(m.entry() / "latest") == stamps[2]

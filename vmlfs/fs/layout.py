@@ -28,6 +28,7 @@ from vmlfs.engine.model import BackupMeta
 
 ENTRIES, CONTROL, LATEST, HOME, INFO = "entries", "control", "latest", "home", "info.json"
 SNAPSHOT, STATUS, VM_SNAPSHOT, VM_REVERT, PROVISION = "snapshot", "status", "vm-snapshot", "vm-revert", "provision"
+PRUNE, PRUNE_PREVIEW = "prune", "prune-preview"
 VM, TREE = "vm", "tree"
 BACKUP_FILES = ("env.txt", "history.txt")  # copied from the backup directory when the backup has them
 
@@ -48,6 +49,8 @@ class Kind(Enum):
     STATUS = "control/status"
     VM_SNAPSHOT = "control/vm-snapshot"
     VM_REVERT = "control/vm-revert"
+    PRUNE = "control/prune"
+    PRUNE_PREVIEW = "control/prune-preview"
     PROVISION = "control/provision"
     SNAPSHOT_XML = "snapshot XML"
     SNAPSHOT_TREE = "snapshot tree"
@@ -88,9 +91,10 @@ def backup_layout(meta: BackupMeta) -> list[Slot]:
 
 
 def control_layout(per_entry: bool = True) -> list[Slot]:
-    """``snapshot`` and ``status``; per entry also ``vm-snapshot`` and ``vm-revert``, mount-wide ``provision``."""
-    extra = [Slot(VM_SNAPSHOT, Kind.VM_SNAPSHOT), Slot(VM_REVERT, Kind.VM_REVERT)] if per_entry \
-        else [Slot(PROVISION, Kind.PROVISION)]
+    """``snapshot`` and ``status``; per entry also ``vm-snapshot``, ``vm-revert``, ``prune`` and
+    ``prune-preview``; mount-wide ``provision``."""
+    extra = [Slot(VM_SNAPSHOT, Kind.VM_SNAPSHOT), Slot(VM_REVERT, Kind.VM_REVERT), Slot(PRUNE, Kind.PRUNE),
+             Slot(PRUNE_PREVIEW, Kind.PRUNE_PREVIEW)] if per_entry else [Slot(PROVISION, Kind.PROVISION)]
     return sorted([Slot(SNAPSHOT, Kind.SNAPSHOT), Slot(STATUS, Kind.STATUS), *extra], key=lambda s: s.name)
 
 

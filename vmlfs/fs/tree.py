@@ -22,6 +22,7 @@ from vmlfs.fs import layout
 from vmlfs.fs.context import MountContext
 from vmlfs.fs.files import BackupFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
 from vmlfs.fs.layout import Kind, Slot
+from vmlfs.fs.prune_files import PruneFile, PrunePreviewFile
 from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, FsNode, Listing
 from vmlfs.fs.vm import DomainSnapshots, ProvisionFile, VmFile, VmRevertFile, VmSnapshotFile
 
@@ -168,6 +169,8 @@ NODE_KINDS: dict[Kind, NodeFactory] = {
     Kind.STATUS: lambda parent, slot: StatusFile(parent.ctx, parent.entry),
     Kind.VM_SNAPSHOT: lambda parent, slot: VmSnapshotFile(parent.ctx, parent.entry),
     Kind.VM_REVERT: lambda parent, slot: VmRevertFile(parent.ctx, parent.entry),
+    Kind.PRUNE: lambda parent, slot: PruneFile(parent.ctx, parent.entry),
+    Kind.PRUNE_PREVIEW: lambda parent, slot: PrunePreviewFile(parent.ctx, parent.entry),
     Kind.PROVISION: lambda parent, slot: ProvisionFile(parent.ctx),
     Kind.SNAPSHOT_XML: lambda parent, slot: VmFile(parent.ctx, parent.entry, slot.name,
                                                    partial(parent.snapshots.xml, slot.arg)),
