@@ -7,8 +7,8 @@
    after all 30 against the first backup's store size plus the changed
    bytes (target <= 1.3x), and against restic's repository for the same 30
    snapshots.
-2. ``restic forget --keep-last 10 --prune`` against ``vmlfs forget`` of the
-   20 oldest plus ``vmlfs gc``: time and size after.
+2. ``restic forget --keep-last 10 --prune`` against ``vmlfs prune --keep-last 10``
+   (which forgets the 20 oldest and runs gc): time and size after.
 3. With ``--scale N``: a tree of N tiny files (generated once, kept under the
    work directory) gets a full and then a no-change backup; printed is what
    the no-change backup adds to the store (target <= 1 MiB for 1,000,000).
@@ -87,13 +87,12 @@ def history(work: Path, files: int, big: int, steps: int) -> list[str]:
     ]
     stamps = sorted(p.name[:-5] for p in (out / "store" / "entries" / "bench" / "backups").glob("*.json"))
     t0 = time.perf_counter()
-    subprocess.run(VMLFS + ["-q", "forget", *(f"bench@{ts}" for ts in stamps[:-10])], env=venv, check=True,
+    subprocess.run(VMLFS + ["-q", "prune", "bench", "--keep-last", "10", "--yes", "--grace", "0"], env=venv, check=True,
                    stdout=subprocess.DEVNULL)
-    subprocess.run(VMLFS + ["gc", "--grace", "0"], env=venv, check=True, stdout=subprocess.DEVNULL)
     vmlfs_forget = time.perf_counter() - t0
     restic_forget = timed([restic, "forget", "-q", "--keep-last", "10", "--prune"], env=renv)
     lines += [
-        f"delete the {len(stamps) - 10} oldest: vmlfs forget + gc {vmlfs_forget:6.1f} s, size after {mib(tree_bytes(out / 'store')).strip()};"
+        f"delete the {len(stamps) - 10} oldest: vmlfs prune --keep-last 10 {vmlfs_forget:6.1f} s, size after {mib(tree_bytes(out / 'store')).strip()};"
         f" restic forget --keep-last 10 --prune {restic_forget:6.1f} s, size after {mib(tree_bytes(out / 'restic')).strip()}",
     ]
     subprocess.run(VMLFS + ["-q", "verify"], env=venv, check=True)
