@@ -268,6 +268,20 @@ def test_dyadic_never_removes_the_newest_and_drops_what_is_too_old() -> None:
     assert kept(decisions) == {history[-1].ts: ("newest", "dyadic interval 0")}
 
 
+def test_dyadic_with_another_rule_is_not_idempotent() -> None:
+    # u = 1 d, n = 3, plus keep_last 2; ages 0, 28, 31, 36, 44, 50 h. Interval 1 (24-47 h) has two slots: of
+    # 44, 36, 31, 28 dyadic removes 28 (gap 3 h), then 31 (gap 5 h), keeping 44 and 36; keep_last keeps 0 and 28.
+    newest = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    history = [Backup(names.format_timestamp(newest - timedelta(hours=h))) for h in (0, 28, 31, 36, 44, 50)]
+    policy = Policy(keep_last=2, dyadic=True, unit_interval="1d", num_intervals=3)
+    first = kept(apply_policy(history, policy, newest))
+    assert [int((newest - names.parse_timestamp(ts)) / timedelta(hours=1)) for ts in first] == [0, 28, 36, 44, 50]
+    # Pruning again: now 36 and 28 tie at 8 h, so dyadic keeps 28 (already kept by keep_last) and 36 goes.
+    # dyadic alone is idempotent (the property tests check it); ORed with other rules it is not.
+    second = apply_policy([b for b in history if b.ts in first], policy, newest)
+    assert [d.ts for d in second if not d.keep] == [names.format_timestamp(newest - timedelta(hours=36))]
+
+
 # --- always kept, never counted ----------------------------------------------------------------
 
 

@@ -204,8 +204,8 @@ def apply_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> li
       from ``now``, so a VM that was off for months keeps its history.
     * Protected backups are kept (``protected``), may be the anchor, but fill
       no slot: ``keep_last 3`` keeps three unprotected backups besides them.
-    * Every rule then runs on its own over the unprotected backups; the
-      reasons are the union.
+    * Every rule then runs on its own over the rest (datable, finished,
+      unprotected); the reasons are the union.
     """
     if not isinstance(now, datetime) or now.tzinfo is None:
         raise InvalidRequest("apply_policy needs a timezone-aware 'now'")
