@@ -53,15 +53,27 @@ class _Sender:
         self.proc.write(b"U")
 
     def node(self, name: bytes | None, node: Node) -> None:
-        if node.is_dir:
-            self.enter(names.component(name) if name is not None else b"", node)
-            for child in self.manifest.children(node.id):
-                self.node(child.name, child)
-            self.leave()
+        """One node, and for a directory everything below it, depth first without recursion
+        (a tree may be deeper than Python's recursion limit)."""
+        if not node.is_dir:
+            if name is None:
+                raise UnsafePath("only a directory can be restored as the target itself")
+            self.leaf(names.component(name), node)
             return
-        if name is None:
-            raise UnsafePath("only a directory can be restored as the target itself")
-        names.component(name)
+        self.enter(names.component(name) if name is not None else b"", node)
+        stack = [iter(self.manifest.children(node.id))]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                self.leave()
+            elif child.is_dir:
+                self.enter(names.component(child.name), child)
+                stack.append(iter(self.manifest.children(child.id)))
+            else:
+                self.leaf(names.component(child.name), child)
+
+    def leaf(self, name: bytes, node: Node) -> None:
         if node.is_symlink:
             target = node.target or b""
             self.proc.write(b"L" + LINK.pack(node.uid, node.gid, node.mtime_ns, len(name), len(target)) + name + target)
