@@ -93,3 +93,11 @@ def relative_path(path: bytes) -> tuple[bytes, ...]:
     for part in parts:
         component(part)
     return parts
+
+
+def guest_path(path: bytes) -> tuple[bytes, ...]:
+    """Split a path as a guest's scan reports it: b'' is the root, and unlike :func:`relative_path`
+    nothing is normalised away (an empty or ``.`` component is refused, not dropped)."""
+    if len(path) > MAX_PATH:
+        raise UnsafePath(f"path longer than {MAX_PATH} bytes: {path[:40]!r}...")
+    return tuple(component(part) for part in path.split(b"/")) if path else ()

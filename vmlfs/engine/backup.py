@@ -32,6 +32,7 @@ from vmlfs.engine.plan import (
     untouched,
 )
 from vmlfs.engine.rules import Rules
+from vmlfs.engine.scan_check import checked_scan
 from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
 from vmlfs.errors import CorruptData, InvalidRequest, StorageFull
 from vmlfs.release.detect import check_release
@@ -120,7 +121,7 @@ class _Builder:
         report = ScanReport()
         stack: list[_OpenDir] = []
         count = 0
-        for entry in self.guest.scan(rules, report):
+        for entry in checked_scan(self.guest.scan(rules, report), self.guest.description):
             count += 1
             if count % 1000 == 0:
                 self.progress.scanned(count)
