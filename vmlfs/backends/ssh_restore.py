@@ -23,6 +23,7 @@ from vmlfs.backends.ssh_guest import agent_argv, check_exit
 from vmlfs.backends.ssh_runner import RemoteProcess, Runner
 from vmlfs.engine.content import Layers, file_chunks
 from vmlfs.engine.restore import RestoreReport
+from vmlfs.engine.tree_check import LinkGroups
 from vmlfs.errors import CorruptData, GuestError, UnsafePath
 
 META = struct.Struct("<IIIqI")
@@ -42,6 +43,8 @@ class _Sender:
         self.manifest, self.proc, self.on_bytes = manifest, proc, on_bytes
         self.layers = Layers(open_layer)
         self.sent_groups: set[int] = set()
+        self.groups = LinkGroups()
+        self.damaged: list[str] = []  # refused here, before anything was sent
 
     def enter(self, name: bytes, node: Node | None) -> None:
         if node is None:
@@ -74,6 +77,10 @@ class _Sender:
                 self.leaf(names.component(child.name), child)
 
     def leaf(self, name: bytes, node: Node) -> None:
+        problem = self.groups.disagreement(node)
+        if problem:
+            self.damaged.append(f"{name.decode('utf-8', 'replace')}: {problem}")
+            return
         if node.is_symlink:
             target = node.target or b""
             self.proc.write(b"L" + LINK.pack(node.uid, node.gid, node.mtime_ns, len(name), len(target)) + name + target)
@@ -143,6 +150,6 @@ def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableRea
     try:
         result = json.loads(out)
         return RestoreReport(result["files"], result["dirs"], result["symlinks"], result["hardlinks"], result["bytes"],
-                             list(result["damaged"]))
+                             list(result["damaged"]) + sender.damaged)
     except (ValueError, KeyError, TypeError) as exc:
         raise GuestError(f"restoring into {runner.description}: malformed report from the guest ({exc})") from None

@@ -21,6 +21,7 @@ from vmlfs import names
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.engine.content import Layers, file_chunks
+from vmlfs.engine.tree_check import LinkGroups
 from vmlfs.errors import AlreadyExists, CorruptData, NotFound, UnsafePath, VmlfsError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class _Restorer:
         self.layers = Layers(open_layer)
         self.linked: dict[int, bytes] = {}  # hardlink group -> path (relative to target) of the restored first member
         self.report = RestoreReport()
+        self.groups = LinkGroups()
 
     def close(self) -> None:
         self.layers.close()
@@ -157,6 +159,11 @@ class _Restorer:
     def _file(self, parent_fd: int, path: tuple[bytes, ...], node: Node) -> None:
         name = path[-1]
         rel = b"/".join(path)
+        problem = self.groups.disagreement(node)
+        if problem:
+            self.report.damaged.append(f"{_show(path)}: {problem}")
+            log.error("not restored: %s: %s", _show(path), problem)
+            return
         if node.link_group is not None and node.link_group in self.linked:
             first = self.linked[node.link_group]
             self._replace(parent_fd, name, lambda: os.link(first, name, src_dir_fd=self.target_fd, dst_dir_fd=parent_fd, follow_symlinks=False))

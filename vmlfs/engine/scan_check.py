@@ -58,7 +58,7 @@ def _fields_problem(e: ScanEntry) -> str | None:
         except UnicodeEncodeError:
             return f"owner name {owner!r} is not UTF-8"
     if e.type == SYMLINK:
-        if not isinstance(e.target, bytes) or not e.target or b"\0" in e.target or len(e.target) > names.MAX_PATH:
+        if not isinstance(e.target, bytes) or not e.target or b"\0" in e.target or len(e.target) >= names.MAX_PATH:
             return f"symlink target {e.target!r} is malformed"
     elif e.target is not None:
         return "only a symlink has a target"

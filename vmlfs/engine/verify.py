@@ -2,9 +2,11 @@
 
 For each backup: its metadata parses; the manifest's and the layer's size
 and sha256 match what meta.json recorded; the layer's seek table is sound;
-every regular file's bytes, read through the frames (zstd frame checksums and
-sizes checked), match the sha256 in the manifest; env.txt and history.txt
-match theirs. A byte range already verified for one backup is not read again
+every row of the tree passes the checks restore applies (names, types, modes,
+owners, link targets, hardlink groups: vmlfs/engine/tree_check.py), so verify
+never says "ok" for a backup restore would refuse; every regular file's bytes,
+read through the frames (zstd frame checksums and sizes checked), match the
+sha256 in the manifest; env.txt and history.txt match theirs. A byte range already verified for one backup is not read again
 for the next one that shares it.
 """
 
@@ -16,6 +18,7 @@ from typing import Callable
 
 from vmlfs.engine.store import LAYER, MANIFEST, StoreLayout
 from vmlfs.engine.content import Layers, file_chunks
+from vmlfs.engine.tree_check import tree_problems
 from vmlfs.errors import VmlfsError
 
 
@@ -87,6 +90,8 @@ class _Verifier:
         except VmlfsError as exc:
             self._problem(where, str(exc))
             return
+        for problem in tree_problems(manifest):  # what restore would refuse or skip, on every row kind
+            self._problem(where, problem)
         layers = Layers(lambda layer_ts: self.store.open_layer(entry, layer_ts))
         try:
             for node in manifest.files_in_layer_order():
