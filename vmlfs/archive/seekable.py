@@ -347,36 +347,38 @@ class SeekableReader:
         it: one lying entry for a frame never read (a wrong size, or one entry
         covering two frames) would shift every later frame, which would then
         decompress cleanly and serve other bytes. This reads the frame header
-        and the 3-byte block headers only, never decompresses.
+        and the 3-byte block headers only, never decompresses. A frame too
+        damaged to parse is not a lie about the others: it fails alone, when
+        it is read, and the frames after it stay readable.
         """
         t = self.table
         with self._lock:
             start = self._placed
         for j in range(start, index):
-            problem = self._frame_shape_problem(t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
+            problem = self._misplacing(t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
             if problem:
                 raise CorruptData(f"{self.name} frame {j}: {problem} (every later frame would be misplaced)")
         with self._lock:
             self._placed = max(self._placed, index)
 
-    def _frame_shape_problem(self, pos: int, end: int, size: int) -> str | None:
+    def _misplacing(self, pos: int, end: int, size: int) -> str | None:
+        """How a well-formed frame at ``pos`` contradicts its seek-table entry, or None (also when
+        the frame is too damaged to tell)."""
         head = self._read_compressed(pos, min(FRAME_HEADER_MAX, end - pos))
         try:
             params = zstandard.get_frame_parameters(head)
             pos += zstandard.frame_header_size(head)
-        except zstandard.ZstdError as exc:
-            return f"no zstd frame where the seek table puts one ({exc})"
+        except zstandard.ZstdError:
+            return None
         if params.content_size != size:
             return f"its header declares {params.content_size} bytes, the seek table {size}"
         while True:
             block = self._read_compressed(pos, 3)
-            if len(block) != 3:
-                return "the frame is cut short"
             value = int.from_bytes(block, "little")
-            kind = (value >> 1) & 3
-            if kind == 3:
-                return "a reserved block type"
-            pos += 3 + (1 if kind == 1 else value >> 3)  # an RLE block holds one byte
+            kind, length = (value >> 1) & 3, value >> 3
+            if len(block) != 3 or kind == 3 or length > zstandard.BLOCKSIZE_MAX:
+                return None
+            pos += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
             if pos > end:
                 return "its blocks run past the end the seek table gives it"
             if value & 1:
