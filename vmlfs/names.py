@@ -8,7 +8,7 @@ them pass through here before they touch a file system or a command line.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from vmlfs.errors import InvalidRequest, UnsafePath
 
@@ -53,6 +53,27 @@ def timestamp(ts: str) -> str:
     except ValueError as exc:
         raise InvalidRequest(f"invalid backup timestamp {ts!r}: {exc}") from None
     return ts
+
+
+FUTURE_SLACK = timedelta(days=1)
+"""How far after now a backup's name may lie and still be believed (clocks of hosts disagree a little)."""
+
+
+def backup_name_problem(ts: str, now: datetime | None = None) -> str | None:
+    """Why a name found in a store's ``backups/`` cannot be a backup taken so far, or None.
+
+    A malformed or impossible date (``20261399T999999Z``), or a moment far in
+    the future (``99991231T235959Z``: a wrong clock or a forged name, after
+    which no later name exists). Such a backup is reported as damaged and
+    never taken as a base or as the newest.
+    """
+    try:
+        moment = parse_timestamp(ts)
+    except InvalidRequest as exc:
+        return exc.message
+    if moment > (now or datetime.now(timezone.utc)) + FUTURE_SLACK:
+        return f"backup timestamp {ts} lies in the future (a wrong clock or a forged name)"
+    return None
 
 
 def format_timestamp(moment: datetime) -> str:

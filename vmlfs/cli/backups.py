@@ -14,7 +14,7 @@ from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.cli.progress import BackupProgress, byte_bar
 from vmlfs.engine.verify import verify_store
-from vmlfs.errors import CorruptData
+from vmlfs.errors import CorruptData, VmlfsError
 
 
 def _say(line: str) -> None:
@@ -134,8 +134,19 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
 def verify(ctx: Context, ref: str | None) -> None:
     """Re-read and check every layer, manifest and file hash (of one backup, one entry, or the store)."""
     store = ctx.store(create=False)
+    unlisted: list[str] = []  # damaged entries: a configuration that does not load, or backups that cannot be listed
     if ref is None:
-        targets = [(e, r.timestamp) for e in store.entry_names() for r in store.backups(e)]
+        targets = []
+        for e in store.entry_names():
+            try:
+                store.load_entry(e)
+                targets += [(e, r.timestamp) for r in store.backups(e)]
+            except VmlfsError as exc:
+                unlisted.append(f"entry {e}: {exc}")
+                try:
+                    targets += [(e, ts) for ts in store.timestamps(e)]  # its backups may still be sound
+                except VmlfsError:
+                    pass
     elif "@" in ref:
         targets = [resolve_backup(store, ref)]
     else:
@@ -146,11 +157,13 @@ def verify(ctx: Context, ref: str | None) -> None:
         report = verify_store(store, targets, on_bytes=bar.update)
     finally:
         bar.close()
-    for problem in report.problems:
+    for problem in unlisted + report.problems:
         click.echo(f"DAMAGED {problem}")
     if not report.ok:
         raise CorruptData(
             f"{len(report.damaged_backups)} of {report.backups} backups are damaged: {', '.join(report.damaged_backups)}"
         )
+    if unlisted:
+        raise CorruptData(f"{len(unlisted)} entries are damaged")
     if not ctx.quiet:
         click.echo(f"ok: {report.backups} backups, {report.files} files, {humanize.size(report.bytes)} checked")
