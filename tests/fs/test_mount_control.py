@@ -221,3 +221,41 @@ def test_foreground_sigterm_and_umount_command(tmp_path, mount_factory):
     again = subprocess.run([*VMLFS, "umount", str(m.path)], capture_output=True, text=True)
     assert again.returncode != 0 and "not a vmlfs mount" in again.stderr
     assert sys.executable
+
+
+def _serving_pid(mountpoint: Path) -> int:
+    """The pid of the vmlfs process serving ``mountpoint`` (the one with it in its argv)."""
+    wanted = os.fsencode(mountpoint)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"mount" in argv and wanted in argv and int(entry) != os.getpid():
+                return int(entry)
+    raise AssertionError(f"no process serves {mountpoint}")
+
+
+def test_remounting_a_killed_mount_names_it_and_the_fix(tmp_path, mount_factory):
+    s = make_store(tmp_path)
+    s.backup()
+    m = mount_factory(s.store_path)
+    os.kill(_serving_pid(m.path), signal.SIGKILL)
+
+    def dead() -> bool:
+        try:
+            os.listdir(m.path)
+        except OSError as exc:
+            return exc.errno == errno.ENOTCONN
+        return False
+
+    wait_for(dead, 10)
+    done = m.vmlfs("mount", str(m.path), check=False)
+    assert done.returncode == 2 and "not an empty directory" not in done.stderr
+    assert "process serving it is gone" in done.stderr and f"vmlfs umount {m.path}" in done.stderr
+    assert f"fusermount3 -u {m.path}" in done.stderr
+    m.vmlfs("umount", str(m.path))  # the advised fix works
+    assert not os.path.ismount(m.path)
+    m.start()  # and the mountpoint can be used again
+    assert os.listdir(m.entry())
