@@ -83,7 +83,8 @@ def entry(path: bytes, kind: str = "f", **fields) -> ScanEntry:
 
 
 @pytest.mark.parametrize("bad", [
-    entry(b"x", size=-1), entry(b"x", kind="p"), entry(b"x", uid=-1), entry(b"x", uname="\udcff"),
+    entry(b"x", size=-1), entry(b"x", kind="p"), entry(b"x", uid=-1), entry(b"x", gid=(1 << 32) - 1),
+    entry(b"x", uname="\udcff"),
     entry(b"x", target=b"y"), entry(b"x", mtime_ns=1 << 63), entry(b"x", mode=-1),
 ])
 def test_fields_no_scan_can_produce_are_refused(bad: ScanEntry) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,6 +73,14 @@ class FakeRepo:
 
     def served(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
+
+    def flooded_bytes(self, rel: str, timeout: float = 30.0) -> int:
+        """What the client took of a ``flood`` before it hung up (waits for the server to notice)."""
+        deadline = time.monotonic() + timeout
+        while rel not in self.flooded:
+            assert time.monotonic() < deadline, f"the flood of {rel} never ended"
+            time.sleep(0.02)
+        return self.flooded[rel]
 
     def gets(self, suffix: str = "") -> list[dict[str, str]]:
         """Headers of the GET requests whose path ends with ``suffix``."""

@@ -19,7 +19,7 @@ def test_an_endless_latest_file_is_refused_after_the_document_cap(release_repo):
     release_repo.flood["latest"] = 512 << 20
     with images.new_client() as client, pytest.raises(DownloadError, match="over the 4 MiB"):
         images.Repository(release_repo.url, client).catalog()
-    assert release_repo.flooded["latest"] < MAX_DOCUMENT + SLACK, "the client read on past the cap"
+    assert release_repo.flooded_bytes("latest") < MAX_DOCUMENT + SLACK, "the client read on past the cap"
 
 
 def test_an_image_streaming_past_its_listed_size_stops_there(release_repo):
@@ -31,7 +31,7 @@ def test_an_image_streaming_past_its_listed_size_stops_there(release_repo):
     release_repo.flood[HDD] = 300 << 20
     with pytest.raises(DownloadError, match=f"more than the {len(data)} bytes"):
         images.fetch(V_NEW, repo=release_repo.url, fmt="hdd")
-    assert release_repo.flooded[HDD] < len(data) + SLACK
+    assert release_repo.flooded_bytes(HDD) < len(data) + SLACK
     folder = images.cache_dir() / f"{V_NEW}.x86_64"
     assert [p for p in folder.iterdir()] == [], "nothing kept: no image, no part"
 

@@ -55,31 +55,33 @@ class _Sender:
     def leave(self) -> None:
         self.proc.write(b"U")
 
-    def node(self, name: bytes | None, node: Node) -> None:
-        """One node, and for a directory everything below it, depth first without recursion
-        (a tree may be deeper than Python's recursion limit)."""
+    def node(self, parts: tuple[bytes, ...], node: Node) -> None:
+        """The node at ``parts`` (() is the target itself), and for a directory everything below it,
+        depth first without recursion (a tree may be deeper than Python's recursion limit)."""
         if not node.is_dir:
-            if name is None:
+            if not parts:
                 raise UnsafePath("only a directory can be restored as the target itself")
-            self.leaf(names.component(name), node)
+            self.leaf(parts, node)
             return
-        self.enter(names.component(name) if name is not None else b"", node)
-        stack = [iter(self.manifest.children(node.id))]
+        self.enter(names.component(parts[-1]) if parts else b"", node)
+        stack = [(parts, iter(self.manifest.children(node.id)))]
         while stack:
-            child = next(stack[-1], None)
+            here, kids = stack[-1]
+            child = next(kids, None)
             if child is None:
                 stack.pop()
                 self.leave()
             elif child.is_dir:
                 self.enter(names.component(child.name), child)
-                stack.append(iter(self.manifest.children(child.id)))
+                stack.append((here + (child.name,), iter(self.manifest.children(child.id))))
             else:
-                self.leaf(names.component(child.name), child)
+                self.leaf(here + (child.name,), child)
 
-    def leaf(self, name: bytes, node: Node) -> None:
+    def leaf(self, path: tuple[bytes, ...], node: Node) -> None:
+        name = names.component(path[-1])
         problem = self.groups.disagreement(node)
         if problem:
-            self.damaged.append(f"{name.decode('utf-8', 'replace')}: {problem}")
+            self.damaged.append(f"{b'/'.join(path).decode('utf-8', 'replace')}: {problem}")
             return
         if node.is_symlink:
             target = node.target or b""
@@ -132,7 +134,7 @@ def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableRea
             for parts, node in plan:
                 for part in parts[:-1]:
                     sender.enter(part, None)
-                sender.node(parts[-1] if parts else None, node)
+                sender.node(parts, node)
                 for _ in parts[:-1]:
                     sender.leave()
             proc.write(b"E")

@@ -43,7 +43,7 @@ def _fields_problem(e: ScanEntry) -> str | None:
         return f"unknown type {e.type!r}"
     if not _int(e.mode, 0, 0o7777 + 1):
         return f"mode {e.mode!r} is not a permission mode"
-    if not (_int(e.uid, 0, U32) and _int(e.gid, 0, U32)):
+    if not (_int(e.uid, 0, U32 - 1) and _int(e.gid, 0, U32 - 1)):  # (uid_t)-1 is "no owner" to chown
         return f"owner {e.uid!r}:{e.gid!r} is out of range"
     if not _int(e.size, 0, I64) or (e.type != FILE and e.size):
         return f"size {e.size!r} is impossible for type {e.type!r}"
