@@ -15,8 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.archive.test_lying_seek_table import entries, rewrite
-from tests.fs.conftest import make_store, needs_fuse
+import pytest
+
+from tests.archive.test_lying_seek_table import entries, one_frame_of, rewrite
+from tests.fs.conftest import make_store, needs_fuse, serving_pid
 
 
 def lie_in_the_layer(store: Path, entry: str, ts: str) -> None:
@@ -56,3 +58,47 @@ def test_a_lying_seek_table_is_named_damage_everywhere(tmp_path: Path, mount_fac
         assert exc.errno == errno.EIO
     finally:
         os.close(fd)
+
+
+MAXRSS = r"""
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(done.returncode)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(done.stdout + done.stderr)
+"""
+
+
+def peak_rss_kib(*argv: str) -> tuple[int, int, str]:
+    """(exit code, peak RSS in KiB, output) of one vmlfs command, measured by a parent of its own."""
+    out = subprocess.run([sys.executable, "-c", MAXRSS, sys.executable, "-m", "vmlfs", *argv],
+                         capture_output=True, text=True, check=True).stdout
+    code, rss, text = out.split("\n", 2)
+    return int(code), int(rss), text
+
+
+@needs_fuse
+@pytest.mark.parametrize("table_says", ["1 GiB", "1 MiB"])
+def test_a_33_kib_layer_holding_a_1_gib_frame_costs_bounded_memory(tmp_path: Path, mount_factory, table_says: str) -> None:
+    setup = make_store(tmp_path, big_mib=1)
+    ts = setup.backup()
+    folder = setup.store_path / "entries" / "e1" / "backups" / ts
+    frame = one_frame_of(1 << 30)
+    rewrite(folder / "layer.tar.zst", frame, [(len(frame), (1 << 30) if table_says == "1 GiB" else (1 << 20))])
+    data = (folder / "layer.tar.zst").read_bytes()
+    assert len(data) < 64 << 10
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["layer"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (folder / "meta.json").write_text(json.dumps(meta))
+    store = ("--store", str(setup.store_path))
+    for argv in (("verify",), ("restore", "e1", str(tmp_path / "r"))):
+        code, rss, text = peak_rss_kib(*store, *argv)
+        assert code == 7 and "src/main.py" in text and "Traceback" not in text, text
+        assert rss < 150_000, f"{argv[0]}: peak RSS {rss} KiB for a 1 GiB frame"
+    mount = mount_factory(setup.store_path)
+    with pytest.raises(OSError) as caught:
+        (mount.entry() / ts / "home" / "src" / "main.py").read_bytes()
+    assert caught.value.errno == errno.EIO
+    status = Path(f"/proc/{serving_pid(mount.path)}/status").read_text()
+    peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    assert peak < 150_000, f"mount: peak RSS {peak} KiB"

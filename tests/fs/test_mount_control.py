@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fs.conftest import FUSE_MISSING, VMLFS, Mount, make_store
+from tests.fs.conftest import FUSE_MISSING, VMLFS, Mount, make_store, serving_pid
 from tests.fs.test_mount_read import tree
 
 pytestmark = [pytest.mark.fuse, pytest.mark.skipif(FUSE_MISSING, reason="needs /dev/fuse and fusermount3")]
@@ -223,25 +223,11 @@ def test_foreground_sigterm_and_umount_command(tmp_path, mount_factory):
     assert sys.executable
 
 
-def _serving_pid(mountpoint: Path) -> int:
-    """The pid of the vmlfs process serving ``mountpoint`` (the one with it in its argv)."""
-    wanted = os.fsencode(mountpoint)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"mount" in argv and wanted in argv and int(entry) != os.getpid():
-                return int(entry)
-    raise AssertionError(f"no process serves {mountpoint}")
-
-
 def test_remounting_a_killed_mount_names_it_and_the_fix(tmp_path, mount_factory):
     s = make_store(tmp_path)
     s.backup()
     m = mount_factory(s.store_path)
-    os.kill(_serving_pid(m.path), signal.SIGKILL)
+    os.kill(serving_pid(m.path), signal.SIGKILL)
 
     def dead() -> bool:
         try:
