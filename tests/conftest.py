@@ -107,3 +107,21 @@ def deep_tree(home: Path, depth: int, name: bytes = b"d") -> bytes:
 def remove_tree(path: Path) -> None:
     """Delete a tree of any depth (shutil.rmtree recurses per level before Python 3.12)."""
     subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
+MAXRSS = r"""
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(done.returncode)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(done.stdout + done.stderr)
+"""
+
+
+def peak_rss_kib(*argv: str, env: dict[str, str] | None = None) -> tuple[int, int, str]:
+    """(exit code, peak RSS in KiB, output) of one vmlfs command, measured by a parent of its own
+    (RUSAGE_CHILDREN of the test process would include every earlier child)."""
+    out = subprocess.run([sys.executable, "-c", MAXRSS, sys.executable, "-m", "vmlfs", *argv],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    code, rss, text = out.split("\n", 2)
+    return int(code), int(rss), text

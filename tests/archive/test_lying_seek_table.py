@@ -20,7 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.archive.test_seekable import write_stream
-from vmlfs.archive.seekable import READ_FRAME_LIMIT, SeekableReader, encode_seek_table, read_seek_table
+from vmlfs.archive.seekable import (
+    READ_FRAME_LIMIT,
+    SeekableReader,
+    encode_seek_table,
+    read_seek_table,
+)
 from vmlfs.errors import CorruptData
 
 FRAME = 1000

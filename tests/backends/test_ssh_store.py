@@ -3,6 +3,8 @@ manifests cached by content hash, layers read by range, the remote entry lock.""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -12,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.archive.test_lying_seek_table import one_frame_of, rewrite
 from tests.backends.conftest import KillOnFirstFile, Sshd
 from tests.cli.test_backup_cycle import build_guest, change_guest
-from tests.conftest import Vmlfs, snapshot_copy, tree_listing
+from tests.conftest import Vmlfs, peak_rss_kib, snapshot_copy, tree_listing
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.ssh_runner import ConnectionLost
 from vmlfs.backends.ssh_store import SshStore
@@ -190,3 +193,22 @@ def test_retries_reopen_a_dropped_store_connection(sshd: Sshd, remote: Path, cli
     assert b"retrying (1/3)" in err, "the connection was dropped while the backup ran"
     assert len(cli.backups("e")) == 1
     cli.run("verify")
+
+
+def test_a_1_gib_frame_in_an_ssh_store_costs_bounded_memory(cli: Vmlfs, remote: Path, tmp_path: Path) -> None:
+    """SFTP range reads go through the same frame checks: a layer bomb is a named damaged file."""
+    guest = tmp_path / "g"
+    guest.mkdir()
+    (guest / "notes.txt").write_text("hello\n")
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("backup", "e")
+    folder = remote / "entries" / "e" / "backups" / cli.backups("e")[0]
+    frame = one_frame_of(1 << 30)
+    rewrite(folder / "layer.tar.zst", frame, [(len(frame), 1 << 20)])
+    data = (folder / "layer.tar.zst").read_bytes()
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["layer"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (folder / "meta.json").write_text(json.dumps(meta))
+    code, rss, text = peak_rss_kib("restore", "e", str(tmp_path / "r"), env=cli.env)
+    assert code == 7 and "notes.txt" in text and "Traceback" not in text, text
+    assert rss < 150_000, f"peak RSS {rss} KiB for a 1 GiB frame"

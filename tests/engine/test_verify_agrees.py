@@ -82,7 +82,9 @@ def refused(restore) -> bool:
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_verify_flags_what_restore_refuses(tmp_path: Path, attack: str) -> None:
     store, ts = tampered_backup(tmp_path, ATTACKS[attack])
-    layer = lambda layer_ts: store.open_layer("e", layer_ts)  # noqa: E731
+    def layer(layer_ts: str):
+        return store.open_layer("e", layer_ts)
+
     manifest = store.open_manifest("e", ts)
     assert refused(lambda: restore_tree(manifest, layer, str(tmp_path / "local"))), "the local restore accepts it"
     assert refused(lambda: restore_to_guest(manifest, layer, RecordingRunner(), str(tmp_path / "remote"))), \

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.archive.test_lying_seek_table import entries, one_frame_of, rewrite
+from tests.conftest import peak_rss_kib
 from tests.fs.conftest import make_store, needs_fuse, serving_pid
 
 
@@ -58,23 +59,6 @@ def test_a_lying_seek_table_is_named_damage_everywhere(tmp_path: Path, mount_fac
         assert exc.errno == errno.EIO
     finally:
         os.close(fd)
-
-
-MAXRSS = r"""
-import resource, subprocess, sys
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-print(done.returncode)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(done.stdout + done.stderr)
-"""
-
-
-def peak_rss_kib(*argv: str) -> tuple[int, int, str]:
-    """(exit code, peak RSS in KiB, output) of one vmlfs command, measured by a parent of its own."""
-    out = subprocess.run([sys.executable, "-c", MAXRSS, sys.executable, "-m", "vmlfs", *argv],
-                         capture_output=True, text=True, check=True).stdout
-    code, rss, text = out.split("\n", 2)
-    return int(code), int(rss), text
 
 
 @needs_fuse
