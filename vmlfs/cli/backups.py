@@ -146,7 +146,7 @@ def verify(ctx: Context, ref: str | None) -> None:
                 try:
                     targets += [(e, ts) for ts in store.timestamps(e)]  # its backups may still be sound
                 except VmlfsError:
-                    pass
+                    pass  # nothing more to verify of it; its damage is reported above
     elif "@" in ref:
         targets = [resolve_backup(store, ref)]
     else:
