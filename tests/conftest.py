@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -78,26 +80,76 @@ def snapshot_copy(src: Path, dst: Path) -> Path:
 
 
 def tree_listing(root: Path) -> dict[bytes, tuple]:
-    """Everything restore must reproduce: type, mode, owner, mtime ns, size, link target, content, hardlink groups."""
+    """Everything restore must reproduce: type, mode, owner, mtime ns, size, link target, content, hardlink groups.
+
+    An explicit stack rather than os.walk (recursive before Python 3.12), so
+    trees deeper than the recursion limit can be compared too.
+    """
     out: dict[bytes, tuple] = {}
     inodes: dict[int, bytes] = {}
     root_b = os.fsencode(root)
-    for dirpath, dirnames, filenames in os.walk(root_b):
-        for name in sorted(dirnames + filenames):
+    todo = [root_b]
+    while todo:
+        dirpath = todo.pop()
+        for name in sorted(os.listdir(dirpath)):
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root_b)
             st = os.lstat(path)
-            kind = "l" if os.path.islink(path) else "d" if os.path.isdir(path) else "f"
+            kind = "l" if stat.S_ISLNK(st.st_mode) else "d" if stat.S_ISDIR(st.st_mode) else "f"
             target = os.readlink(path) if kind == "l" else None
             content = None
             group = None
+            if kind == "d":
+                todo.append(path)
             if kind == "f":
                 with open(path, "rb") as f:
-                    import hashlib
-
                     content = hashlib.sha256(f.read()).hexdigest() if st.st_size < (64 << 20) else st.st_size
                 if st.st_nlink > 1:
                     group = inodes.setdefault(st.st_ino, rel)
             mode = st.st_mode & 0o7777 if kind != "l" else None
             out[rel] = (kind, mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size if kind == "f" else None, target, content, group)
     return out
+
+
+def deep_tree(home: Path, depth: int, name: bytes = b"d") -> bytes:
+    """Directories ``name`` nested ``depth`` levels below ``home``, made relative to directory fds
+    (so any depth works), with a file, a symlink and a hardlink pair at the bottom; returns the
+    relative path of the deepest directory."""
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, 0o750, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        leaf = os.open(b"f", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd)
+        os.write(leaf, b"at the bottom\n")
+        os.close(leaf)
+        os.link(b"f", b"h", src_dir_fd=fd, dst_dir_fd=fd)
+        os.symlink(b"f", b"s", dir_fd=fd)
+    finally:
+        os.close(fd)
+    return b"/".join([name] * depth)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a tree of any depth (shutil.rmtree recurses per level before Python 3.12)."""
+    subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
+MAXRSS = r"""
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(done.returncode)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(done.stdout + done.stderr)
+"""
+
+
+def peak_rss_kib(*argv: str, env: dict[str, str] | None = None) -> tuple[int, int, str]:
+    """(exit code, peak RSS in KiB, output) of one vmlfs command, measured by a parent of its own
+    (RUSAGE_CHILDREN of the test process would include every earlier child)."""
+    out = subprocess.run([sys.executable, "-c", MAXRSS, sys.executable, "-m", "vmlfs", *argv],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    code, rss, text = out.split("\n", 2)
+    return int(code), int(rss), text

@@ -8,7 +8,7 @@ them pass through here before they touch a file system or a command line.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from vmlfs.errors import InvalidRequest, UnsafePath
 
@@ -94,6 +94,27 @@ def digest(name: str) -> str:
     return name
 
 
+FUTURE_SLACK = timedelta(days=1)
+"""How far after now a backup's name may lie and still be believed (clocks of hosts disagree a little)."""
+
+
+def backup_name_problem(ts: str, now: datetime | None = None) -> str | None:
+    """Why a name found in a store's ``backups/`` cannot be a backup taken so far, or None.
+
+    A malformed or impossible date (``20261399T999999Z``), or a moment far in
+    the future (``99991231T235959Z``: a wrong clock or a forged name, after
+    which no later name exists). Such a backup is reported as damaged and
+    never taken as a base or as the newest.
+    """
+    try:
+        moment = parse_timestamp(ts)
+    except InvalidRequest as exc:
+        return exc.message
+    if moment > (now or datetime.now(timezone.utc)) + FUTURE_SLACK:
+        return f"backup timestamp {ts} lies in the future (a wrong clock or a forged name)"
+    return None
+
+
 def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
 
@@ -132,3 +153,11 @@ def relative_path(path: bytes) -> tuple[bytes, ...]:
     for part in parts:
         component(part)
     return parts
+
+
+def guest_path(path: bytes) -> tuple[bytes, ...]:
+    """Split a path as a guest's scan reports it: b'' is the root, and unlike :func:`relative_path`
+    nothing is normalised away (an empty or ``.`` component is refused, not dropped)."""
+    if len(path) > MAX_PATH:
+        raise UnsafePath(f"path longer than {MAX_PATH} bytes: {path[:40]!r}...")
+    return tuple(component(part) for part in path.split(b"/")) if path else ()

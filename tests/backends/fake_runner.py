@@ -49,6 +49,9 @@ class LocalProcess:
         return self.exit_status
 
     def terminate(self) -> None:
+        """Like a closed SSH channel: the agent sees its stdin end (killing ``sh`` alone would
+        leave the agent it started holding the stderr pipe)."""
+        self.close_stdin()
         self.popen.kill()
         self.wait()
 

@@ -245,3 +245,22 @@ def test_the_ssh_agent_is_used(vmlfs: Vmlfs, sshd: Sshd, guest: Path, tmp_path: 
     finally:
         agent.terminate()
         agent.wait()
+
+
+@pytest.mark.parametrize("known_type", ["ecdsa", "rsa"])
+def test_host_key_changed_to_another_type_says_so(cli: Vmlfs, sshd: Sshd, guest: Path, tmp_path: Path, known_type: str) -> None:
+    """known_hosts holds a key of another type than the server now offers: asyncssh then offers only
+    that type and the handshake fails; the error must still say the host key changed, and show it."""
+    key = tmp_path / "old"
+    subprocess.run(["ssh-keygen", "-q", "-t", known_type, "-N", "", "-f", str(key)], check=True)
+    old = " ".join(Path(f"{key}.pub").read_text().split()[:2])
+    sshd.known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {old}\n")
+    offered = subprocess.run(["ssh-keygen", "-lf", str(sshd.host_pub)], capture_output=True, text=True, check=True).stdout.split()[1]
+    cli.run("entry", "add", "e", "--guest", sshd.url(str(guest)))
+    for flags in ([], ["--accept-new-host-key"]):
+        proc = cli.run("backup", "e", *flags, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 10 and "host key of 127.0.0.1 has CHANGED" in err and offered in err, err
+        assert "Connection lost" not in err
+    assert sshd.known_hosts.read_text() == f"[127.0.0.1]:{sshd.port} {old}\n"
+    assert cli.backups("e") == []

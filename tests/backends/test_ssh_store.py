@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.archive.test_lying_seek_table import one_frame_of, rewrite
 from tests.backends.conftest import KillOnFirstFile, Sshd
 from tests.cli.test_backup_cycle import build_guest, change_guest
-from tests.conftest import Vmlfs, snapshot_copy, tree_listing
+from tests.conftest import Vmlfs, peak_rss_kib, snapshot_copy, tree_listing
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.ssh_runner import ConnectionLost
 from vmlfs.backends.ssh_store import SshStore
@@ -240,3 +241,19 @@ def test_forget_and_gc_over_ssh(cli: Vmlfs, remote: Path, tmp_path: Path) -> Non
     cli.run("-q", "verify")
     cli.run("-q", "restore", "e", str(tmp_path / "r"))
     assert tree_listing(tmp_path / "r") == tree_listing(copy)
+
+
+def test_a_1_gib_frame_in_an_ssh_store_costs_bounded_memory(cli: Vmlfs, remote: Path, tmp_path: Path) -> None:
+    """SFTP range reads go through the same frame checks: a layer bomb is a named damaged file."""
+    guest = tmp_path / "g"
+    guest.mkdir()
+    (guest / "notes.txt").write_text("hello\n")
+    cli.run("entry", "add", "e", "--guest", str(guest))
+    cli.run("backup", "e")
+    record = json.loads((remote / "entries" / "e" / "backups" / f"{cli.backups('e')[0]}.json").read_text())
+    layer = remote / "objects" / "layers" / f"{record['layer']['sha256']}.tar.zst"
+    frame = one_frame_of(1 << 30)
+    rewrite(layer, frame, [(len(frame), 1 << 20)])  # the object keeps its name: restore reads it frame by frame
+    code, rss, text = peak_rss_kib("restore", "e", str(tmp_path / "r"), env=cli.env)
+    assert code == 7 and "notes.txt" in text and "Traceback" not in text, text
+    assert rss < 150_000, f"peak RSS {rss} KiB for a 1 GiB frame"

@@ -8,7 +8,9 @@ release directories have none, so the server's own index is read there.
 
 Faults can be injected per path: ``cut[path] = n`` sends the full
 Content-Length but only ``n`` bytes of body, once; ``fail[path] = status``
-answers with that HTTP status. Every request is recorded with its headers.
+answers with that HTTP status; ``loop`` paths redirect to themselves; ``flood[path] = n`` sends
+the file and then ``n`` more bytes without a Content-Length (``flooded[path]`` counts what the client
+took before it hung up). Every request is recorded with its headers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +41,9 @@ class FakeRepo:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     cut: dict[str, int] = field(default_factory=dict)
     fail: dict[str, int] = field(default_factory=dict)
+    loop: set[str] = field(default_factory=set)
+    flood: dict[str, int] = field(default_factory=dict)
+    flooded: dict[str, int] = field(default_factory=dict)
 
     def write(self, rel: str, data: bytes) -> Path:
         path = self.root / rel
@@ -68,6 +74,14 @@ class FakeRepo:
     def served(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
 
+    def flooded_bytes(self, rel: str, timeout: float = 30.0) -> int:
+        """What the client took of a ``flood`` before it hung up (waits for the server to notice)."""
+        deadline = time.monotonic() + timeout
+        while rel not in self.flooded:
+            assert time.monotonic() < deadline, f"the flood of {rel} never ended"
+            time.sleep(0.02)
+        return self.flooded[rel]
+
     def gets(self, suffix: str = "") -> list[dict[str, str]]:
         """Headers of the GET requests whose path ends with ``suffix``."""
         return [h for p, h in self.requests if p.endswith(suffix)]
@@ -92,10 +106,36 @@ def _handler(repo: FakeRepo) -> type[SimpleHTTPRequestHandler]:
             rel = path[len(PREFIX):]
             if rel in repo.fail:
                 return self.send_error(repo.fail[rel])
+            if rel in repo.loop:
+                self.send_response(302)
+                self.send_header("Location", path)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            if rel in repo.flood:
+                return self._flood(rel)
             target = Path(self.translate_path(self.path))
             if not target.is_file():
                 return super().do_GET()
             self._send_file(rel, target.read_bytes())
+
+        def _flood(self, rel: str) -> None:
+            """The file (if any), then bytes on and on without a Content-Length, counting what the client took."""
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            target = repo.root / rel
+            head = target.read_bytes() if target.is_file() else b""
+            sent, limit, chunk = 0, len(head) + repo.flood[rel], bytes(1 << 16)
+            try:
+                self.wfile.write(head)
+                sent = len(head)
+                while sent < limit:
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            repo.flooded[rel] = sent
 
         def _send_file(self, rel: str, data: bytes) -> None:
             start, status = 0, 200

@@ -129,3 +129,17 @@ def mount_factory(tmp_path):
     yield factory
     for m in mounts:
         m.stop()
+
+
+def serving_pid(mountpoint: Path) -> int:
+    """The pid of the vmlfs process serving ``mountpoint`` (the one with it in its argv)."""
+    wanted = os.fsencode(mountpoint)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"mount" in argv and wanted in argv and int(entry) != os.getpid():
+                return int(entry)
+    raise AssertionError(f"no process serves {mountpoint}")

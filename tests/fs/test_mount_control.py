@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fs.conftest import FUSE_MISSING, VMLFS, Mount, make_store
+from tests.fs.conftest import FUSE_MISSING, VMLFS, Mount, make_store, serving_pid
 from tests.fs.test_mount_read import tree
 
 pytestmark = [pytest.mark.fuse, pytest.mark.skipif(FUSE_MISSING, reason="needs /dev/fuse and fusermount3")]
@@ -222,3 +222,27 @@ def test_foreground_sigterm_and_umount_command(tmp_path, mount_factory):
     again = subprocess.run([*VMLFS, "umount", str(m.path)], capture_output=True, text=True)
     assert again.returncode != 0 and "not a vmlfs mount" in again.stderr
     assert sys.executable
+
+
+def test_remounting_a_killed_mount_names_it_and_the_fix(tmp_path, mount_factory):
+    s = make_store(tmp_path)
+    s.backup()
+    m = mount_factory(s.store_path)
+    os.kill(serving_pid(m.path), signal.SIGKILL)
+
+    def dead() -> bool:
+        try:
+            os.listdir(m.path)
+        except OSError as exc:
+            return exc.errno == errno.ENOTCONN
+        return False
+
+    wait_for(dead, 10)
+    done = m.vmlfs("mount", str(m.path), check=False)
+    assert done.returncode == 2 and "not an empty directory" not in done.stderr
+    assert "process serving it is gone" in done.stderr and f"vmlfs umount {m.path}" in done.stderr
+    assert f"fusermount3 -u {m.path}" in done.stderr
+    m.vmlfs("umount", str(m.path))  # the advised fix works
+    assert not os.path.ismount(m.path)
+    m.start()  # and the mountpoint can be used again
+    assert os.listdir(m.entry())

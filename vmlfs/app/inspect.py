@@ -15,6 +15,7 @@ from vmlfs.app.session import Session
 from vmlfs.archive.manifest import Node
 from vmlfs.engine.store import BackupRecord
 from vmlfs.engine.verify import VerifyReport, verify_store
+from vmlfs.errors import VmlfsError
 
 
 def backups_of(session: Session, name: str) -> list[BackupRecord]:
@@ -34,14 +35,30 @@ def directory_of(session: Session, ref: str, path: str) -> tuple[str, str, list[
         manifest.close()
 
 
-def verify_backups(session: Session, ref: str | None, on_bytes: Callable[[int], None] = lambda n: None) -> VerifyReport:
-    """Check one backup (``NAME@TS``), every backup of an entry (``NAME``), or the whole store (None)."""
+def verify_backups(session: Session, ref: str | None,
+                   on_bytes: Callable[[int], None] = lambda n: None) -> tuple[VerifyReport, list[str]]:
+    """Check one backup (``NAME@TS``), every backup of an entry (``NAME``), or the whole store (None).
+
+    Also returns the damaged entries of a whole-store check (a configuration that does not load,
+    backups that cannot be listed): each costs only itself, the rest is still verified.
+    """
     store = session.store(create=False)
+    unlisted: list[str] = []
     if ref is None:
-        targets = [(e, r.timestamp) for e in store.entry_names() for r in store.backups(e)]
+        targets = []
+        for e in store.entry_names():
+            try:
+                store.load_entry(e)
+                targets += [(e, r.timestamp) for r in store.backups(e)]
+            except VmlfsError as exc:
+                unlisted.append(f"entry {e}: {exc}")
+                try:
+                    targets += [(e, ts) for ts in store.timestamps(e)]  # its backups may still be sound
+                except VmlfsError:
+                    pass  # nothing more to verify of it; its damage is reported above
     elif "@" in ref:
         targets = [resolve_backup(store, ref)]
     else:
         name, _ = split_ref(ref)
         targets = [(name, r.timestamp) for r in store.backups(name)]
-    return verify_store(store, targets, on_bytes=on_bytes)
+    return verify_store(store, targets, on_bytes=on_bytes), unlisted

@@ -23,13 +23,15 @@ def check_ref(ref: str) -> str:
 
 
 def resolve_backup(store: StoreLayout, ref: str) -> tuple[str, str]:
-    """``NAME[@TS]``: the newest backup, ``@latest``, or a unique timestamp prefix."""
+    """``NAME[@TS]``: the newest readable backup, ``@latest`` (the same), or a unique timestamp prefix."""
     name, ts = split_ref(ref)
-    stamps = [r.timestamp for r in store.backups(name)]
+    records = store.backups(name)
+    stamps = [r.timestamp for r in records]
     if not stamps:
         raise NotFound(f"entry {name!r} has no backups yet", hint=f"take one with 'vmlfs backup {name}'")
     if ts is None or ts == "latest":
-        return name, stamps[-1]
+        readable = [r.timestamp for r in records if r.meta is not None]  # a damaged newest is no one's latest
+        return name, (readable or stamps)[-1]
     matches = [s for s in stamps if s.startswith(ts)]
     if len(matches) == 1:
         return name, matches[0]

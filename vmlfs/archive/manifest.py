@@ -132,6 +132,15 @@ def _ro_uri(path: str) -> str:
     return "file:" + urllib.parse.quote(path) + "?mode=ro&immutable=1"
 
 
+MAX_OWNER = (1 << 32) - 1  # (uid_t)-1 means "leave unchanged" to chown: never a real owner
+
+
+def _check_link_target(target: bytes | None) -> None:
+    """What the kernel accepts as a symlink's target: 1 to 4095 bytes, no NUL."""
+    if not target or b"\0" in target or len(target) >= names.MAX_PATH:
+        raise CorruptData(f"symlink target {target[:40] if target else target!r} is not a valid link target")
+
+
 def _node_from_row(row: tuple, where: str) -> Node:
     """Validate one row. Column types are enforced by SQLite (STRICT tables, checked
     at open); what is left are the rules types cannot express."""
@@ -148,8 +157,14 @@ def _node_from_row(row: tuple, where: str) -> Node:
                 raise CorruptData("file without a data location")
             if node.layer is not None:
                 _valid_layer_name(node.layer)
-        elif node.type == SYMLINK and node.target is None:
-            raise CorruptData("symlink without target")
+        elif node.type == SYMLINK:
+            _check_link_target(node.target)
+        if not 0 <= node.mode <= 0o7777:
+            raise CorruptData(f"mode {node.mode:o} is not a permission mode")
+        if not (0 <= node.uid < MAX_OWNER and 0 <= node.gid < MAX_OWNER):
+            raise CorruptData(f"owner {node.uid}:{node.gid} out of range")
+        if node.link_group is not None and node.type != FILE:
+            raise CorruptData("only a regular file can be in a hardlink group")
     except (CorruptData, names.InvalidRequest) as exc:
         raise CorruptData(f"{where}: damaged manifest row {row[0]!r}: {exc}") from None
     return node

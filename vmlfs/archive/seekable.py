@@ -40,8 +40,13 @@ SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
 FOOTER = struct.Struct("<IBI")
 ENTRY = struct.Struct("<II")
+FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX: magic, descriptor, window, dictionary id, content size
 FRAME_SIZE = 1 << 20
-MAX_FRAME_SIZE = 1 << 30  # the format's limit on one frame's decompressed size
+READ_FRAME_LIMIT = 64 << 20
+"""The largest frame a reader accepts (decompressed), 64 times what vmlfs writes. The format would
+allow 1 GiB; a layer claiming frames that big is hostile or damaged, and every reader (restore,
+verify, the mount, SFTP range reads) would hold one whole in memory."""
+READ_COMPRESSED_LIMIT = READ_FRAME_LIMIT + (READ_FRAME_LIMIT >> 7) + (1 << 16)  # ≥ ZSTD_compressBound
 MAX_FRAMES = 0x8000000
 
 
@@ -110,8 +115,9 @@ def read_seek_table(f: BinaryIO, file_size: int) -> SeekTable:
     c_offsets, d_offsets = [0], [0]
     for i in range(frames):
         c, d = struct.unpack_from("<II", raw, 8 + i * entry_size)
-        if d > MAX_FRAME_SIZE or c == 0:
-            raise CorruptData(f"seek table entry {i} is implausible (compressed {c}, decompressed {d})")
+        if d > READ_FRAME_LIMIT or c > READ_COMPRESSED_LIMIT or c == 0:
+            raise CorruptData(f"seek table entry {i} is implausible or over the {READ_FRAME_LIMIT >> 20} MiB frame limit"
+                              f" (compressed {c}, decompressed {d})")
         c_offsets.append(c_offsets[-1] + c)
         d_offsets.append(d_offsets[-1] + d)
     if c_offsets[-1] != file_size - table_size:
@@ -134,19 +140,31 @@ def _compress_frame(data: bytes | memoryview, level: int) -> bytes:
 
 
 def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
-    """Decompress exactly one frame and check it ended cleanly at the expected size.
+    """Decompress exactly one frame that fills ``data`` and holds exactly ``expected_size`` bytes.
 
-    ``ZstdDecompressor.decompress`` stops after the first frame and streaming
-    readers may return short data silently, so the size is checked here; the
-    frame's own checksum is verified by zstd.
+    ``ZstdDecompressor.decompress`` stops after the first frame (bytes after
+    it would be ignored, so a seek-table entry covering two frames would go
+    unnoticed) and streaming readers may return short data silently: the
+    frame must declare the size the seek table says, end exactly where the
+    seek table says, and decompress to that size. Output is bounded by the
+    declared size (zstd refuses a frame producing more than it declares), so
+    memory stays within :data:`READ_FRAME_LIMIT`. zstd checks the frame's checksum.
     """
+    if expected_size > READ_FRAME_LIMIT:
+        raise CorruptData(f"{where}: frame of {expected_size} bytes is over the {READ_FRAME_LIMIT >> 20} MiB limit")
     try:
         params = zstandard.get_frame_parameters(data)
         if params.content_size != expected_size:
             raise CorruptData(f"{where}: frame declares {params.content_size} bytes, seek table says {expected_size}")
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected_size)
+        stream = zstandard.ZstdDecompressor().decompressobj(write_size=min(max(expected_size, 1), 1 << 20))
+        out = stream.decompress(data)
+        ended, trailing = stream.eof, len(stream.unused_data)
     except zstandard.ZstdError as exc:
         raise CorruptData(f"{where}: damaged zstd frame ({exc})") from None
+    if not ended:
+        raise CorruptData(f"{where}: frame is cut short")
+    if trailing:
+        raise CorruptData(f"{where}: {trailing} bytes follow the frame's end inside its seek-table entry")
     if len(out) != expected_size:
         raise CorruptData(f"{where}: frame decompressed to {len(out)} bytes, expected {expected_size}")
     return out
@@ -295,6 +313,7 @@ class SeekableReader:
         # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
         self._loading = [threading.Lock() for _ in range(16)]
         self.frames_decompressed = 0
+        self._placed = 0  # frames before this one are known to hold the sizes the seek table gives them
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         """Raw bytes of the layer file (a remote store reads them over SFTP instead)."""
@@ -324,7 +343,56 @@ class SeekableReader:
                 return cached
             return self._load(key, index)
 
+    def _check_placement(self, index: int) -> None:
+        """Check that every frame before ``index`` is where and what the seek table says, each frame
+        once per reader: it declares the listed size and its blocks end exactly at the listed end.
+
+        A frame's offset in the stream is the sum of the sizes listed before
+        it: one lying entry for a frame never read (a wrong size, or one entry
+        covering two frames) would shift every later frame, which would then
+        decompress cleanly and serve other bytes. This reads the frame header
+        and the 3-byte block headers only, never decompresses. A frame too
+        damaged to parse is not a lie about the others: it fails alone, when
+        it is read, and the frames after it stay readable.
+        """
+        t = self.table
+        with self._lock:
+            start = self._placed
+        for j in range(start, index):
+            problem = self._misplacing(t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
+            if problem:
+                raise CorruptData(f"{self.name} frame {j}: {problem} (every later frame would be misplaced)")
+        with self._lock:
+            self._placed = max(self._placed, index)
+
+    def _misplacing(self, pos: int, end: int, size: int) -> str | None:
+        """How a well-formed frame at ``pos`` contradicts its seek-table entry, or None (also when
+        the frame is too damaged to tell)."""
+        head = self._read_compressed(pos, min(FRAME_HEADER_MAX, end - pos))
+        try:
+            params = zstandard.get_frame_parameters(head)
+            pos += zstandard.frame_header_size(head)
+        except zstandard.ZstdError:
+            return None
+        if params.content_size != size:
+            return f"its header declares {params.content_size} bytes, the seek table {size}"
+        while True:
+            block = self._read_compressed(pos, 3)
+            value = int.from_bytes(block, "little")
+            kind, length = (value >> 1) & 3, value >> 3
+            if len(block) != 3 or kind == 3 or length > zstandard.BLOCKSIZE_MAX:
+                return None
+            pos += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
+            if pos > end:
+                return "its blocks run past the end the seek table gives it"
+            if value & 1:
+                break
+        if pos + (4 if params.has_checksum else 0) != end:
+            return "its blocks end before the end the seek table gives it"
+        return None
+
     def _load(self, key: tuple[object, int], index: int) -> bytes:
+        self._check_placement(index)
         t = self.table
         start, end = t.c_offsets[index], t.c_offsets[index + 1]
         data = self._read_compressed(start, end - start)
@@ -333,6 +401,8 @@ class SeekableReader:
         frame = decompress_frame(data, t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")
         with self._lock:
             self.frames_decompressed += 1
+            if self._placed == index:
+                self._placed = index + 1
         self._cache.put(key, frame)
         return frame
 

@@ -217,10 +217,17 @@ def component(name):
 
 
 class Applier:
-    """Applies restore operations relative to directory fds; see vmlfs/engine/restore.py for the rules."""
+    """Applies restore operations relative to directory fds; see vmlfs/engine/restore.py for the rules.
+
+    Only the current directory stays open (a tree may be deeper than the fd
+    limit): leaving a directory opens ``..`` and checks it is the directory
+    (device, inode) that was entered, as the local restore does.
+    """
 
     def __init__(self, target_fd, overwrite):
-        self.stack = [(target_fd, None)]
+        self.target_fd = target_fd
+        self.fd = os.dup(target_fd)
+        self.stack = []  # per entered directory: (named, (dev, ino) of its parent, metadata)
         self.overwrite = overwrite
         self.as_root = os.geteuid() == 0
         self.linked = {}  # link group -> path components of its first restored member
@@ -267,23 +274,20 @@ class Applier:
     def run(self, inp):
         while True:
             op = read_exact(inp, 1)
-            fd = self.stack[-1][0]
+            fd = self.fd
             if op == b"D":
                 mode, uid, gid, mtime, nlen = META.unpack(read_exact(inp, META.size))
                 name = read_exact(inp, nlen)
-                if name:
-                    self.stack.append((self.enter(fd, name, 0o755 if mode == NO_META else 0o700), (mode, uid, gid, mtime)))
-                else:
-                    self.stack.append((os.dup(fd), (mode, uid, gid, mtime)))
+                st = os.fstat(fd)
+                inner = self.enter(fd, name, 0o755 if mode == NO_META else 0o700) if name else os.dup(fd)
+                self.stack.append((bool(name), (st.st_dev, st.st_ino), (mode, uid, gid, mtime)))
+                os.close(fd)
+                self.fd = inner
                 self.path.append(name)
                 if mode != NO_META:
                     self.report["dirs"] += 1
             elif op == b"U":
-                fd, meta = self.stack.pop()
-                self.path.pop()
-                if meta[0] != NO_META:
-                    self.metadata(fd, *meta)
-                os.close(fd)
+                self.leave()
             elif op == b"F":
                 self.file(fd, inp, *FILE.unpack(read_exact(inp, FILE.size)))
             elif op == b"L":
@@ -333,11 +337,31 @@ class Applier:
         self.report["files"] += 1
         self.report["bytes"] += size
 
+    def leave(self):
+        if not self.stack:
+            raise Fail("io", "restore stream leaves more directories than it entered")
+        named, parent_id, meta = self.stack.pop()
+        self.path.pop()
+        if named:  # opened before a chmod may forbid it
+            parent = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.fd)
+            st = os.fstat(parent)
+            if (st.st_dev, st.st_ino) != parent_id:
+                os.close(parent)
+                raise Fail("io", "a directory of the target was moved while it was being restored")
+        else:
+            parent = os.dup(self.fd)
+        try:
+            if meta[0] != NO_META:
+                self.metadata(self.fd, *meta)
+        finally:
+            os.close(self.fd)
+            self.fd = parent
+
     def hardlink(self, parent_fd, name, group):
         first = self.linked.get(group)
         if first is None:
             raise Fail("unsafe", "hardlink %s refers to a file not restored before it" % self.show(name))
-        src = os.dup(self.stack[0][0])
+        src = os.dup(self.target_fd)
         try:
             for part in first[:-1]:
                 inner = os.open(component(part), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)

@@ -216,7 +216,8 @@ class SshGuest:
                 raise GuestError(f"scanning {self.description}: the listing ended early")
             tag = r.buf[r.pos:r.pos + 1]
             if tag in (b"f", b"d", b"l"):
-                r.need(size)
+                if not r.need(size):
+                    raise GuestError(f"scanning {self.description}: the listing ended inside a record")
                 kind, mode, uid, gid, nlink, fsize, mtime, ctime, dev, ino, plen, tlen = unpack(r.buf, r.pos)
                 r.pos += size
                 path = r.take(plen)

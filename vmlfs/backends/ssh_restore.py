@@ -23,6 +23,7 @@ from vmlfs.backends.ssh_guest import agent_argv, check_exit
 from vmlfs.backends.ssh_runner import RemoteProcess, Runner
 from vmlfs.engine.content import Layers, file_chunks
 from vmlfs.engine.restore import RestoreReport
+from vmlfs.engine.tree_check import LinkGroups
 from vmlfs.errors import CorruptData, GuestError, UnsafePath
 
 META = struct.Struct("<IIIqI")
@@ -42,6 +43,8 @@ class _Sender:
         self.manifest, self.proc, self.on_bytes = manifest, proc, on_bytes
         self.layers = Layers(open_layer)
         self.sent_groups: set[int] = set()
+        self.groups = LinkGroups()
+        self.damaged: list[str] = []  # refused here, before anything was sent
 
     def enter(self, name: bytes, node: Node | None) -> None:
         if node is None:
@@ -52,16 +55,34 @@ class _Sender:
     def leave(self) -> None:
         self.proc.write(b"U")
 
-    def node(self, name: bytes | None, node: Node) -> None:
-        if node.is_dir:
-            self.enter(names.component(name) if name is not None else b"", node)
-            for child in self.manifest.children(node.id):
-                self.node(child.name, child)
-            self.leave()
+    def node(self, parts: tuple[bytes, ...], node: Node) -> None:
+        """The node at ``parts`` (() is the target itself), and for a directory everything below it,
+        depth first without recursion (a tree may be deeper than Python's recursion limit)."""
+        if not node.is_dir:
+            if not parts:
+                raise UnsafePath("only a directory can be restored as the target itself")
+            self.leaf(parts, node)
             return
-        if name is None:
-            raise UnsafePath("only a directory can be restored as the target itself")
-        names.component(name)
+        self.enter(names.component(parts[-1]) if parts else b"", node)
+        stack = [(parts, iter(self.manifest.children(node.id)))]
+        while stack:
+            here, kids = stack[-1]
+            child = next(kids, None)
+            if child is None:
+                stack.pop()
+                self.leave()
+            elif child.is_dir:
+                self.enter(names.component(child.name), child)
+                stack.append((here + (child.name,), iter(self.manifest.children(child.id))))
+            else:
+                self.leaf(here + (child.name,), child)
+
+    def leaf(self, path: tuple[bytes, ...], node: Node) -> None:
+        name = names.component(path[-1])
+        problem = self.groups.disagreement(node)
+        if problem:
+            self.damaged.append(f"{b'/'.join(path).decode('utf-8', 'replace')}: {problem}")
+            return
         if node.is_symlink:
             target = node.target or b""
             self.proc.write(b"L" + LINK.pack(node.uid, node.gid, node.mtime_ns, len(name), len(target)) + name + target)
@@ -113,7 +134,7 @@ def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableRea
             for parts, node in plan:
                 for part in parts[:-1]:
                     sender.enter(part, None)
-                sender.node(parts[-1] if parts else None, node)
+                sender.node(parts, node)
                 for _ in parts[:-1]:
                     sender.leave()
             proc.write(b"E")
@@ -131,6 +152,6 @@ def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableRea
     try:
         result = json.loads(out)
         return RestoreReport(result["files"], result["dirs"], result["symlinks"], result["hardlinks"], result["bytes"],
-                             list(result["damaged"]))
+                             list(result["damaged"]) + sender.damaged)
     except (ValueError, KeyError, TypeError) as exc:
         raise GuestError(f"restoring into {runner.description}: malformed report from the guest ({exc})") from None

@@ -101,8 +101,10 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         path = self.options.known_hosts_path()
         fingerprint = key.get_fingerprint()
         known = asyncssh.read_known_hosts(path).match(host, addr, port)[0] if os.path.exists(path) else []
+        if known and any(k.public_data == key.public_data for k in known):
+            return False  # asked only by the probe of SshConnection._changed_host_key: this key did not change
         if known:
-            self.verdict = (f"the host key of {host} has CHANGED: it offered {fingerprint}, which does not match"
+            self.verdict = (f"the host key of {host} has CHANGED: it offered {key.get_algorithm()} {fingerprint}, which does not match"
                             f" {path}; refusing (possible man-in-the-middle)")
             return False
         if not self.options.accept_new_host_key:
@@ -150,9 +152,15 @@ class SshConnection:
         except asyncssh.HostKeyNotVerifiable as exc:
             hint = "" if policy.verdict and "CHANGED" in policy.verdict else f"pass {self.options.accept_option} to trust it on first use"
             raise HostKeyRejected(policy.verdict or f"host key of {self.target.host} not verifiable: {exc.reason}", hint=hint) from None
-        except asyncssh.KeyExchangeFailed as exc:
-            raise HostKeyRejected(f"key exchange with {self.target.host} failed: {exc.reason}",
-                                  hint="a host key of a different type than in known_hosts means the key changed") from None
+        except (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, ConnectionResetError) as exc:
+            changed = await self._changed_host_key(kwargs)
+            if changed:
+                raise HostKeyRejected(changed) from None
+            if isinstance(exc, asyncssh.KeyExchangeFailed):
+                raise HostKeyRejected(f"key exchange with {self.target.host} failed: {exc.reason}") from None
+            if isinstance(exc, OSError):
+                raise ConnectionFailed(f"cannot reach {self.description}: {exc.strerror}") from None
+            raise ConnectionFailed(f"SSH connection to {self.description} failed: {exc.reason}") from None
         except asyncssh.PermissionDenied as exc:
             raise PermissionDenied(f"SSH authentication to {self.description} failed: {exc.reason}",
                                    hint="check the user, ssh-agent and IdentityFile in ~/.ssh/config") from None
@@ -161,6 +169,28 @@ class SshConnection:
         except (OSError, asyncio.TimeoutError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
             raise ConnectionFailed(f"cannot reach {self.description}: {reason}") from None
+
+    async def _changed_host_key(self, kwargs: dict[str, Any]) -> str | None:
+        """Why the handshake failed if the host key changed to another type, else None.
+
+        With known_hosts listing a key for the host, asyncssh offers only that
+        key's type; a server that now has a key of another type then drops the
+        handshake with no word about keys. A second handshake that trusts
+        nothing gets the offered key to the policy, which refuses it and says
+        it changed, with its fingerprint; it never reaches authentication.
+        """
+        path = self.options.known_hosts_path()
+        port = self.target.port or 22
+        if not os.path.exists(path) or not asyncssh.read_known_hosts(path).match(self.target.host, "", port)[0]:
+            return None
+        probe = _HostKeyPolicy(self.options)
+        try:
+            conn = await asyncssh.connect(self.target.host, known_hosts=([], [], []), client_factory=lambda: probe,
+                                          connect_timeout=CONNECT_TIMEOUT, encryption_algs=list(CIPHERS), **kwargs)
+            conn.close()  # not reached: the policy refuses every key known_hosts does not list
+        except (asyncssh.Error, OSError, asyncio.TimeoutError):
+            pass
+        return probe.verdict if probe.verdict and "CHANGED" in probe.verdict else None
 
     def start(self, argv: Sequence[str]) -> "RemoteProcess":
         return RemoteProcess(self, remote_command(argv))

@@ -34,7 +34,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+MAX_DOCUMENT = 4 << 20
+"""The most a release document (listing, ``latest``, ``catalog.json``, ``.sha256``) may weigh: a
+listing of thousands of releases is a few hundred KiB; more is a hostile or broken server."""
+
+
 def http_error(exc: httpx.HTTPError, url: str) -> Exception:
+    if isinstance(exc, httpx.TooManyRedirects):
+        return DownloadError(f"{url} redirects in a loop (or through too many places): {exc}",
+                             hint="the release repository is misconfigured; check --repo / VMLFS_CERNVM_REPO")
     if isinstance(exc, (httpx.ConnectError, httpx.TimeoutException)):
         return ConnectionFailed(f"cannot reach the release repository at {url}: {exc}", hint="check --repo / VMLFS_CERNVM_REPO and the network")
     return DownloadError(f"request to {url} failed: {exc}")
@@ -42,7 +50,10 @@ def http_error(exc: httpx.HTTPError, url: str) -> Exception:
 
 def download(client: httpx.Client, url: str, dest: Path, *, sha256: str | None, size: int | None,
              progress: bool = False) -> None:
-    """Download ``url`` to ``dest`` via ``dest.part``: resumed if a part exists, verified, then renamed."""
+    """Download ``url`` to ``dest`` via ``dest.part``: resumed if a part exists, verified, then renamed.
+
+    Nothing is written past ``size`` (the repository's listed size) or, without one, past the
+    server's Content-Length."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     with open(part, "ab") as out:
@@ -91,7 +102,7 @@ def _fill(client: httpx.Client, url: str, out: BinaryIO, size: int | None, progr
         offset = 0
     try:
         _receive(client, url, out, offset, size, progress, label)
-    except httpx.ConnectError as exc:
+    except (httpx.ConnectError, httpx.TooManyRedirects) as exc:
         raise http_error(exc, url) from None
     except httpx.HTTPError as exc:
         out.flush()
@@ -126,9 +137,38 @@ def _receive(client: httpx.Client, url: str, out: BinaryIO, offset: int, size: i
         else:
             out.truncate(0)
             offset = 0
-            total = total or (int(response.headers["content-length"]) if "content-length" in response.headers else None)
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and total is not None and int(declared) != total:
+                raise DownloadError(f"{url} declares {declared} bytes, the repository lists {total}; nothing was downloaded")
+            total = total or (int(declared) if declared is not None and declared.isdigit() else None)
         with tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                   desc=label, disable=not progress, leave=False) as bar:
             for chunk in response.iter_raw():
+                if total is not None and offset + len(chunk) > total:
+                    # Never write past the declared or listed size: a server that keeps sending is not
+                    # sending this image (and could fill the disk).
+                    out.truncate(0)
+                    raise DownloadError(f"{url} sent more than the {total} bytes it declared or the repository lists;"
+                                        " the download was removed")
                 out.write(chunk)
+                offset += len(chunk)
                 bar.update(len(chunk))
+
+
+def get_document(client: httpx.Client, url: str) -> tuple[int, bytes]:
+    """(HTTP status, body) of a small document, refused once it passes :data:`MAX_DOCUMENT` (as
+    declared or as it arrives, after content decoding), so a hostile server costs at most that."""
+    try:
+        with client.stream("GET", url) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_DOCUMENT:
+                raise DownloadError(f"{url} is {declared} bytes, over the {MAX_DOCUMENT >> 20} MiB a release document may be")
+            parts, got = [], 0
+            for chunk in response.iter_bytes():
+                got += len(chunk)
+                if got > MAX_DOCUMENT:
+                    raise DownloadError(f"{url} is over the {MAX_DOCUMENT >> 20} MiB a release document may be")
+                parts.append(chunk)
+            return response.status_code, b"".join(parts)
+    except httpx.HTTPError as exc:
+        raise http_error(exc, url) from None

@@ -28,7 +28,7 @@ from vmlfs.cernvm.catalog import (
     format_order,
     match_image_name,
 )
-from vmlfs.cernvm.download import download, http_error, sha256_of
+from vmlfs.cernvm.download import download, get_document, sha256_of
 from vmlfs.release.versions import ARCHES, Version, check_arch, parse_version
 from vmlfs.errors import CorruptData, DownloadError, InvalidRequest, NotFound
 
@@ -141,17 +141,14 @@ class Repository:
 
     def get(self, path: str, *, missing_ok: bool = False) -> bytes | None:
         url = self.url + path
-        try:
-            response = self.client.get(url)
-        except httpx.HTTPError as exc:
-            raise http_error(exc, url) from None
-        if response.status_code == 404 and missing_ok:
+        status, content = get_document(self.client, url)
+        if status == 404 and missing_ok:
             return None
-        if response.status_code == 404:
+        if status == 404:
             raise NotFound(f"{url} does not exist (HTTP 404)")
-        if response.status_code != 200:
-            raise DownloadError(f"HTTP {response.status_code} from {url}")
-        return response.content
+        if status != 200:
+            raise DownloadError(f"HTTP {status} from {url}")
+        return content
 
     def listing(self, directory: str = "") -> catalog.Listing | None:
         """A directory's listing: ``list.html`` (as the CernVM site has) or the server's index."""

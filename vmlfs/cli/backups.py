@@ -145,14 +145,16 @@ def verify_cmd(ctx: Context, ref: str | None) -> None:
     """
     bar = byte_bar(ctx.show_progress, "verified")
     try:
-        report = verify_backups(ctx.session(), ref, on_bytes=bar.update)
+        report, unlisted = verify_backups(ctx.session(), ref, on_bytes=bar.update)
     finally:
         bar.close()
-    for problem in report.problems:
+    for problem in unlisted + report.problems:
         click.echo(f"DAMAGED {problem}")
     if not report.ok:
         raise CorruptData(
             f"{len(report.damaged_backups)} of {report.backups} backups are damaged: {', '.join(report.damaged_backups)}"
         )
+    if unlisted:
+        raise CorruptData(f"{len(unlisted)} entries are damaged")
     if not ctx.quiet:
         click.echo(f"ok: {report.backups} backups, {report.files} files, {humanize.size(report.bytes)} checked")

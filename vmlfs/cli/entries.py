@@ -12,7 +12,7 @@ from vmlfs.cli.options import Context, pass_context
 from vmlfs.cli.prune import keep_rule_options, policy_from, rule_values
 from vmlfs.engine.model import BackupDefaults, EntryConfig
 from vmlfs.engine.retention import StoredPolicy
-from vmlfs.errors import InvalidRequest
+from vmlfs.errors import InvalidRequest, VmlfsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,9 +125,14 @@ def list_entries(ctx: Context) -> None:
     store = ctx.store()
     default = store.default_entry()
     for name in store.entry_names():
-        cfg = store.load_entry(name)
         mark = "*" if name == default else " "
-        click.echo(f"{mark} {name:<24} {len(store.backups(name)):>4} backups  {cfg.guest}")
+        try:  # one damaged entry is reported on its line; the others are still listed
+            cfg = store.load_entry(name)
+            count = len(store.backups(name))
+        except VmlfsError as exc:
+            click.echo(f"{mark} {name:<24} DAMAGED: {exc}")
+            continue
+        click.echo(f"{mark} {name:<24} {count:>4} backups  {cfg.guest}")
 
 
 @entry.command("show")

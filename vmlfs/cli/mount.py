@@ -9,6 +9,7 @@ whether it got the mount live, so every failure reaches the user as one line.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -47,7 +48,12 @@ def check_mountpoint(mountpoint: str, store_root: Path | None) -> str:
     path = os.path.realpath(mountpoint)
     try:
         empty = os.path.isdir(path) and not os.listdir(path)
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose process died (SIGKILL, OOM) is still mounted
+            raise InvalidRequest(
+                f"{mountpoint} is still mounted, but the process serving it is gone (transport endpoint is not connected)",
+                hint=f"unmount it first: vmlfs umount {mountpoint}  (or fusermount3 -u {mountpoint})",
+            ) from None
         empty = False
     if not empty:
         raise InvalidRequest(f"mountpoint {mountpoint} is not an empty directory")

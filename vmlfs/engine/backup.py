@@ -33,6 +33,7 @@ from vmlfs.engine.plan import (
     untouched,
 )
 from vmlfs.engine.rules import Rules
+from vmlfs.engine.scan_check import checked_scan
 from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
 from vmlfs.errors import CorruptData, InvalidRequest, write_failed
 from vmlfs.release.detect import check_release
@@ -122,7 +123,7 @@ class _Builder:
         stack: list[_OpenDir] = []
         stats = self.stats
         count = 0
-        for entry in self.guest.scan(rules, report):
+        for entry in checked_scan(self.guest.scan(rules, report), self.guest.description):
             count += 1
             if count % 1000 == 0:
                 self.progress.scanned(count)

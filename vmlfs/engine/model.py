@@ -7,6 +7,7 @@ and treat malformed content as :class:`CorruptData` naming the file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -123,12 +124,12 @@ class EntryConfig:
             cfg = cls(
                 name=names.entry_name(doc["name"]),
                 guest=_str(doc["guest"]),
-                include=[_str(p) for p in doc.get("include", [])],
-                exclude=[_str(p) for p in doc.get("exclude", [])],
+                include=_str_list(doc.get("include", [])),
+                exclude=_str_list(doc.get("exclude", [])),
                 release=_opt_str(doc.get("release")),
                 domain=_opt_str(doc.get("domain")),
                 env_file=_opt_str(doc.get("env_file")),
-                vm=dict(doc.get("vm") or {}),
+                vm=_object(doc.get("vm") or {}),
                 backup=BackupDefaults.from_doc(doc.get("backup", {})),
                 prune=StoredPolicy.from_doc(doc["prune"]) if doc.get("prune") is not None else None,
             )
@@ -181,6 +182,8 @@ class BackupMeta:
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "BackupMeta":
+        """Parse and type-check every field, here only: whatever reads a BackupMeta (list, verify,
+        the mount, the next backup) may rely on the types the dataclass declares."""
         doc = parse_json(data, where)
         check_version(doc, BACKUP_VERSION, where, oldest=1)
         try:
@@ -190,18 +193,43 @@ class BackupMeta:
                 raise ValueError(f"unknown kind {meta.kind!r}")
             if meta.base is not None:
                 names.timestamp(meta.base)
-            if not isinstance(meta.stats, dict) or not isinstance(meta.layer, dict) or not isinstance(meta.manifest, dict):
-                raise TypeError("stats, layer and manifest must be objects")
+            for key in ("started", "completed", "guest"):
+                _str(getattr(meta, key))
+            for key in ("release", "vm_snapshot"):
+                _opt_str(getattr(meta, key))
+            if not _number(meta.duration_s) or meta.duration_s < 0:
+                raise TypeError(f"duration_s must be a non-negative number, not {meta.duration_s!r}")
+            if not isinstance(meta.stats, dict) or not all(isinstance(k, str) and _count(v) for k, v in meta.stats.items()):
+                raise TypeError("stats must map names to non-negative integers")
+            if not isinstance(meta.files, dict) or not all(isinstance(k, str) for k in meta.files):
+                raise TypeError("files must be an object of file records")
+            if not isinstance(meta.layer, dict) or not isinstance(meta.manifest, dict):
+                raise TypeError("layer and manifest must be objects")
             base_tree = meta.manifest.get("base")
-            parts = [meta.layer, meta.manifest, *meta.files.values(), *([base_tree] if base_tree is not None else [])]
-            for part in parts:
-                if not isinstance(part, dict) or not isinstance(part.get("sha256"), str) or not isinstance(part.get("size"), int):
-                    raise TypeError("a file record lacks its sha256 or size")
+            for part in (meta.layer, meta.manifest, *meta.files.values(), *([base_tree] if base_tree is not None else [])):
+                if not isinstance(part, dict) or not isinstance(part.get("sha256"), str) or not _count(part.get("size")):
+                    raise TypeError("layer, manifest, base tree and each file need a sha256 string and a size")
                 if meta.major >= 2:  # the sha256 names the object: it becomes a path
                     names.digest(part["sha256"])
+            if not isinstance(meta.warnings, list) or not all(isinstance(w, str) for w in meta.warnings):
+                raise TypeError("warnings must be a list of strings")
         except (TypeError, ValueError, InvalidRequest) as exc:
             raise CorruptData(f"{where}: malformed backup metadata ({exc})") from None
         return meta
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list of strings, got {type(value).__name__}")
+    return [_str(v) for v in value]
 
 
 def _str(value: Any) -> str:
@@ -212,3 +240,9 @@ def _str(value: Any) -> str:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return dict(value)

@@ -44,10 +44,13 @@ def next_timestamp(existing: list[str], now: datetime | None = None) -> str:
 
     Names are second-resolution; when two backups fall in one second the new
     one is named a second after the newest (its real times are in meta.json).
+    Names that cannot be real backups (impossible dates, the far future) are
+    damaged and do not count: the next backup is still possible.
     """
     moment = (now or datetime.now(timezone.utc)).replace(microsecond=0)
-    if existing:
-        newest = names.parse_timestamp(max(existing))
+    believed = [ts for ts in existing if names.backup_name_problem(ts, moment) is None]
+    if believed:
+        newest = names.parse_timestamp(max(believed))
         if moment <= newest:
             moment = newest + timedelta(seconds=1)
     return names.format_timestamp(moment)

@@ -21,6 +21,7 @@ from vmlfs import names
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.engine.content import Layers, file_chunks
+from vmlfs.engine.tree_check import LinkGroups
 from vmlfs.errors import AlreadyExists, CorruptData, NotFound, UnsafePath, VmlfsError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class _Restorer:
         self.layers = Layers(open_layer)
         self.linked: dict[int, bytes] = {}  # hardlink group -> path (relative to target) of the restored first member
         self.report = RestoreReport()
+        self.groups = LinkGroups()
 
     def close(self) -> None:
         self.layers.close()
@@ -77,17 +79,63 @@ class _Restorer:
     def restore(self, parent_fd: int, path: tuple[bytes, ...], node: Node) -> None:
         name = path[-1] if path else None
         if node.is_dir:
-            fd = self.enter_dir(parent_fd, name, True) if name is not None else os.dup(parent_fd)
-            try:
-                self.report.dirs += 1
-                for child in self.manifest.children(node.id):
-                    self.restore(fd, path + (child.name,), child)
-                self._metadata(fd, node)
-            finally:
-                os.close(fd)
+            self._tree(self.enter_dir(parent_fd, name, True) if name is not None else os.dup(parent_fd), path, node)
         elif name is None:
             raise UnsafePath("only a directory can be restored as the target itself")
-        elif node.is_symlink:
+        else:
+            self._leaf(parent_fd, path, node)
+
+    def _tree(self, fd: int, path: tuple[bytes, ...], top: Node) -> None:
+        """Restore the directory open at ``fd`` (closed here) and everything below it, without recursion.
+
+        A tree may be deeper than Python's recursion limit and than the fd
+        limit, so only the current directory stays open: going back up opens
+        ``..`` and checks it is the very directory (device, inode) that was
+        entered, so a directory moved meanwhile can never redirect the restore.
+        """
+        stack = [(top, path, iter(self.manifest.children(top.id)), os.fstat(fd))]
+        self.report.dirs += 1
+        try:
+            while stack:
+                node, here, kids, _ = stack[-1]
+                child = next(kids, None)
+                if child is None:
+                    stack.pop()
+                    parent = self._parent(fd, stack[-1][3]) if stack else None  # before a chmod may forbid it
+                    try:
+                        self._metadata(fd, node)
+                    except BaseException:
+                        if parent is not None:
+                            os.close(parent)
+                        raise
+                    os.close(fd)
+                    fd = parent  # type: ignore[assignment]
+                    continue
+                where = here + (child.name,)
+                if child.is_dir:
+                    inner = self.enter_dir(fd, child.name, True)
+                    os.close(fd)
+                    fd = inner
+                    self.report.dirs += 1
+                    stack.append((child, where, iter(self.manifest.children(child.id)), os.fstat(fd)))
+                else:
+                    self._leaf(fd, where, child)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @staticmethod
+    def _parent(fd: int, expected: os.stat_result) -> int:
+        parent = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        st = os.fstat(parent)
+        if (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+            os.close(parent)
+            raise VmlfsError("a directory of the target was moved while it was being restored; restore stopped")
+        return parent
+
+    def _leaf(self, parent_fd: int, path: tuple[bytes, ...], node: Node) -> None:
+        name = path[-1]
+        if node.is_symlink:
             self._replace(parent_fd, name, lambda: os.symlink(node.target, name, dir_fd=parent_fd))  # type: ignore[arg-type]
             if self.as_root:
                 os.chown(name, node.uid, node.gid, dir_fd=parent_fd, follow_symlinks=False)
@@ -111,6 +159,11 @@ class _Restorer:
     def _file(self, parent_fd: int, path: tuple[bytes, ...], node: Node) -> None:
         name = path[-1]
         rel = b"/".join(path)
+        problem = self.groups.disagreement(node)
+        if problem:
+            self.report.damaged.append(f"{_show(path)}: {problem}")
+            log.error("not restored: %s: %s", _show(path), problem)
+            return
         if node.link_group is not None and node.link_group in self.linked:
             first = self.linked[node.link_group]
             self._replace(parent_fd, name, lambda: os.link(first, name, src_dir_fd=self.target_fd, dst_dir_fd=parent_fd, follow_symlinks=False))

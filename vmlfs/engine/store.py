@@ -167,7 +167,11 @@ class StoreLayout(StoreFiles):
         try:
             data = self._read(rel)
         except FileNotFoundError:
+            if self._exists(entry_path(name)):
+                raise CorruptData(f"{self.description}/{rel} is missing (a stray directory, or a damaged entry)") from None
             raise NotFound(f"no entry {name!r} in {self.description}", hint="see 'vmlfs entry list'") from None
+        except OSError as exc:
+            raise CorruptData(f"cannot read {self.description}/{rel}: {exc.strerror}") from None
         return EntryConfig.from_json(data, f"{self.description}/{rel}")
 
     def add_entry(self, cfg: EntryConfig) -> None:
@@ -222,6 +226,8 @@ class StoreLayout(StoreFiles):
         try:
             found = self._listdir(entry_path(entry, "backups"))
         except FileNotFoundError:
+            if self._exists(entry_path(entry)):
+                return []  # a damaged entry (or a stray directory) has no backups; load_entry says what is wrong
             raise NotFound(f"no entry {entry!r}") from None
         except OSError as exc:
             raise CorruptData(f"cannot list backups of {entry!r}: {exc.strerror}") from None
@@ -246,6 +252,9 @@ class StoreLayout(StoreFiles):
         return record_path(entry, ts) if self.format >= 2 else backup_path(entry, ts, META)
 
     def backup_record(self, entry: str, ts: str) -> BackupRecord:
+        problem = names.backup_name_problem(ts)
+        if problem:
+            return BackupRecord(entry, ts, None, f"{self.description}/{entry_path(entry, 'backups')}/{ts}: {problem}")
         rel = self._record_rel(entry, ts)
         where = f"{self.description}/{rel}"
         try:
@@ -263,7 +272,7 @@ class StoreLayout(StoreFiles):
     def meta(self, entry: str, ts: str) -> BackupMeta:
         record = self.backup_record(entry, ts)
         if record.meta is None:
-            if not self._exists(self._record_rel(entry, ts)):
+            if names.TIMESTAMP.fullmatch(ts) is None or not self._exists(self._record_rel(entry, ts)):
                 raise NotFound(f"entry {entry!r} has no backup {ts}")
             raise CorruptData(record.error or "unreadable backup")
         return record.meta

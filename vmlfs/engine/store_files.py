@@ -132,10 +132,6 @@ class StoreFiles(ABC):
     def _local_path(self, rel: str) -> Path:
         """The file as a path of this machine (upgrade works in place on a local store only)."""
 
-    def object_size(self, kind: str, digest: str) -> int:
-        """Bytes of one stored object; FileNotFoundError if it is missing."""
-        return self._size(object_path(kind, digest))
-
     # protection ---------------------------------------------------------------------------
 
     def protected(self, entry: str) -> set[str]:

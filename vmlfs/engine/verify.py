@@ -1,12 +1,15 @@
 """Verify backups: every checksum the store records, re-read from disk.
 
 For each backup: its metadata parses; its tree files, env.txt and history.txt
-have the size and sha256 its record names; every layer its files point into
-hashes to its name (format 2; format 1: to the sha256 in its backup's
-meta.json) and has a sound seek table; every regular file's bytes, read
-through the frames (zstd frame checksums and sizes checked), match the sha256
-in the tree. A layer or byte range already verified for one backup is not
-read again for the next one that shares it.
+have the size and sha256 its record names; every row of the tree passes the
+checks restore applies (names, types, modes, owners, link targets, hardlink
+groups: vmlfs/engine/tree_check.py), so verify never says "ok" for a backup
+restore would refuse; every layer its files point into hashes to its name
+(format 2; format 1: to the sha256 in its backup's meta.json) and has a sound
+seek table; every regular file's bytes, read through the frames (zstd frame
+checksums and sizes checked), match the sha256 in the tree. A layer or byte
+range already verified for one backup is not read again for the next one that
+shares it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Callable
 from vmlfs.engine.model import BackupMeta
 from vmlfs.engine.store import LAYER, MANIFEST, StoreLayout
 from vmlfs.engine.content import Layers, file_chunks
+from vmlfs.engine.tree_check import tree_problems
 from vmlfs.errors import VmlfsError
 
 
@@ -106,6 +110,8 @@ class _Verifier:
         except VmlfsError as exc:
             self._problem(where, str(exc))
             return
+        for problem in tree_problems(manifest):  # what restore would refuse or skip, on every row kind
+            self._problem(where, problem)
         layers = Layers(lambda layer_ts: self.store.open_layer(entry, layer_ts))
         try:
             for layer in sorted(manifest.layers()):  # older layers this tree still points into

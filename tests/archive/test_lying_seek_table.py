@@ -1,0 +1,156 @@
+"""A seek table that lies, and frames of hostile sizes: damage, never other bytes, never unbounded memory.
+
+Every frame read must end exactly where the seek table says and hold exactly
+the size it declares; frames over READ_FRAME_LIMIT are refused before any
+decompression. All readers (restore, verify, the mount, SFTP range reads)
+decompress through SeekableReader, so these tests cover them at one place;
+tests/cli/test_faults.py shows the damage as a named file in restore and verify.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.archive.test_seekable import write_stream
+from vmlfs.archive.seekable import (
+    READ_FRAME_LIMIT,
+    SeekableReader,
+    encode_seek_table,
+    read_seek_table,
+)
+from vmlfs.errors import CorruptData
+
+FRAME = 1000
+DATA = os.urandom(3 * FRAME) + b"z" * (3 * FRAME) + os.urandom(FRAME // 2)  # 7 frames, the last one short
+
+
+def entries(path: Path) -> tuple[bytes, list[tuple[int, int]]]:
+    """The frames' bytes and the (compressed, decompressed) size of each, as the seek table lists them."""
+    with open(path, "rb") as f:
+        table = read_seek_table(f, os.path.getsize(path))
+    sizes = [(table.c_offsets[i + 1] - table.c_offsets[i], table.d_offsets[i + 1] - table.d_offsets[i])
+             for i in range(table.frames)]
+    return path.read_bytes()[:table.compressed_size], sizes
+
+
+def rewrite(path: Path, frames: bytes, sizes: list[tuple[int, int]]) -> None:
+    path.write_bytes(frames + encode_seek_table(sizes))
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Path:
+    path = tmp_path / "layer.zst"
+    write_stream(path, DATA, frame_size=FRAME)
+    return path
+
+
+def read_all(path: Path) -> bytes:
+    with SeekableReader(path) as r:
+        return r.read(0, r.size)
+
+
+@pytest.mark.parametrize("lie", ["one entry covers two frames", "two frames, the first one's size",
+                                 "frame shorter than listed", "frame longer than listed", "size off by one"])
+def test_a_lying_entry_is_damage(layer: Path, lie: str) -> None:
+    frames, sizes = entries(layer)
+    (c0, d0), (c1, d1) = sizes[0], sizes[1]
+    if lie == "one entry covers two frames":
+        sizes[0:2] = [(c0 + c1, d0 + d1)]
+    elif lie == "two frames, the first one's size":  # the frames that follow shift by one frame
+        sizes[0:2] = [(c0 + c1, d0)]
+    elif lie == "frame shorter than listed":
+        sizes[0:2] = [(c0 - 1, d0), (c1 + 1, d1)]
+    elif lie == "frame longer than listed":
+        sizes[0:2] = [(c0 + 1, d0), (c1 - 1, d1)]
+    else:
+        sizes[0] = (c0, d0 - 1)
+    rewrite(layer, frames, sizes)
+    with SeekableReader(layer) as r, pytest.raises(CorruptData, match="frame 0"):
+        r.read(0, 10)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_seek_table_corruptions_never_yield_wrong_bytes(layer: Path, data: st.DataObject) -> None:
+    write_stream(layer, DATA, frame_size=FRAME)  # the fixture is shared by every example: start pristine
+    frames, sizes = entries(layer)
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(sizes) - 1))
+        c, d = sizes[i]
+        how = data.draw(st.sampled_from(["c", "d", "merge", "split", "shift"]))
+        delta = data.draw(st.integers(-FRAME, FRAME))
+        if how == "c":
+            sizes[i] = (max(1, c + delta), d)
+        elif how == "d":
+            sizes[i] = (c, max(0, d + delta))
+        elif how == "merge" and i + 1 < len(sizes):
+            sizes[i:i + 2] = [(c + sizes[i + 1][0], data.draw(st.sampled_from([d, d + sizes[i + 1][1], sizes[i + 1][1]])))]
+        elif how == "split" and c > 1:
+            cut = data.draw(st.integers(1, c - 1))
+            sizes[i:i + 1] = [(cut, d // 2), (c - cut, d - d // 2)]
+        elif how == "shift" and i + 1 < len(sizes) and 0 < c + delta and 0 < sizes[i + 1][0] - delta:
+            sizes[i], sizes[i + 1] = (c + delta, d), (sizes[i + 1][0] - delta, sizes[i + 1][1])
+    rewrite(layer, frames, sizes)
+    offset = data.draw(st.integers(0, len(DATA)))
+    length = data.draw(st.integers(1, len(DATA)))
+    try:
+        with SeekableReader(layer) as r:
+            got = r.read(offset, length)
+    except CorruptData:
+        return
+    assert got == DATA[offset:offset + len(got)], "a lying seek table served other bytes"
+
+
+BOMB = r"""
+import resource, sys
+from vmlfs.archive.seekable import SeekableReader
+from vmlfs.errors import CorruptData
+try:
+    with SeekableReader(sys.argv[1]) as r:
+        r.read(0, 4096)
+    print("read")
+except CorruptData as exc:
+    print("refused:", exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def one_frame_of(size: int) -> bytes:
+    """A tiny frame that decompresses to ``size`` zero bytes, made without holding them."""
+    cctx = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True)
+    chunks = []
+    writer = cctx.chunker(size=size, chunk_size=1 << 20)
+    zero = bytes(1 << 20)
+    for _ in range(size >> 20):
+        chunks.extend(writer.compress(zero))
+    chunks.extend(writer.finish())
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("table_says", ["the truth", "a small frame"])
+def test_a_huge_frame_is_refused_in_bounded_memory(tmp_path: Path, table_says: str) -> None:
+    size = 1 << 30
+    frame = one_frame_of(size)
+    assert len(frame) < 64 << 10
+    path = tmp_path / "bomb.zst"
+    rewrite(path, frame, [(len(frame), size if table_says == "the truth" else 1 << 20)])
+    out = subprocess.run([sys.executable, "-c", BOMB, str(path)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))).stdout.splitlines()
+    assert out[0].startswith("refused:"), out
+    assert int(out[1]) < 150_000, f"peak RSS {out[1]} KiB"  # a Python with zstandard is ~30 MiB; the frame is 1 GiB
+
+
+def test_a_frame_at_the_limit_is_still_read(tmp_path: Path) -> None:
+    frame = one_frame_of(READ_FRAME_LIMIT)
+    path = tmp_path / "big.zst"
+    rewrite(path, frame, [(len(frame), READ_FRAME_LIMIT)])
+    with SeekableReader(path) as r:
+        assert r.read(READ_FRAME_LIMIT - 10, 10) == bytes(10)

@@ -1,0 +1,110 @@
+"""Every record a guest sends is checked here before it enters a tree.
+
+A scan is trusted for its content, not for its shape. The local scan and the
+SSH agent both promise: the root first, then depth first, parents before
+children, siblings in strictly increasing byte order, one record per path,
+names the kernel could have produced. A guest that breaks the promise is
+broken or hostile (a modified agent, a damaged file system, a fake sshd).
+
+Such a record **refuses the whole backup** with one :class:`GuestError`
+naming the path; nothing is committed and earlier backups are untouched. We
+do not skip the record with a warning: no real file system yields ``..``, a
+NUL, a duplicate or a child before its parent, so the rest of that stream
+cannot be trusted either, and a backup that "succeeded" while silently
+missing or misplacing paths is worse than one that failed loudly (docs/ssh.md).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from vmlfs import names
+from vmlfs.archive.manifest import DIR, FILE, SYMLINK
+from vmlfs.engine.guest import ScanEntry
+from vmlfs.errors import GuestError, UnsafePath
+
+U32 = 1 << 32
+I64 = 1 << 63
+U64 = 1 << 64
+MAX_OWNER_NAME = 255
+
+
+class BadRecord(GuestError):
+    """A guest sent a record that no honest scan can produce."""
+
+
+def _int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _fields_problem(e: ScanEntry) -> str | None:
+    """What is wrong with one record's fields, or None."""
+    if e.type not in (FILE, DIR, SYMLINK):
+        return f"unknown type {e.type!r}"
+    if not _int(e.mode, 0, 0o7777 + 1):
+        return f"mode {e.mode!r} is not a permission mode"
+    if not (_int(e.uid, 0, U32 - 1) and _int(e.gid, 0, U32 - 1)):  # (uid_t)-1 is "no owner" to chown
+        return f"owner {e.uid!r}:{e.gid!r} is out of range"
+    if not _int(e.size, 0, I64) or (e.type != FILE and e.size):
+        return f"size {e.size!r} is impossible for type {e.type!r}"
+    if not (_int(e.mtime_ns, -I64, I64) and _int(e.ctime_ns, -I64, I64)):
+        return "time out of range"
+    if not (_int(e.nlink, 1, U32) and _int(e.dev, 0, U64) and _int(e.ino, 0, U64)):
+        return "link count, device or inode out of range"
+    for owner in (e.uname, e.gname):
+        try:
+            if not isinstance(owner, str) or "\0" in owner or len(owner.encode("utf-8")) > MAX_OWNER_NAME:
+                return f"owner name {owner!r} is malformed"
+        except UnicodeEncodeError:
+            return f"owner name {owner!r} is not UTF-8"
+    if e.type == SYMLINK:
+        if not isinstance(e.target, bytes) or not e.target or b"\0" in e.target or len(e.target) >= names.MAX_PATH:
+            return f"symlink target {e.target!r} is malformed"
+    elif e.target is not None:
+        return "only a symlink has a target"
+    return None
+
+
+def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry]:
+    """Yield the scan's records unchanged, raising :class:`BadRecord` at the first bad one."""
+    open_dirs: list[tuple[tuple[bytes, ...], bytes | None]] = []  # (path, last child name seen)
+    for entry in entries:
+        path = entry.path
+
+        def refuse(why: str) -> BadRecord:
+            shown = path.decode("utf-8", "backslashreplace") if isinstance(path, bytes) else repr(path)
+            return BadRecord(f"{guest} sent an invalid record for {shown or '.'!r}: {why}; nothing was committed",
+                             hint="the guest's agent or file system is damaged or not what it claims to be")
+
+        if not isinstance(path, bytes):
+            raise refuse("path is not bytes")
+        try:
+            parts = names.guest_path(path)
+        except UnsafePath as exc:
+            raise refuse(str(exc)) from None
+        problem = _fields_problem(entry)
+        if problem:
+            raise refuse(problem)
+        if not parts:
+            if open_dirs or entry.type != DIR:
+                raise refuse("a second root" if open_dirs else "the root is not a directory")
+            open_dirs.append(((), None))
+            yield entry
+            continue
+        if not open_dirs:
+            raise refuse("the scan did not start with the root")
+        parent = parts[:-1]
+        while open_dirs and open_dirs[-1][0] != parent:
+            open_dirs.pop()  # depth first: a directory left is never entered again
+        if not open_dirs:
+            raise refuse("its parent directory was not sent before it (out of order, or not a directory)")
+        last = open_dirs[-1][1]
+        if last is not None and parts[-1] <= last:
+            raise refuse("a duplicate name" if parts[-1] == last else "siblings out of byte order")
+        open_dirs[-1] = (parent, parts[-1])
+        if entry.type == DIR:
+            open_dirs.append((parts, None))
+        yield entry
+    if not open_dirs:
+        raise BadRecord(f"{guest} sent no root directory; nothing was committed",
+                        hint="the guest's agent or file system is damaged or not what it claims to be")
