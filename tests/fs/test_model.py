@@ -10,6 +10,7 @@ import pytest
 
 from tests.fs.conftest import make_store
 from vmlfs.app.session import Session
+from vmlfs.engine.model import EntryConfig
 from vmlfs.errors import (
     Busy,
     CorruptData,
@@ -184,3 +185,42 @@ def test_readahead_only_for_sequential_reads(state, monkeypatch):
     other.read(far - 3 * step, step)
     other.readahead(far - 3 * step, far - 2 * step)
     assert started == [], "a seek (dd skip=) decompresses only what it reads; each open file is followed alone"
+
+
+def test_a_forged_node_number_never_leaves_its_backups_inode_range(tmp_path):
+    """A tree row whose link_group lies beyond the tree's ids (with the record rewritten to match, as an
+    attacker would) is damage for that row only: it never takes another backup's or entry's inode numbers."""
+    import hashlib
+    import json
+    import sqlite3
+
+    s = make_store(tmp_path)
+    ts = s.backup()
+    s.store().add_entry(EntryConfig("other", str(s.home)))
+    record_path = s.store_path / "entries" / "e1" / "backups" / f"{ts}.json"
+    record = json.loads(record_path.read_text())
+    tree = s.store_path / "objects" / "trees" / f"{record['manifest']['sha256']}.sqlite"
+    forged = tmp_path / "forged.sqlite"
+    forged.write_bytes(tree.read_bytes())
+    db = sqlite3.connect(forged)
+    (victim,) = db.execute("SELECT id FROM nodes WHERE name = ?", (b"run.sh",)).fetchone()
+    db.execute("UPDATE nodes SET link_group = ? WHERE id = ?", (10**9, victim))
+    db.commit()
+    db.close()
+    data = forged.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    (s.store_path / "objects" / "trees" / f"{digest}.sqlite").write_bytes(data)
+    record["manifest"].update(sha256=digest, size=len(data))
+    record_path.write_text(json.dumps(record))
+    session = Session(str(s.store_path), shared_store=True)
+    st = MountState(session.store(), Jobs(session), owner_uid=1000, owner_gid=1000)
+    try:
+        home = walk(st, "entries", "e1", ts, "home")
+        with pytest.raises(CorruptData, match="outside the tree's ids"):
+            home.lookup(b"run.sh")
+        assert home.lookup(b"secret").attrs().mode & 0o777 == 0o600, "the other rows are unaffected"
+        listed = [name for _, name, _ in home.listing().entries(0, 1000)]
+        assert b"secret" in listed and b"run.sh" not in listed, "a listing leaves out only the damaged row"
+        assert walk(st, "entries", "other").attrs().mode, "the other entry still works"
+    finally:
+        st.close()

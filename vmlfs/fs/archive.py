@@ -45,6 +45,7 @@ class BackupData:
         self._lock = threading.Lock()
         self._manifest: Manifest | None = None
         self._base = 0
+        self._top = 0
 
     def manifest(self) -> Manifest:
         with self._lock:
@@ -55,6 +56,7 @@ class BackupData:
                     manifest.close()
                     raise CorruptData(f"{self.where}: manifest claims node ids up to {top}")
                 self._base = self.source.reserve_inodes(("archive", self.entry, self.ts), top + 1)
+                self._top = top
                 self._manifest = manifest
             return self._manifest
 
@@ -67,7 +69,11 @@ class BackupData:
     def node(self, row: Node) -> "ArchiveNode":
         """Wrap a manifest row; hardlink members share their group's number (see vmlfs.fs.inodes)."""
         self.manifest()
-        ino = self._base + (row.link_group or row.id)
+        number = row.link_group or row.id
+        if not 0 < number <= self._top:  # a forged id would take another backup's (or entry's) inode numbers
+            log.error("damaged: %s: row %d names node %d, outside its ids 1..%d", self.where, row.id, number, self._top)
+            raise CorruptData(f"{self.where}: a tree row names node {number}, outside the tree's ids 1..{self._top}")
+        ino = self._base + number
         if row.is_dir:
             return ArchiveDir(self, row, ino)
         if row.is_symlink:
@@ -123,7 +129,13 @@ class ArchiveListing:
                 self._page = manifest.children(self.parent, limit=offset + max(limit, PAGE))[offset:]
             self._start = offset
         rows = self._page[offset - self._start:offset - self._start + limit]
-        return [(offset + i + 1, row.name, self.backup.node(row)) for i, row in enumerate(rows)]
+        out = []
+        for i, row in enumerate(rows):
+            try:
+                out.append((offset + i + 1, row.name, self.backup.node(row)))
+            except CorruptData:  # a damaged row costs only itself (logged by node()): the rest is listed
+                continue
+        return out
 
 
 class ArchiveFile(ArchiveNode):
