@@ -38,7 +38,7 @@ def entries(path: Path) -> tuple[bytes, list[tuple[int, int]]]:
         table = read_seek_table(f, os.path.getsize(path))
     sizes = [(table.c_offsets[i + 1] - table.c_offsets[i], table.d_offsets[i + 1] - table.d_offsets[i])
              for i in range(table.frames)]
-    return path.read_bytes()[:table.compressed_size], sizes
+    return path.read_bytes()[:table.c_offsets[-1]], sizes
 
 
 def rewrite(path: Path, frames: bytes, sizes: list[tuple[int, int]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from vmlfs import names
@@ -19,7 +19,6 @@ from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
 STORE_VERSION = "2.0"  # 2.0: layers and trees are shared objects (docs/FORMAT.md); 1.x is still read
 ENTRY_VERSION = "1.1"  # 1.1: backup defaults ("backup": {...}) and keep rules ("prune"); 1.0 readers ignore them
 BACKUP_VERSION = "2.0"  # 2.0: a record naming objects; 1.0: meta.json of a backup directory
-FUTURE_SLACK = timedelta(days=1)
 KINDS = ("full", "incremental", "differential")
 
 
@@ -176,7 +175,7 @@ class BackupMeta:
                 return f"completed ({self.completed}) before it started ({self.started})"
         except (TypeError, ValueError):
             return "start or completion time is malformed"
-        if names.parse_timestamp(self.timestamp) > now + FUTURE_SLACK:
+        if names.parse_timestamp(self.timestamp) > now + names.FUTURE_SLACK:
             return f"its time {self.timestamp} lies more than a day in the future"
         return None
 

@@ -186,8 +186,6 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-#: How far in the future a timestamp may lie before the backup is not trusted (clock skew).
-FUTURE_SLACK = timedelta(days=1)
 
 
 def apply_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> list[Decision]:
@@ -274,7 +272,7 @@ def _instant(text: str) -> datetime:
 
 def _flaw(b: Backup, when: datetime, now: datetime) -> str | None:
     """Why a backup cannot be dated, or None."""
-    if when - now > FUTURE_SLACK:
+    if when - now > names.FUTURE_SLACK:
         return "timestamp more than a day in the future"
     if b.started is None or b.completed is None:
         return None
