@@ -30,6 +30,7 @@ COMMAND_MODULES = {
     "vm": "vm",
     "cernvm": "cernvm",
     "provision": "provision",
+    "serve": "serve",
 }
 
 
