@@ -111,3 +111,23 @@ def test_nothing_outside_the_tree_is_reachable(served):
         assert code("--path-as-is", server.path(climb)) == 404, climb
     assert code("--path-as-is", server.path("/entries/%2e%2e/%2e%2e/etc/passwd")) == 400  # WsgiDAV: escapes the root
     assert code("--path-as-is", "-X", "PUT", "--data", "full", server.path("/entries/e1/control/../control/snapshot")) == 403
+
+
+def test_propfind_bodies_prop_lists_propname_and_etags_agree_with_get(served):
+    s, server = served
+    url = server.path(f"/entries/e1/{s.ts}/home/src/main.py")
+    asked = ('<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getcontentlength/><D:getetag/>'
+             '</D:prop></D:propfind>')
+    body = curl("-X", "PROPFIND", "-H", "Depth: 0", "--data", asked, url).stdout.decode()
+    assert "<D:getcontentlength>750</D:getcontentlength>" in body and "getlastmodified" not in body
+    etag = curl("-I", url).stdout.decode().split("ETag: ", 1)[1].split("\r\n", 1)[0]
+    assert f"<D:getetag>{etag}</D:getetag>" in body, "the PROPFIND ETag is the GET ETag, quoted"
+    names = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:propname/></D:propfind>'
+    listed = curl("-X", "PROPFIND", "-H", "Depth: 0", "--data", names, url).stdout.decode()
+    assert "getcontentlength" in listed and "750" not in listed, "propname: names without values"
+    unknown = ('<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:X="urn:x"><D:prop><X:color/></D:prop>'
+               '</D:propfind>')
+    assert "404" in curl("-X", "PROPFIND", "-H", "Depth: 0", "--data", unknown, url).stdout.decode()
+    bomb = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+            '<D:propfind xmlns:D="DAV:"><D:prop>&b;</D:prop></D:propfind>')
+    assert code("-X", "PROPFIND", "-H", "Depth: 0", "--data", bomb, url) in (400, 403, 415, 500)

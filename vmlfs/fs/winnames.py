@@ -41,6 +41,10 @@ _UTF8_RUN = re.compile(rb"[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x8
 """One well-formed UTF-8 character (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF)."""
 
 
+_PLAIN = re.compile(rb'[^\x00-\x1f\x7f-\xff\\/:*?"<>|]*[^\x00-\x1f\x7f-\xff\\/:*?"<>|. ]')
+"""A printable ASCII name Windows accepts as is, unless it is a device name (the common case, kept fast)."""
+
+
 def _escape(byte: int) -> str:
     return chr(ESCAPE_BASE + byte)
 
@@ -73,6 +77,8 @@ def is_reserved(name: str) -> bool:
 
 def to_windows(name: bytes) -> str:
     """The name a Windows client is shown for guest name ``name`` (a name Windows accepts as is)."""
+    if _PLAIN.fullmatch(name) and not is_reserved(plain := name.decode("ascii")):
+        return plain
     chars = _chars(name)
     if chars and chars[-1] in (".", " "):
         chars[-1] = _escape(ord(chars[-1]))

@@ -37,6 +37,7 @@ from vmlfs.errors import NotFound, VmlfsError
 from vmlfs.fs.protocol import Attrs, FsNode, Handle
 from vmlfs.fs.state import MountState
 from vmlfs.fs.winnames import from_windows, to_windows
+from vmlfs.webdav import propfind
 from vmlfs.webdav.status import http_status
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,10 @@ def dav_errors(what: str) -> Iterator[None]:
         raise DAVError(500, context_info="the store failed to answer") from None
 
 
-def is_link(node: FsNode) -> bool:
-    return stat.S_ISLNK(node.attrs().mode)
-
-
 def follow(parent: FsNode, node: FsNode) -> FsNode:
     """``node``, or what it points to if it is a symlink to a sibling; NotFound for any other symlink."""
     for _ in range(MAX_HOPS):
-        if not is_link(node):
+        if not stat.S_ISLNK(node.attrs().mode):
             return node
         target = node.readlink()
         if not target or b"/" in target or target in (b".", b".."):
@@ -168,8 +165,9 @@ def etag(a: Attrs) -> str:
 class _Common:
     """What files and directories share: times and ETags from the node's attributes."""
 
-    node: FsNode
-    attrs: Attrs
+    def __init__(self, path: str, environ: dict, node: FsNode, attrs: Attrs) -> None:
+        super().__init__(path, environ)  # type: ignore[call-arg]  (the WsgiDAV resource class after this one)
+        self.node, self.attrs = node, attrs
 
     def get_creation_date(self) -> float:
         return self.attrs.mtime_ns / 1e9
@@ -185,10 +183,6 @@ class _Common:
 
 
 class NodeDir(_Common, DAVCollection):
-    def __init__(self, path: str, environ: dict, node: FsNode) -> None:
-        super().__init__(path, environ)
-        self.node, self.attrs = node, node.attrs()
-
     def get_member_names(self) -> list[str]:
         with dav_errors(self.path):
             return [name for name, _ in members(self.node)]
@@ -208,10 +202,8 @@ class NodeDir(_Common, DAVCollection):
 
 
 class NodeFile(_Common, DAVNonCollection):
-    def __init__(self, path: str, environ: dict, node: FsNode) -> None:
-        super().__init__(path, environ)
-        self.node, self.attrs = node, node.attrs()
-        self._content: bytes | None = None
+    _content: bytes | None = None
+    _type: str | None = None
 
     def _fixed(self) -> bytes:
         """A changing file's content, read once per request so its length and bytes agree."""
@@ -224,7 +216,9 @@ class NodeFile(_Common, DAVNonCollection):
         return self.attrs.size if self.node.immutable else len(self._fixed())
 
     def get_content_type(self) -> str:
-        return content_type(self.name, self.node)
+        if self._type is None:  # asked several times per PROPFIND entry
+            self._type = content_type(self.name, self.node)
+        return self._type
 
     def support_ranges(self) -> bool:
         return True
@@ -237,9 +231,8 @@ class NodeFile(_Common, DAVNonCollection):
 
 
 def resource(path: str, environ: dict, node: FsNode):
-    if stat.S_ISDIR(node.attrs().mode):
-        return NodeDir(path, environ, node)
-    return NodeFile(path, environ, node)
+    attrs = node.attrs()
+    return (NodeDir if stat.S_ISDIR(attrs.mode) else NodeFile)(path, environ, node, attrs)
 
 
 class TreeProvider(DAVProvider):
@@ -251,6 +244,12 @@ class TreeProvider(DAVProvider):
 
     def is_readonly(self) -> bool:
         return True
+
+    def custom_request_handler(self, environ: dict, start_response, default_handler):
+        """PROPFIND of live properties is rendered in one pass (:mod:`vmlfs.webdav.propfind`); the rest is WsgiDAV's."""
+        if environ["REQUEST_METHOD"] == "PROPFIND":
+            return propfind.handle(environ, start_response, self.get_resource_inst, default_handler)
+        return default_handler(environ, start_response)
 
     def get_resource_inst(self, path: str, environ: dict):
         with dav_errors(path):
