@@ -5,11 +5,9 @@
   shows it, so names Windows cannot hold are served under the same reversible
   mapping as the WinFsp bridge. ``.`` and ``..`` never reach a lookup, so no
   request leaves the tree.
-* WebDAV has no symlinks. A symlink whose target is one sibling name (as
-  ``latest`` is) is served as that sibling, at most :data:`MAX_HOPS` deep;
-  every other symlink (absolute, climbing, dangling, into a subdirectory) is
-  left out, as borg's WebDAV server does, so a client can never be led
-  outside the tree or into a loop.
+* WebDAV has no symlinks: :func:`vmlfs.fs.links.follow` serves a symlink to
+  a sibling (``latest``) as that sibling and leaves every other one out, as
+  borg's WebDAV server does, so a client is never led outside the tree.
 * Listings come page by page from ``FsNode.listing()`` and become resources
   directly, without a lookup per member: a PROPFIND of a directory of 10,000
   files is one pass over the manifest.
@@ -34,6 +32,7 @@ from wsgidav.dav_error import DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from vmlfs.errors import NotFound, VmlfsError
+from vmlfs.fs.links import follow
 from vmlfs.fs.protocol import Attrs, FsNode, Handle
 from vmlfs.fs.state import MountState
 from vmlfs.fs.winnames import from_windows, to_windows
@@ -42,7 +41,6 @@ from vmlfs.webdav.status import http_status
 
 log = logging.getLogger(__name__)
 
-MAX_HOPS = 8
 PAGE = 1024
 
 
@@ -59,18 +57,6 @@ def dav_errors(what: str) -> Iterator[None]:
     except OSError as exc:
         log.warning("%s: %s", what, exc)
         raise DAVError(500, context_info="the store failed to answer") from None
-
-
-def follow(parent: FsNode, node: FsNode) -> FsNode:
-    """``node``, or what it points to if it is a symlink to a sibling; NotFound for any other symlink."""
-    for _ in range(MAX_HOPS):
-        if not stat.S_ISLNK(node.attrs().mode):
-            return node
-        target = node.readlink()
-        if not target or b"/" in target or target in (b".", b".."):
-            raise NotFound("symlinks that leave their directory are not served")
-        node = parent.lookup(target)
-    raise NotFound(f"more than {MAX_HOPS} symlinks in a row")
 
 
 def split(path: str) -> list[str]:
