@@ -82,7 +82,7 @@ def serve(ctx: Context, webdav: bool, web: bool, listen: str, auth_file: str | N
     if web:
         from vmlfs.webdav.page import WebPage
 
-        page = WebPage(state, session)
+        page = WebPage(state)
     gate = http.build(state, webdav=webdav, web=page, credentials=credentials)
     server = http.Server(gate, host, port, http.Tls(tls_cert, tls_key) if tls_cert and tls_key else None)
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -84,13 +84,41 @@ def reply(start_response: Callable, code: int, body: bytes = b"", headers: list 
     return [body]
 
 
+def request_control(state: MountState, path: str, body: bytes) -> bool:
+    """Write ``body`` to the control file at ``path`` as the mount does (empty: a touch); whether a job started.
+
+    ``open_write``, ``write`` and ``flush`` (or ``setattr`` for a touch) check
+    the request exactly as for a write through FUSE; the :data:`Work` that
+    comes back runs in a thread of its own and records its outcome in status.
+    """
+    try:
+        node = walk(state.root, path)
+    except NotFound:
+        raise ReadOnly("nothing can be created: backups are read-only") from None
+    uid = state.owner_uid  # whoever passed the gate acts as the user serving the store
+    if body:
+        handle = node.open_write(uid)
+        handle.write(body)
+        work = handle.flush()
+    else:
+        work = node.setattr(uid, times=True, truncate=False, other=False)
+    if work is None:
+        return False
+    start_work(work)
+    return True
+
+
+def start_work(work: Work) -> None:
+    """A job's blocking part, in a thread of its own (it records its outcome; it never raises)."""
+    threading.Thread(target=work, name="vmlfs-job", daemon=True).start()
+
+
 class Gate:
     """The WSGI application ``vmlfs serve`` runs: policy first, then WsgiDAV (and the web page)."""
 
     def __init__(self, state: MountState, dav: WSGIApp | None, *, web: WSGIApp | None = None,
                  credentials: Credentials | None = None) -> None:
         self.state, self.dav, self.web, self.credentials = state, dav, web, credentials
-        self._jobs: list[threading.Thread] = []
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if self.credentials and not self.credentials.accepts(environ.get("HTTP_AUTHORIZATION", "")):
@@ -126,27 +154,9 @@ class Gate:
         if length > MAX_BODY:
             raise InvalidRequest(f"a control request is one word, not {length} bytes")
         body = environ["wsgi.input"].read(length) if length else b""
-        try:
-            node = walk(self.state.root, path)
-        except NotFound:
-            raise ReadOnly("nothing can be created: backups are read-only") from None
-        uid = self.state.owner_uid  # whoever passed the gate acts as the user serving the store
-        if body:
-            handle = node.open_write(uid)
-            handle.write(body)
-            work = handle.flush()
-        else:
-            work = node.setattr(uid, times=True, truncate=False, other=False)
-        if work is None:
+        if not request_control(self.state, path, body):
             return reply(start_response, 204)
-        self.run(work)
         return reply(start_response, 202, b"started; see control/status\n")
-
-    def run(self, work: Work) -> None:
-        """Start a job's blocking part in a thread of its own (it records its outcome; it never raises)."""
-        thread = threading.Thread(target=work, name="vmlfs-job", daemon=True)
-        thread.start()
-        self._jobs = [t for t in self._jobs if t.is_alive()] + [thread]
 
     def tar(self, environ: dict, start_response: Callable, path: str) -> Iterable[bytes]:
         node = walk(self.state.root, path)
