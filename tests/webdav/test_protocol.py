@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from email.utils import formatdate
-from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest

@@ -34,7 +34,7 @@ def url(*parts: str, trailing: bool = False) -> str:
 
 
 def page(title: str, body: str, crumbs: Iterable[tuple[str, str]] = ()) -> bytes:
-    nav = " / ".join([f'<a href="/web/">logbook</a>'] + [f'<a href="{e(href)}">{e(text)}</a>' for text, href in crumbs])
+    nav = " / ".join(['<a href="/web/">logbook</a>'] + [f'<a href="{e(href)}">{e(text)}</a>' for text, href in crumbs])
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(title)} · vmlfs</title>"
             f"<meta name=viewport content='width=device-width'><style>{STYLE}</style></head>"
             f"<body><nav>{nav}</nav><h1>{e(title)}</h1>{body}{POLL}</body></html>").encode()
