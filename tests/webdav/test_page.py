@@ -127,3 +127,31 @@ def test_the_entry_page_stays_usable_at_500_backups(tmp_path, serve_factory, bro
     shot(browser, tmp_path, "500-last-page")
     print(f"entry page with 500 backups loaded in {loaded:.2f} s")
     assert loaded < 5
+
+
+def test_vm_snapshot_and_provision_requests_go_through_the_control_files(tmp_path, serve_factory):
+    """libvirt's test driver stands in for the hypervisor: its state lives in the server process."""
+    import dataclasses
+    import re
+
+    import httpx
+
+    pytest.importorskip("libvirt")
+    s = make_store(tmp_path)
+    s.backup()
+    store = s.store()
+    store.save_entry(dataclasses.replace(store.load_entry("e1"), domain="test"))
+    server = serve_factory(s.store_path, "--listen", "127.0.0.1:0", "--libvirt-uri", "test:///default")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        page = client.get("/web/e/e1/").text
+        token = re.search(r'name=csrf value="([^"]+)"', page).group(1)
+        assert "Take a VM snapshot" in page and "Provision" in page
+        assert client.post("/web/e/e1/vm-snapshot", data={"csrf": token}).status_code == 303
+        deadline = time.monotonic() + 30
+        while "VM snapshot vmlfs-" not in (status := client.get("/web/e/e1/status").text):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        listing = client.request("PROPFIND", "/entries/e1/vm/", headers={"Depth": "1"}).text
+        assert re.search(r"/entries/e1/vm/vmlfs-[0-9TZ-]+\.xml", listing), listing
+        refused = client.post("/web/provision", data={"csrf": token, "target": "e1@x; rm -rf /"})
+        assert refused.status_code == 400 and "refused provision request" in refused.text
