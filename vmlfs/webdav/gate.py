@@ -7,20 +7,22 @@ In order, for every request:
    challenge. (Basic is only safe over TLS, which is why a server on a
    non-loopback address needs both; see :mod:`vmlfs.webdav.server`.)
 2. **The web page** (``/web/...``), when it is served.
-3. **Control files**: a PUT or POST to a control file takes the same path as
+3. A path with a ``.`` or ``..`` component is a 404, whatever the method:
+   nothing is served from outside the tree, or by a detour through it.
+4. **Control files**: a PUT or POST to a control file takes the same path as
    a write through the mount. A body is written to the node's
    :meth:`~vmlfs.fs.protocol.FsNode.open_write` handle and flushed; an empty
    body is a ``touch`` (``setattr`` with new times). The :data:`Work` that
    comes back runs in a thread of its own; the answer is 202 and the outcome
    shows in ``control/status``. A PUT or POST anywhere else meets the node's
    own refusal (``ReadOnly``: 403).
-4. **Every other writing method** (DELETE, MKCOL, COPY, MOVE, PROPPATCH, LOCK,
+5. **Every other writing method** (DELETE, MKCOL, COPY, MOVE, PROPPATCH, LOCK,
    UNLOCK, PATCH) is a 403: the tree is read-only.
-5. ``PROPFIND`` with ``Depth: infinity`` (or no Depth, which means infinity)
+6. ``PROPFIND`` with ``Depth: infinity`` (or no Depth, which means infinity)
    is a 403 with the RFC 4918 ``propfind-finite-depth`` condition: one request
    must not walk every backup.
-6. ``GET dir?tar`` streams the directory as a tar (:mod:`vmlfs.webdav.tarstream`).
-7. Everything else (OPTIONS, HEAD, GET with ranges, PROPFIND depth 0 and 1)
+7. ``GET dir?tar`` streams the directory as a tar (:mod:`vmlfs.webdav.tarstream`).
+8. Everything else (OPTIONS, HEAD, GET with ranges, PROPFIND depth 0 and 1)
    is WsgiDAV's, over :class:`vmlfs.webdav.resources.TreeProvider`.
 """
 
@@ -130,6 +132,7 @@ class Gate:
         if self.dav is None:  # only the page is served: send browsers there
             return reply(start_response, 302 if path == "/" else 404, b"", [("Location", WEB_PREFIX + "/")])
         try:
+            split(path)  # '.' or '..' anywhere: 404 here, before any handler sees the path
             if method in ("PUT", "POST"):
                 return self.control(environ, start_response, path)
             if method in WRITES:
