@@ -155,3 +155,26 @@ def test_vm_snapshot_and_provision_requests_go_through_the_control_files(tmp_pat
         assert re.search(r"/entries/e1/vm/vmlfs-[0-9TZ-]+\.xml", listing), listing
         refused = client.post("/web/provision", data={"csrf": token, "target": "e1@x; rm -rf /"})
         assert refused.status_code == 400 and "refused provision request" in refused.text
+
+
+def test_a_files_versions_across_backups(tmp_path, serve_factory):
+    import re
+
+    import httpx
+
+    s = make_store(tmp_path)
+    first = s.backup()
+    second = s.backup()
+    (s.home / "src" / "main.py").write_text("print('changed')\n")
+    (s.home / "new.txt").write_text("new\n")
+    third = s.backup()
+    server = serve_factory(s.store_path, "--web", "--listen", "127.0.0.1:0")
+    tree = httpx.get(server.path(f"/web/tree/entries/e1/{third}/home/src/")).text
+    assert f'href="/web/versions/entries/e1/{third}/home/src/main.py"' in tree
+    page = httpx.get(server.path(f"/web/versions/entries/e1/{third}/home/src/main.py")).text
+    states = re.findall(r"<tr><td>(\d{8}T\d{6}Z)</td><td>([a-z ]+)</td>", page)
+    assert states == [(third, "changed"), (second, "same as the older"), (first, "new")]
+    page = httpx.get(server.path(f"/web/versions/entries/e1/{third}/home/new.txt")).text
+    assert re.findall(r"<tr><td>(\d{8}T\d{6}Z)</td><td>([a-z ]+)</td>", page) == [
+        (third, "new"), (second, "absent"), (first, "absent")]
+    assert httpx.get(server.path(f"/web/versions/entries/e1/{third}/info.json")).status_code == 400

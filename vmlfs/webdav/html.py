@@ -126,9 +126,23 @@ def tree_page(path: str, rows: list[tuple[str, bool, int, str]]) -> bytes:
             out.append([f'<a href="{e(url("tree") + target)}/">{e(name)}/</a>', "",
                         f'<a href="{e(url("tar") + target)}/">tar</a>', e(mtime)])
         else:
-            out.append([f'<a href="{e(url("file") + target)}">{e(name)}</a>', size(nbytes), "", e(mtime)])
+            out.append([f'<a href="{e(url("file") + target)}">{e(name)}</a>', size(nbytes),
+                        f'<a href="{e(url("versions") + target)}">versions</a>', e(mtime)])
     up = base.rsplit("/", 1)[0]
     body = (f'<p><a href="{e(url("tree") + quote(up))}/">..</a> · <a href="{e(url("tar") + quote(base))}/">'
             f"download this directory as tar</a></p>" + table(["name", "size", "", "modified (UTC)"], out,
                                                                numeric=frozenset({1})))
     return page(path, body)
+
+
+def versions_page(path: str, rows: list[tuple[str, str, int | None, str]], limit: int) -> bytes:
+    """One file of a backup in the entry's other backups: where it changed, where it was the same, where absent."""
+    out = []
+    for ts, state, nbytes, mtime in rows:
+        where = path.split("/", 4)  # ['', 'entries', entry, ts, rest]
+        target = quote(f"/entries/{where[2]}/{ts}/{where[4]}") if len(where) == 5 else ""
+        link = f'<a href="{e(url("file") + target)}">download</a>' if nbytes is not None else ""
+        out.append([e(ts), e(state), size(nbytes), e(mtime), link])
+    body = (f"<p>the newest {limit} backups of the entry, newest first</p>"
+            + table(["backup", "", "size", "modified (UTC)", ""], out, numeric=frozenset({2})))
+    return page(f"versions of {path}", body)

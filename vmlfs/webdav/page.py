@@ -41,6 +41,7 @@ from vmlfs.webdav.tarstream import tar_stream
 log = logging.getLogger(__name__)
 
 PER_PAGE = 100
+VERSIONS = 50  # backups searched for a file's versions (each opens that backup's manifest)
 MAX_FORM = 4096
 CHUNK = 1 << 20
 HTML = "text/html; charset=utf-8"
@@ -82,7 +83,7 @@ class WebPage:
             return reply(start_response, 200, self.entries(), content_type=HTML)
         if parts == ["status"]:
             return reply(start_response, 200, self.state.jobs.status(None))
-        if parts[0] in ("file", "tree", "tar"):
+        if parts[0] in ("file", "tree", "tar", "versions"):
             tree_path = path.split("/", 2)[2] if len(parts) > 1 else ""
             return getattr(self, parts[0])(environ, start_response, "/" + tree_path)
         if parts[0] == "e" and len(parts) == 3 and parts[2] == "status":
@@ -157,6 +158,28 @@ class WebPage:
             data = handle.read(offset, min(CHUNK, size - offset))
             handle.readahead(offset, offset + len(data))
             yield bytes(data)
+
+    def versions(self, environ: dict, start_response: Callable, path: str) -> list[bytes]:
+        """The same path in the entry's newest :data:`VERSIONS` backups: changed, the same as the next older, or absent."""
+        where = path.split("/", 4)
+        if len(where) != 5 or where[1] != "entries" or not where[4].startswith("home/"):
+            raise InvalidRequest("versions are shown for files below a backup's home")
+        entry, rest = where[2], where[4]
+        rows: list[tuple[str, str, int | None, str]] = []
+        for ts in reversed(self.store.timestamps(entry)[-VERSIONS:]):
+            try:
+                a = walk(self.state.root, f"/entries/{entry}/{ts}/{rest}").attrs()
+            except NotFound:
+                rows.append((ts, "absent", None, ""))
+                continue
+            rows.append((ts, "", a.size, utc(a.mtime_ns)))
+        for i, (ts, state, nbytes, mtime) in enumerate(rows):  # compared with the next older backup
+            if state != "absent":
+                older = rows[i + 1] if i + 1 < len(rows) else None
+                same = older is not None and older[2:] == (nbytes, mtime)
+                rows[i] = (ts, "same as the older" if same else "changed" if older and older[1] != "absent" else "new",
+                           nbytes, mtime)
+        return reply(start_response, 200, html.versions_page(path, rows, VERSIONS), content_type=HTML)
 
     def tar(self, environ: dict, start_response: Callable, path: str) -> Iterable[bytes]:
         node = walk(self.state.root, path)
