@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from vmlfs.errors import Busy, CorruptData, InvalidRequest, NotFound, PermissionDenied, ReadOnly
 
-STATUS_SUCCESS = 0x00000000
 STATUS_END_OF_FILE = 0xC0000011
 STATUS_INVALID_PARAMETER = 0xC000000D
 STATUS_ACCESS_DENIED = 0xC0000022

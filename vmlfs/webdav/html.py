@@ -15,7 +15,7 @@ from urllib.parse import quote
 STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#222}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #ddd}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:.6em}
-form.inline{display:inline}nav a{margin-right:.8em}.muted{color:#777}section{margin:1.2em 0}"""
+form.inline{display:inline}nav a{margin-right:.8em}section{margin:1.2em 0}"""
 
 POLL = """<script>
 (function(){var box=document.getElementById('status');if(!box)return;
