@@ -95,7 +95,7 @@ def members(node: FsNode) -> Iterator[tuple[str, FsNode]]:
 
 
 def read_all(handle: Handle) -> bytes:
-    """A small file's whole content (a short read is the end)."""
+    """A small file's whole content (read until a read returns nothing)."""
     out = bytearray()
     while chunk := handle.read(len(out), 1 << 20):
         out += chunk
