@@ -99,7 +99,11 @@ def test_a_forged_post_is_refused(tmp_path, serve_factory):
     server = serve_factory(s.store_path, "--web", "--listen", "127.0.0.1:0")
     answer = httpx.post(server.path("/web/e/e1/backup"), data={"kind": "full"})
     assert answer.status_code == 403 and "CSRF" in answer.text
+    assert httpx.post(server.path("/web/e/e1/backup"), data={"kind": "full", "csrf": "guess"}).status_code == 403
     assert len(os.listdir(s.store_path / "entries" / "e1" / "backups")) == 1
+    # --web alone: no WebDAV share, and a browser at / is sent to the page.
+    assert httpx.get(server.url).headers["Location"] == "/web/"
+    assert httpx.request("PROPFIND", server.url, headers={"Depth": "1"}).status_code == 404
 
 
 @pytest.mark.slow

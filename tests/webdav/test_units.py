@@ -47,3 +47,9 @@ def test_basic_credentials():
     assert c.accepts(good)
     assert not c.accepts("Basic " + base64.b64encode(b"alice:pw").decode())
     assert not c.accepts("Basic !!!") and not c.accepts("Bearer x") and not c.accepts("")
+
+
+def test_status_lines():
+    from vmlfs.webdav.status import status_line
+
+    assert [status_line(c) for c in (202, 204, 302, 409)] == ["202 Accepted", "204 No Content", "302 Found", "409 Conflict"]

@@ -130,7 +130,9 @@ class Gate:
         if self.web is not None and (path == WEB_PREFIX or path.startswith(WEB_PREFIX + "/")):
             return self.web(environ, start_response)
         if self.dav is None:  # only the page is served: send browsers there
-            return reply(start_response, 302 if path == "/" else 404, b"", [("Location", WEB_PREFIX + "/")])
+            if path == "/" and method in ("GET", "HEAD"):
+                return reply(start_response, 302, b"", [("Location", WEB_PREFIX + "/")])
+            return reply(start_response, 404, b"only the web page is served here, at /web/\n")
         try:
             split(path)  # '.' or '..' anywhere: 404 here, before any handler sees the path
             if method in ("PUT", "POST"):

@@ -17,6 +17,8 @@ anything else                      500
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from vmlfs.errors import (
     Busy,
     ConnectionFailed,
@@ -40,8 +42,6 @@ STATUS = {
     ConnectionFailed: 502,
     HypervisorError: 502,
 }
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 500: "Internal Server Error", 502: "Bad Gateway"}
 
 
 def http_status(exc: BaseException) -> int:
@@ -53,4 +53,5 @@ def http_status(exc: BaseException) -> int:
 
 
 def status_line(code: int) -> str:
-    return f"{code} {REASONS.get(code, 'Error')}"
+    """``"202 Accepted"``: the status line WSGI's ``start_response`` wants."""
+    return f"{code} {HTTPStatus(code).phrase}"
