@@ -74,8 +74,11 @@ def test_credentials_are_required_when_given(tmp_path, serve_factory):
     secret = tmp_path / "auth"
     secret.write_text("alice:s3cret-pass\n")
     secret.chmod(0o600)
-    server = serve_factory(s.store_path, "--webdav", "--listen", "127.0.0.1:0", "--auth-file", str(secret))
+    server = serve_factory(s.store_path, "--listen", "127.0.0.1:0", "--auth-file", str(secret))
     assert code("-X", "PROPFIND", "-H", "Depth: 1", server.url) == 401
+    assert code(server.path("/web/")) == 401 and code("-X", "PUT", "--data", "full",
+                                                       server.path("/entries/e1/control/snapshot")) == 401
+    assert code("-u", "alice:s3cret-pass", server.path("/web/")) == 200
     assert code("-u", "alice:wrong", server.path("/entries/")) == 401
     assert code("-u", "alice:s3cret-pass", "-X", "PROPFIND", "-H", "Depth: 1", server.url) == 207
     assert "WWW-Authenticate: Basic" in curl("-i", server.url).stdout.decode()
