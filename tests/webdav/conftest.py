@@ -1,8 +1,8 @@
 """A real ``vmlfs serve`` process on a free loopback port, and small HTTP helpers.
 
 The server is started with ``--listen 127.0.0.1:0`` so the kernel picks the
-port; the fixture reads the URL from the "serving" line of its log, and
-stops the process (SIGTERM, then SIGKILL) at teardown even when the test
+port; the fixture reads the URL from the "serving" line of its log, waits
+until it answers an HTTP request, and stops the process (SIGTERM, then SIGKILL) at teardown even when the test
 failed.
 """
 
@@ -12,6 +12,8 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,13 +39,24 @@ class Served:
         return self.proc.returncode
 
 
+def answers(url: str) -> bool:
+    """Whether the server answers HTTP at all (any status: a 401 is an answer)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="OPTIONS"), timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
 def start_server(store: Path, log: Path, *args: str, timeout: float = 30.0) -> Served:
     with open(log, "wb") as out:
         proc = subprocess.Popen([*VMLFS, "--store", str(store), "serve", *args], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = re.search(r"serving (\S+)", log.read_text(errors="replace"))
-        if found:
+        if found and answers(found.group(1)):
             return Served(proc, found.group(1), log)
         if proc.poll() is not None:
             raise AssertionError(f"vmlfs serve exited {proc.returncode}: {log.read_text(errors='replace')}")
