@@ -37,6 +37,10 @@ RANKS = {
     "fs": 7, "webdav": 7, "winfsp_bridge": 7,
     "cli": 8, "__main__": 9,
 }
+#: The rank-7 front ends that reuse fs/'s tree model: the one exception to "one rank, no imports", and
+#: never through the pyfuse3 adapter (fs/ itself may not import them: the rank check still says so).
+SHARED_MODEL = {"webdav": "fs", "winfsp_bridge": "fs"}
+FUSE_ADAPTER = "vmlfs.fs.fuse_adapter"
 MAX_LINES = 500
 ADAPTERS = {"pyfuse3", "trio", "asyncssh", "libvirt", "lxml", "httpx", "click", "tqdm", "boto3", "botocore", "wsgidav"}
 CORE = ("errors", "names", "release", "archive", "engine")
@@ -102,6 +106,8 @@ def order_violations(graph: dict[str, set[str]], ranks: dict[str, int]) -> list[
             if mine not in ranks or theirs not in ranks:
                 unknown = mine if mine not in ranks else theirs
                 out.append(f"{module} -> {target}: package {unknown} has no declared rank")
+            elif SHARED_MODEL.get(mine) == theirs and target != FUSE_ADAPTER:
+                continue
             elif ranks[theirs] >= ranks[mine]:
                 out.append(f"{module} -> {target}: {mine} (rank {ranks[mine]}) may not import {theirs} (rank {ranks[theirs]})")
     return out
@@ -171,6 +177,23 @@ def test_imports_follow_the_declared_order() -> None:
     assert order_violations(import_graph(ROOT), RANKS) == []
 
 
+def test_winfsp_bridge_uses_the_model_and_below_only() -> None:
+    """winfsp_bridge/ sits beside vmlfs/ at rank 7: it may import app/ and below, and fs/'s model."""
+    bridge = REPO / "winfsp_bridge"
+    if not bridge.is_dir():
+        pytest.skip("no winfsp_bridge/")
+    offenders = []
+    for path in bridge.rglob("*.py"):
+        for module in imports_of(path, bridge):
+            parts = module.split(".")
+            if parts[0] != "vmlfs" or len(parts) < 2:
+                continue
+            allowed = RANKS.get(parts[1], 99) < RANKS["winfsp_bridge"] or (parts[1] == "fs" and module != FUSE_ADAPTER)
+            if not allowed:
+                offenders.append(f"{path.name} -> {module}")
+    assert offenders == []
+
+
 def test_no_import_cycles() -> None:
     for root in package_roots():
         assert cycles(import_graph(root)) == []
@@ -195,6 +218,9 @@ ADAPTER_HOMES = {
     "asyncssh": "vmlfs.backends.ssh_runner",
     "pyfuse3": "vmlfs.fs.fuse_adapter",
     "trio": "vmlfs.fs.fuse_adapter",
+    "wsgidav": "vmlfs.webdav",
+    "cheroot": "vmlfs.webdav",
+    "winfspy": "winfsp_bridge",  # outside vmlfs/ altogether
 }
 
 
@@ -259,6 +285,15 @@ def test_a_cycle_is_caught_even_behind_type_checking(tmp_path: Path) -> None:
         "fs/d.py": "from vmlfs.fs import a\n",
     })
     assert cycles(import_graph(root)) == [["vmlfs.fs.a", "vmlfs.fs.b", "vmlfs.fs.c"]]
+
+
+def test_a_front_end_may_use_the_model_but_not_the_fuse_adapter(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"__init__.py": "", "fs/__init__.py": "", "webdav/__init__.py": "", "fs/tree.py": "",
+                            "fs/fuse_adapter.py": "", "webdav/a.py": "from vmlfs.fs import tree, fuse_adapter\n",
+                            "fs/b.py": "import vmlfs.webdav.a\n"})
+    assert order_violations(import_graph(root), RANKS) == [
+        "vmlfs.fs.b -> vmlfs.webdav.a: fs (rank 7) may not import webdav (rank 7)",
+        "vmlfs.webdav.a -> vmlfs.fs.fuse_adapter: webdav (rank 7) may not import fs (rank 7)"]
 
 
 def test_a_long_module_is_caught(tmp_path: Path) -> None:

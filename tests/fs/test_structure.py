@@ -32,3 +32,14 @@ def test_the_adapter_imports_only_the_protocols_and_the_entry_point() -> None:
     assert set(taken) <= {f"{PACKAGE}.protocol", f"{PACKAGE}.state", "vmlfs.errors"}, taken
     assert taken[f"{PACKAGE}.state"] == {"MountState"}
     assert taken[f"{PACKAGE}.protocol"] <= {"FsNode", "Handle", "Listing", "Work", "Attrs"}
+
+
+@pytest.mark.parametrize("package", [ROOT / "webdav", ROOT.parent / "winfsp_bridge"], ids=["webdav", "winfsp_bridge"])
+def test_the_other_adapters_use_the_same_entry_points(package) -> None:
+    """WebDAV and WinFsp see the tree as FUSE does (protocols and MountState), plus the two helpers for
+    clients without Unix names or symlinks, and ``control.Jobs`` where they build a MountState; never the nodes."""
+    allowed = {f"{PACKAGE}.{m}" for m in ("protocol", "state", "control", "winnames", "links")}
+    root = ROOT if package.parent == ROOT else package
+    used = {module for path in package.rglob("*.py") for module, _ in import_statements(path, root)
+            if module.startswith(PACKAGE)}
+    assert used and used <= allowed, used

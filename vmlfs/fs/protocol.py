@@ -1,8 +1,10 @@
 """What an adapter sees of the tree model: nodes, their attributes, listings and open handles.
 
-An adapter (the pyfuse3 one in :mod:`vmlfs.fs.fuse_adapter`; a WebDAV server
-or a WinFsp bridge later) imports this module and the mount's entry point,
-:class:`vmlfs.fs.state.MountState`, and nothing else of :mod:`vmlfs.fs`:
+An adapter (the pyfuse3 one in :mod:`vmlfs.fs.fuse_adapter`, the WebDAV server
+in :mod:`vmlfs.webdav`, the WinFsp bridge in ``winfsp_bridge``) imports this
+module and the mount's entry point, :class:`vmlfs.fs.state.MountState`, and
+of :mod:`vmlfs.fs` otherwise only the helpers for clients without Unix names
+or symlinks (:mod:`vmlfs.fs.winnames`, :mod:`vmlfs.fs.links`):
 
 * :class:`FsNode`: ``attrs()`` answers from memory and never does I/O, so an
   adapter may call it on its event loop; every other method may touch the
