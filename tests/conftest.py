@@ -66,6 +66,37 @@ class Vmlfs:
         return sorted((self.store / "objects" / "layers").glob("*.tar.zst"))
 
 
+def replace_layer(store: Path, entry: str, ts: str, data: bytes) -> None:
+    """What an attacker who replaces a backup's layer with ``data`` must do in format 2 so that no
+    sha256 check gives it away: store it as a new object under its sha256, point the tree's rows
+    there (a new tree object too) and make the record name both, with their sizes."""
+    import sqlite3
+    import tempfile
+
+    record_file = store / "entries" / entry / "backups" / f"{ts}.json"
+    record = json.loads(record_file.read_text())
+    assert record["manifest"]["base"] is None, "the tree is a checkpoint: every row naming the layer is in it"
+    old, new = record["layer"]["sha256"], hashlib.sha256(data).hexdigest()
+    layers, trees = store / "objects" / "layers", store / "objects" / "trees"
+    (layers / f"{old}.tar.zst").unlink()
+    (layers / f"{new}.tar.zst").write_bytes(data)
+    tree = trees / f"{record['manifest']['sha256']}.sqlite"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "tree.sqlite"
+        work.write_bytes(tree.read_bytes())
+        db = sqlite3.connect(work)
+        db.execute("UPDATE nodes SET layer = ? WHERE layer = ?", (new, old))
+        db.commit()
+        db.close()
+        tree_data = work.read_bytes()
+    tree.unlink()
+    digest = hashlib.sha256(tree_data).hexdigest()
+    (trees / f"{digest}.sqlite").write_bytes(tree_data)
+    record["layer"] = {"size": len(data), "sha256": new}
+    record["manifest"].update(size=len(tree_data), sha256=digest)
+    record_file.write_text(json.dumps(record))
+
+
 @pytest.fixture
 def vmlfs(tmp_path: Path) -> Vmlfs:
     store = tmp_path / "store"

@@ -206,7 +206,9 @@ def test_backups_with_impossible_times_are_listed_as_such(vmlfs: Vmlfs, tmp_path
     assert "TIMES? completed" in vmlfs.run("list", "e").stdout.decode()
     future = "20991231T000000Z"
     (path.with_name(f"{future}.json")).write_text(json.dumps(record | {"timestamp": future}))
-    assert "lies more than a day in the future" in vmlfs.run("list", "e").stdout.decode().splitlines()[1]
+    lines = vmlfs.run("list", "e").stdout.decode().splitlines()
+    assert "TIMES? completed" in lines[0], "the backup with impossible times is still listed as such"
+    assert future in lines[1] and "lies in the future" in lines[1], "a far-future name is one damaged backup, with its reason"
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,19 @@ FUTURE = "99991231T235959Z"
 
 def meta_edit(**fields):
     def damage(v: Vmlfs) -> None:
-        path = v.store / "entries" / "good" / "backups" / v.backups("good")[0] / "meta.json"
+        path = v.store / "entries" / "good" / "backups" / f"{v.backups('good')[0]}.json"
         meta = json.loads(path.read_text())
         meta.update(fields)
         path.write_text(json.dumps(meta))
     return damage
 
 
-def future_backup(v: Vmlfs) -> None:
-    backups = v.store / "entries" / "good" / "backups"
-    shutil.copytree(backups / v.backups("good")[0], backups / FUTURE)
-    meta = json.loads((backups / FUTURE / "meta.json").read_text())
-    meta["timestamp"] = FUTURE
-    (backups / FUTURE / "meta.json").write_text(json.dumps(meta))
+def planted_record(ts: str):
+    """A copy of a good backup's record under the name ``ts`` (naming the same objects)."""
+    def plant(v: Vmlfs) -> None:
+        record = v.record("good", v.backups("good")[0]) | {"timestamp": ts}
+        (v.store / "entries" / "good" / "backups" / f"{ts}.json").write_text(json.dumps(record))
+    return plant
 
 
 def entry_json_is_a_directory(v: Vmlfs) -> None:
@@ -44,13 +43,12 @@ DAMAGE = {  # name -> (damage, the object named, a word of its reason)
     "entry.json not a file": (entry_json_is_a_directory, "other", "directory"),
     "entry.json wrong types": (lambda v: (v.store / "entries" / "other" / "entry.json").write_text(
         json.dumps({"version": "1.1", "name": "other", "guest": "/x", "include": "abc"})), "other", "list"),
-    "impossible timestamp": (lambda v: (v.store / "entries" / "good" / "backups" / "20261399T999999Z").mkdir(),
-                             "20261399T999999Z", "invalid"),
+    "impossible timestamp": (planted_record("20261399T999999Z"), "20261399T999999Z", "invalid"),
     "files is a list": (meta_edit(files=[]), "good@", "files"),
     "duration is a word": (meta_edit(duration_s="slow"), "good@", "duration_s"),
     "stats of the wrong type": (meta_edit(stats={"files": "x"}), "good@", "stats"),
     "warnings not a list": (meta_edit(warnings=5), "good@", "warnings"),
-    "far-future timestamp": (future_backup, FUTURE, "future"),
+    "far-future timestamp": (planted_record(FUTURE), FUTURE, "future"),
 }
 
 

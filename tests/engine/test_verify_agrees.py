@@ -1,7 +1,8 @@
 """verify and restore agree: every manifest restore refuses (or restores only in part), verify flags.
 
-The attacker here also rewrote meta.json's checksum of the manifest, so the
-tree's own checks must find the damage, not the file's sha256. Each case is
+The attacker here also stored the tampered tree under its new sha256 and
+pointed the backup's record at it, so the tree's own checks must find the
+damage, not the object's sha256. Each case is
 restored locally and over the SSH agent (run locally), and verified.
 """
 
@@ -58,16 +59,24 @@ def tampered_backup(tmp_path: Path, sql: str) -> tuple[LocalStore, str]:
     cfg = EntryConfig("e", str(home))
     store.add_entry(cfg)
     ts = run_backup(store, cfg, LocalGuest(home)).timestamp
-    folder = store.backup_dir("e", ts)
-    db = sqlite3.connect(folder / "manifest.sqlite")
+    root = tmp_path / "s"
+    record_file = root / "entries" / "e" / "backups" / f"{ts}.json"
+    record = json.loads(record_file.read_text())
+    assert record["manifest"]["base"] is None, "the first backup's tree is a checkpoint: every row is in it"
+    tree = root / "objects" / "trees" / f"{record['manifest']['sha256']}.sqlite"
+    work = tmp_path / "tampered.sqlite"
+    work.write_bytes(tree.read_bytes())
+    db = sqlite3.connect(work)
     db.execute("PRAGMA ignore_check_constraints = 1")
     assert db.execute(sql).rowcount >= 1
     db.commit()
     db.close()
-    data = (folder / "manifest.sqlite").read_bytes()  # the attacker also fixes meta.json's checksum
-    meta = json.loads((folder / "meta.json").read_text())
-    meta["manifest"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (folder / "meta.json").write_text(json.dumps(meta))
+    data = work.read_bytes()  # the attacker stores the tree under its new sha256 and fixes the record
+    digest = hashlib.sha256(data).hexdigest()
+    tree.unlink()
+    (tree.parent / f"{digest}.sqlite").write_bytes(data)
+    record["manifest"].update(size=len(data), sha256=digest)
+    record_file.write_text(json.dumps(record))
     return store, ts
 
 

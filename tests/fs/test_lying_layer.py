@@ -1,14 +1,14 @@
 """A layer whose seek table lies (one entry covering two frames), through the real CLI and a real mount:
 restore and verify name the damaged files, the mount answers EIO, no one serves other bytes.
 
-The attacker also fixed meta.json's size and sha256 of the layer, so only the
-frame checks of vmlfs/archive/seekable.py can find it.
+The attacker also stored the layer under its new sha256 and made the tree and
+the record name it (tests/conftest.py replace_layer), so only the frame checks
+of vmlfs/archive/seekable.py can find it.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -18,28 +18,30 @@ from pathlib import Path
 import pytest
 
 from tests.archive.test_lying_seek_table import entries, one_frame_of, rewrite
-from tests.conftest import peak_rss_kib
+from tests.conftest import peak_rss_kib, replace_layer
 from tests.fs.conftest import make_store, needs_fuse, serving_pid
 
 
-def lie_in_the_layer(store: Path, entry: str, ts: str) -> None:
-    folder = store / "entries" / entry / "backups" / ts
-    layer = folder / "layer.tar.zst"
+def lie_in_the_layer(store: Path, entry: str, ts: str, tmp: Path) -> None:
+    layer = tmp / "layer.tar.zst"
+    layer.write_bytes(layer_of(store, entry, ts).read_bytes())
     frames, sizes = entries(layer)
     (c0, d0), (c1, _) = sizes[0], sizes[1]
     sizes[0:2] = [(c0 + c1, d0)]  # frame 1 is swallowed: every later frame moves back by one
     rewrite(layer, frames, sizes)
-    data = layer.read_bytes()
-    meta = json.loads((folder / "meta.json").read_text())
-    meta["layer"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (folder / "meta.json").write_text(json.dumps(meta))
+    replace_layer(store, entry, ts, layer.read_bytes())
+
+
+def layer_of(store: Path, entry: str, ts: str) -> Path:
+    record = json.loads((store / "entries" / entry / "backups" / f"{ts}.json").read_text())
+    return store / "objects" / "layers" / f"{record['layer']['sha256']}.tar.zst"
 
 
 @needs_fuse
 def test_a_lying_seek_table_is_named_damage_everywhere(tmp_path: Path, mount_factory) -> None:
     setup = make_store(tmp_path)
     ts = setup.backup()
-    lie_in_the_layer(setup.store_path, "e1", ts)
+    lie_in_the_layer(setup.store_path, "e1", ts, tmp_path)
     vmlfs = [sys.executable, "-m", "vmlfs", "--store", str(setup.store_path)]
 
     verify = subprocess.run([*vmlfs, "verify"], capture_output=True, text=True)
@@ -66,14 +68,12 @@ def test_a_lying_seek_table_is_named_damage_everywhere(tmp_path: Path, mount_fac
 def test_a_33_kib_layer_holding_a_1_gib_frame_costs_bounded_memory(tmp_path: Path, mount_factory, table_says: str) -> None:
     setup = make_store(tmp_path, big_mib=1)
     ts = setup.backup()
-    folder = setup.store_path / "entries" / "e1" / "backups" / ts
+    layer = tmp_path / "layer.tar.zst"
     frame = one_frame_of(1 << 30)
-    rewrite(folder / "layer.tar.zst", frame, [(len(frame), (1 << 30) if table_says == "1 GiB" else (1 << 20))])
-    data = (folder / "layer.tar.zst").read_bytes()
+    rewrite(layer, frame, [(len(frame), (1 << 30) if table_says == "1 GiB" else (1 << 20))])
+    data = layer.read_bytes()
     assert len(data) < 64 << 10
-    meta = json.loads((folder / "meta.json").read_text())
-    meta["layer"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (folder / "meta.json").write_text(json.dumps(meta))
+    replace_layer(setup.store_path, "e1", ts, data)
     store = ("--store", str(setup.store_path))
     for argv in (("verify",), ("restore", "e1", str(tmp_path / "r"))):
         code, rss, text = peak_rss_kib(*store, *argv)

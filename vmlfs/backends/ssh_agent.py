@@ -1,23 +1,20 @@
 """vmlfs guest agent: sent to the guest and run there as ``python3 -c <this file> MODE ROOT [FLAGS]``
 (with ``PYTHONCOERCECLOCALE=0``, so Python adds no LC_CTYPE to the environment it passes on).
 
-It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` reads this
-file's text and sends it as one argv element, so it must stay stdlib-only and
-run on the oldest python3 a CernVM guest has (3.6: no walrus, no ``X | Y``).
-Tests run it locally as a subprocess. ROOT ('' = home, '~/x' = below home)
-arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
+It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` reads this file's text and sends
+it as one argv element, so it must stay stdlib-only and run on the oldest python3 a CernVM guest
+has (3.6: no walrus, no ``X | Y``). Tests run it locally as a subprocess. ROOT ('' = home, '~/x' =
+below home) arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
 
-- ``serve``: answer requests read from stdin, one after another (starting a
-  session costs the guest's shell start-up, so one session serves a backup):
-  ``S`` walk ROOT with lstat, depth first, siblings in byte order, streaming
-  one binary record per entry (rules are applied by the caller); ``R``/``H``
-  for each (path, size, mtime) check the file still matches, then stream its
-  bytes / its sha256; ``Y`` the shell history; ``V`` the environment of an interactive login shell;
-  ``P`` run a release probe script.
+- ``serve``: answer requests read from stdin, one after another (starting a session costs the
+  guest's shell start-up, so one session serves a backup): ``S`` walk ROOT with lstat, depth
+  first, siblings in byte order, streaming one binary record per entry (rules are applied by the
+  caller); ``R``/``H`` for each (path, size, mtime) check the file still matches, then stream its
+  bytes / its sha256; ``Y`` the shell history; ``V`` the environment of an interactive login
+  shell; ``P`` run a release probe script.
 - ``lock``: hold an entry's flock (ROOT is the lock file) until stdin ends.
-- ``restore``: apply a stream of operations below ROOT with the same rules as
-  the local restore: directory fds, O_NOFOLLOW, O_EXCL, one validated name
-  component at a time, never through a symlink.
+- ``restore``: apply a stream of operations below ROOT with the same rules as the local restore:
+  directory fds, O_NOFOLLOW, O_EXCL, one validated name component at a time, never through a symlink.
 
 Errors end the agent with a line ``vmlfs-agent: KIND: message`` on stderr and
 exit code 3 (not found), 4 (exists), 5 (unsafe name) or 1 (anything else).
@@ -219,10 +216,9 @@ def component(name):
 class Applier:
     """Applies restore operations relative to directory fds; see vmlfs/engine/restore.py for the rules.
 
-    Only the current directory stays open (a tree may be deeper than the fd
-    limit): leaving a directory opens ``..`` and checks it is the directory
-    (device, inode) that was entered, as the local restore does.
-    """
+    Only the current directory stays open (a tree may be deeper than the fd limit): leaving a
+    directory opens ``..`` and checks it is the directory (device, inode) that was entered, as the
+    local restore does."""
 
     def __init__(self, target_fd, overwrite):
         self.target_fd = target_fd
