@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -40,7 +41,8 @@ def test_a_4k_range_of_a_1gib_member_decompresses_at_most_two_frames(tmp_path):
     try:
         answer = httpx.get(f"{url}entries/e1/{ts}/home/huge.bin", headers={"Range": f"bytes={offset}-{offset + 4095}"})
         assert answer.status_code == 206 and answer.content == marker
-        layer = state.layer("e1", ts)
+        record = json.loads((s.store_path / "entries" / "e1" / "backups" / f"{ts}.json").read_text())
+        layer = state.layer("e1", record["layer"]["sha256"])
         assert 1 <= layer.frames_decompressed <= 2, layer.frames_decompressed
     finally:
         server.stop()
