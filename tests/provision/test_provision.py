@@ -42,12 +42,13 @@ def hypervisor(libvirtd: str, pool: str, monkeypatch) -> Iterator[tuple[str, Pat
         directory = Path(hv.console_log_path(hv.open_pool(conn, pool), "x")).parent
     yield libvirtd, directory
     with hv.open_connection(libvirtd) as conn:
-        try:
-            hv.remove_domain(conn.lookupByName("e1"))
-        except libvirt.libvirtError:
-            pass
-        for vol in hv.domain_volumes(hv.open_pool(conn, pool), "e1"):
-            hv.delete_volume(vol)
+        for name in ("e1", "e2"):
+            try:
+                hv.remove_domain(conn.lookupByName(name))
+            except libvirt.libvirtError:
+                pass
+            for vol in hv.domain_volumes(hv.open_pool(conn, pool), name):
+                hv.delete_volume(vol)
 
 
 def setup_entry(tmp_path: Path, boot: FakeBoot, pool: str) -> tuple[Path, Path, str]:
@@ -90,6 +91,28 @@ def test_provision_restores_into_the_new_guest(tmp_path, client_home, fake_boot,
     assert "backing file: " in qemu and RELEASE in qemu and "virtual size: 20 GiB" in qemu
     entry = LocalStore(store).load_entry("e1")
     assert (entry.domain, entry.guest) == ("e1", url)  # the next backup reads the new guest
+
+
+def test_as_new_entry_leaves_the_entry_as_it_was(tmp_path, client_home, fake_boot, release_repo, hypervisor, pool) -> None:
+    store, target, ts = setup_entry(tmp_path, fake_boot, pool)
+    before = LocalStore(store).load_entry("e1")
+    fake_boot.watch(hypervisor[1] / "e2-config.iso")  # the new entry's name names the domain
+    done = vmlfs(store, "provision", "e1", "--as-new-entry", "e2", "--repo", release_repo.url, "--ssh-timeout", "60")
+    url = f"ssh://root@127.0.0.1:{fake_boot.port}{target}"
+    assert done.stdout.splitlines()[1] == f"created entry e2 for the new guest ({url}, domain e2); entry e1 is unchanged"
+    assert LocalStore(store).load_entry("e1") == before
+    new = LocalStore(store).load_entry("e2")
+    assert (new.guest, new.domain, new.release, new.vm) == (url, "e2", before.release, before.vm)
+    refused = vmlfs(store, "provision", "e1", "--as-new-entry", "e2", "--repo", release_repo.url, check=False)
+    assert refused.returncode != 0 and "entry 'e2' already exists" in refused.stderr
+
+
+def test_a_missing_pool_fails_before_anything_is_fetched(tmp_path, client_home, fake_boot, release_repo, hypervisor) -> None:
+    store, _target, _ts = setup_entry(tmp_path, fake_boot, "no-such-pool")
+    done = vmlfs(store, "provision", "e1", "--repo", release_repo.url, check=False)
+    assert done.returncode != 0
+    assert "libvirt has no storage pool 'no-such-pool'" in done.stderr and "virsh pool-define-as" in done.stderr
+    assert not release_repo.gets(".hdd")
 
 
 def test_strict_release_refuses_before_writing(tmp_path, client_home, fake_boot, release_repo, hypervisor, pool) -> None:
