@@ -21,7 +21,6 @@ import pytest
 
 from tests.conftest import tree_listing
 from tests.fs.conftest import make_guest, needs_fuse
-from tests.hypervisor.conftest import libvirtd, pool  # noqa: F401  (the fixtures, shared)
 from tests.provision.conftest import RELEASE, FakeBoot
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
