@@ -98,8 +98,12 @@ def test_backups_over_ssh_full_then_unchanged(booted_guest: Guest, store) -> Non
 
 def test_restore_into_the_running_guest(booted_guest: Guest, store) -> None:
     target = f"/home/{USER}/restored"
-    timed("vmlfs restore into the guest over SSH",
-          lambda: vmlfs(booted_guest, store, "restore", "cvm", f"ssh://{USER}@127.0.0.1:{booted_guest.port}{target}"))
+    full, incremental = (line.split()[0] for line in vmlfs(booted_guest, store, "list", "cvm").stdout.splitlines()[-2:])
+    timed("vmlfs restore of the full backup into the guest over SSH",
+          lambda: vmlfs(booted_guest, store, "restore", f"cvm@{full}", f"ssh://{USER}@127.0.0.1:{booted_guest.port}{target}"))
+    booted_guest.ssh(f"rm -rf {target}")
+    timed("vmlfs restore of the no-change incremental into the guest over SSH",
+          lambda: vmlfs(booted_guest, store, "restore", f"cvm@{incremental}", f"ssh://{USER}@127.0.0.1:{booted_guest.port}{target}"))
     original = booted_guest.ssh(LISTING.format(path="~")).stdout
     restored = booted_guest.ssh(LISTING.format(path=target)).stdout
     assert restored == original and b"hsimple.root" in restored
