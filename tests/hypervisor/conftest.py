@@ -11,9 +11,12 @@ on every open), so the node file seeds the snapshot tree every CLI call sees:
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,10 +55,13 @@ def node_uri(tmp_path: Path) -> str:
     return f"test://{path}"
 
 
+_COUNTER = itertools.count()
+
 # --- a real libvirtd -------------------------------------------------------------------------
 
 SYSTEM_URI = "qemu:///system"
-RUN_DIR = Path("/run/libvirt")
+# Directories a system libvirtd keeps state in; a daemon started here gets private ones.
+PRIVATE_DIRS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt")
 
 
 def _alive(uri: str) -> bool:
@@ -79,8 +85,6 @@ def _ensure_system_account() -> None:
             ["useradd", "--system", "-g", "libvirt-qemu", "-d", "/var/lib/libvirt", "-s", "/usr/sbin/nologin", "libvirt-qemu"],
             check=True,
         )
-    for path in (Path("/var/log/libvirt"), RUN_DIR):
-        path.mkdir(parents=True, exist_ok=True)
 
 
 def _wait(check, proc: subprocess.Popen, timeout: float) -> bool:
@@ -109,54 +113,110 @@ def _tail(path: Path) -> str:
     return " | ".join(lines[-3:]) or "no output"
 
 
-@pytest.fixture(scope="session")
-def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of a running system libvirtd with QEMU: an existing one, or one started here.
-
-    Started here means virtlogd first (QEMU's logs go through it), then
-    libvirtd, both stopped at the end. libvirtd gets a private mount namespace
-    in which /etc/libvirt is a copy with ``user = "root"`` in qemu.conf: QEMU
-    can then open the test's disk and /dev/kvm whatever the host's group
-    setup, and libvirt does not re-probe QEMU's capabilities on every define
-    (it did, 40 s each, where /dev/kvm was root-only). The host's /etc is
-    never changed.
-    """
-    if _alive(SYSTEM_URI):
-        yield SYSTEM_URI
-        return
-    if os.geteuid() != 0:
-        pytest.skip("starting a system libvirtd needs root")
-    missing = [tool for tool in ("libvirtd", "virtlogd", "unshare", "qemu-img", "qemu-system-x86_64") if not shutil.which(tool)]
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (apt install libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils)")
-    _ensure_system_account()
-    work = tmp_path_factory.mktemp("libvirtd")
+def _private_state(work: Path) -> list[str]:
+    """Copies of libvirt's state directories (modes and owners kept) for a daemon of our own; returns
+    the bind mounts that put them in place. Definitions are left out: the copy starts with no domains,
+    pools or networks (so no bridge is ever made on this host), only the configuration as shipped."""
+    mounts = []
+    for path in PRIVATE_DIRS:
+        copy = work / path.strip("/").replace("/", "-")
+        if os.path.isdir(path):
+            subprocess.run(["cp", "-a", path, str(copy)], check=True)
+        else:
+            copy.mkdir()
+        mounts.append(f'mount --bind "{copy}" "{path}"')
     etc = work / "etc-libvirt"
-    shutil.copytree("/etc/libvirt", etc, symlinks=True)
-    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\n')
-    started: list[subprocess.Popen] = []
+    for definitions in ("qemu", "storage", "secrets", "nwfilter"):
+        shutil.rmtree(etc / definitions, ignore_errors=True)
+    for runtime in ("run-libvirt", "var-lib-libvirt-qemu"):
+        for stale in (work / runtime).glob("*"):
+            if stale.is_file() or stale.is_symlink():
+                stale.unlink()
+    return mounts
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Iterator[str]:
+    """The URI of a running system-mode libvirtd with QEMU, started here when we may, else an existing one.
+
+    Started here: a libvirtd and its virtlogd in a private mount namespace
+    with private copies of libvirt's state directories, reached by its own
+    socket (``qemu:///system?socket=...``). Other test sessions on this host
+    neither see it nor disturb it, and its configuration is the one the
+    distribution ships: on Debian, QEMU runs as ``libvirt-qemu``, so disks
+    must be where that user can read them (:func:`pool`).
+    """
+    missing = [tool for tool in ("libvirtd", "virtlogd", "unshare", "qemu-img", "qemu-system-x86_64") if not shutil.which(tool)]
+    if os.geteuid() != 0 or missing:
+        if _alive(SYSTEM_URI):
+            yield SYSTEM_URI
+            return
+        pytest.skip("starting a libvirtd needs root" if missing == [] else
+                    f"missing {', '.join(missing)} (apt install libvirt-daemon-system qemu-system-x86 qemu-utils)")
+    _ensure_system_account()
+    work = Path(tempfile.mkdtemp(prefix="vmlfs-libvirtd-", dir="/var/tmp"))
+    work.chmod(0o755)  # pools live below it: QEMU's user must traverse it
+    mounts = _private_state(work)
+    run = work / "run-libvirt"
+    uri = f"{SYSTEM_URI}?socket={run}/libvirt-sock"
+    log = work / "libvirtd.log"
+    if os.path.exists("/dev/kvm") and not os.environ.get("VMLFS_TEST_KVM"):
+        # The CI machines' /dev/kvm is a nested hypervisor on which guests do not boot, and one that
+        # QEMU's user cannot open makes libvirt re-probe QEMU on every define (about a minute each).
+        # The daemon's /dev/kvm is an empty file: it offers TCG only. VMLFS_TEST_KVM=1 keeps KVM.
+        # (QEMU then runs in the daemon's mount namespace, not one per domain: libvirt cannot move
+        # a file mounted over a device into a domain's /dev.)
+        (work / "no-kvm").touch(mode=0o600)
+        mounts.append(f'mount --bind "{work / "no-kvm"}" /dev/kvm')
+        with open(work / "etc-libvirt" / "qemu.conf", "a") as conf:
+            conf.write("\nnamespaces = []\n")
+    script = " && ".join(mounts) + f' && (virtlogd -p "{run}/virtlogd.pid" &) && exec libvirtd -p "{run}/libvirtd.pid"'
+    daemon = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                              stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
-        log = work / "virtlogd.log"
-        if not (RUN_DIR / "virtlogd-sock").exists():
-            virtlogd = subprocess.Popen(["virtlogd"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-            started.append(virtlogd)
-            if not _wait(lambda: (RUN_DIR / "virtlogd-sock").exists(), virtlogd, 10):
-                pytest.skip(f"virtlogd did not start: {_tail(log)}")
-        log = work / "libvirtd.log"
-        daemon = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$1" /etc/libvirt && exec libvirtd', "sh", str(etc)],
-            stdout=open(log, "wb"),
-            stderr=subprocess.STDOUT,
-        )
-        started.append(daemon)
-        if not _wait(lambda: _alive(SYSTEM_URI), daemon, 30):
+        if not _wait(lambda: _alive(uri), daemon, 60):
             pytest.skip(f"libvirtd did not start: {_tail(log)}")
-        yield SYSTEM_URI
+        yield uri
     finally:
-        if started and _alive(SYSTEM_URI):
-            _destroy_test_domains(SYSTEM_URI)  # libvirtd leaves running QEMUs behind when it stops
-        for proc in reversed(started):
-            _stop(proc)
+        if _alive(uri):
+            _destroy_test_domains(uri)  # libvirtd leaves running QEMUs behind when it stops
+        _stop(daemon)
+        pidfile = run / "virtlogd.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pool(libvirtd: str) -> Iterator[str]:
+    """The name of a storage pool of this session, made, started, and at the end emptied and removed
+    through libvirt, as provisioning uses a pool: libvirt gives the directory the permissions QEMU
+    needs, whichever user QEMU runs as."""
+    import libvirt
+
+    name = f"vmlfs-test-{os.getpid()}"
+    target = Path(tempfile.mkdtemp(prefix="vmlfs-pool-", dir="/var/tmp"))
+    target.chmod(0o755)
+    conn = libvirt.open(libvirtd)
+    try:
+        made = conn.storagePoolDefineXML(
+            f"<pool type='dir'><name>{name}</name><target><path>{target}</path></target></pool>", 0)
+        try:
+            made.build(0)
+            made.create(0)
+            yield name
+        finally:
+            if made.isActive():
+                for vol in made.listAllVolumes(0):
+                    vol.delete(0)
+                made.destroy()
+            made.undefine()
+            shutil.rmtree(target, ignore_errors=True)
+    finally:
+        conn.close()
 
 
 def _destroy_test_domains(uri: str) -> None:
@@ -173,39 +233,39 @@ def _destroy_test_domains(uri: str) -> None:
 
 
 @pytest.fixture
-def qemu_domain(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def qemu_domain(libvirtd: str, pool: str) -> Iterator[tuple[str, str]]:
     """(uri, name) of a running domain with a 16 MiB qcow2 disk and nothing to boot.
 
     SeaBIOS finds no bootable disk and waits; that is enough to run, pause,
-    snapshot and revert. KVM when /dev/kvm is usable, TCG otherwise (and TCG
+    snapshot and revert. KVM when libvirt offers it, TCG otherwise (and TCG
     again if KVM refuses to start, as under some nested setups).
     """
     import libvirt
 
     from vmlfs.hypervisor import build_domain_xml, detect_virt_type, open_connection
+    from vmlfs.hypervisor import storage
 
-    work = tmp_path_factory.mktemp("domain")
-    work.chmod(0o755)  # QEMU may run as libvirt-qemu on a pre-existing daemon
-    disk = work / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
-    name = f"vmlfs-test-{os.getpid()}-{work.name}"[:64]
+    name = f"vmlfs-test-{os.getpid()}-{next(_COUNTER)}"
     with open_connection(libvirtd) as conn:
+        disk = storage.overlay(storage.open_pool(conn, pool), f"{name}-disk.qcow2", 1, None)
         dom = None
-        for virt_type in dict.fromkeys([detect_virt_type(), "qemu"]):
-            dom = conn.defineXML(build_domain_xml(name, disk, memory_mib=64, network="none", virt_type=virt_type))
-            try:
-                dom.create()
-                break
-            except libvirt.libvirtError:
-                dom.undefine()
-                if virt_type == "qemu":
-                    raise
         try:
+            for virt_type in dict.fromkeys([detect_virt_type(conn.getCapabilities()), "qemu"]):
+                dom = conn.defineXML(build_domain_xml(name, disk.path(), memory_mib=64, network="none", virt_type=virt_type))
+                try:
+                    dom.create()
+                    break
+                except libvirt.libvirtError:
+                    dom.undefine()
+                    dom = None
+                    if virt_type == "qemu":
+                        raise
             yield libvirtd, name
         finally:
-            if dom.isActive():
-                dom.destroy()
-            for snap in dom.listAllSnapshots(0):
-                snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
-            dom.undefine()
-            shutil.rmtree(work, ignore_errors=True)
+            if dom is not None:
+                if dom.isActive():
+                    dom.destroy()
+                for snap in dom.listAllSnapshots(0):
+                    snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+                dom.undefine()
+            storage.delete(disk)

@@ -127,3 +127,23 @@ def test_lxml_parser_settings_hold_without_the_doctype_refusal() -> None:
 
     root = etree.fromstring(EXTERNAL_ENTITY.encode(), _parser())
     assert "root:" not in etree.tostring(root, encoding="unicode")
+
+
+def test_user_network_forwards_ssh_from_loopback_only() -> None:
+    xml = etree.fromstring(build_domain_xml("cvm", "/d.qcow2", network="user", ssh_forward=2222, virt_type="qemu").encode())
+    ns = {"q": "http://libvirt.org/schemas/domain/qemu/1.0"}
+    args = xml.xpath("q:commandline/q:arg/@value", namespaces=ns)
+    assert args[:2] == ["-netdev", "user,id=vmlfsnet0,hostfwd=tcp:127.0.0.1:2222-:22"]
+    assert args[2] == "-device" and args[3].startswith("virtio-net-pci,netdev=vmlfsnet0,")
+    assert not xml.findall("devices/interface")  # the forwarded NIC is the only one
+    with pytest.raises(InvalidRequest, match="needs network 'user'"):
+        build_domain_xml("cvm", "/d.qcow2", network="nat", ssh_forward=2222, virt_type="qemu")
+
+
+def test_every_domain_has_the_guest_agent_channel_and_a_console_log() -> None:
+    xml = etree.fromstring(build_domain_xml("cvm", "/d.qcow2", virt_type="qemu", console_log="/pool/cvm-console.log",
+                                            uuid="7a4e4a5e-0000-4000-8000-000000000001").encode())
+    assert xml.xpath("devices/channel[@type='unix']/target[@type='virtio']/@name") == ["org.qemu.guest_agent.0"]
+    assert xml.xpath("devices/rng[@model='virtio']/backend/text()") == ["/dev/urandom"]
+    assert xml.xpath("devices/serial/log/@file") == ["/pool/cvm-console.log"]
+    assert xml.findtext("uuid") == "7a4e4a5e-0000-4000-8000-000000000001"

@@ -25,6 +25,7 @@ import pytest
 from tests.backends.conftest import SSHD, _free_port, stop_sshd
 from tests.cernvm.conftest import release_repo  # noqa: F401  (the fixture, shared)
 from tests.fs.conftest import mount_factory  # noqa: F401  (the fixture, shared)
+from tests.hypervisor.conftest import libvirtd, pool  # noqa: F401  (the fixtures, shared)
 from vmlfs.cernvm.contextualize import read_config_drive
 
 RELEASE = "2020.07-1"  # in the fake repository as a raw .hdd image

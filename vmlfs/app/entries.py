@@ -28,7 +28,7 @@ def check_entry(cfg: EntryConfig) -> EntryConfig:
     if cfg.release is not None:
         parse_release(cfg.release)
     if cfg.domain is not None:
-        names.domain_name(cfg.domain)  # it names the disk directory when provisioning
+        names.domain_name(cfg.domain)  # it names the domain's volumes when provisioning
     settings = VmSettings.from_entry(cfg.vm)
     if settings.ssh is not None:
         ssh_endpoint(settings.ssh)

@@ -107,7 +107,8 @@ class SessionVm:
     def provision(self, request: str, report: Callable[[str], None]) -> str:
         done = prov.provision(self.session, prov.plan(self.session.store(), request), report=report)
         return f"provisioned {request}: domain {done.domain} at {done.address}" + (
-            f"; {done.report.files} files restored" if done.report else "") + (f"; warning: {done.warning}" if done.warning else "")
+            f"; {done.report.files} files restored" if done.report else "") + (f"; warning: {done.warning}" if done.warning else "") + (
+            f"; {done.recorded}" if done.recorded else "")
 
     def close(self) -> None:
         self.session.close_libvirt()

@@ -10,7 +10,10 @@ The user-data is a ``#cloud-config`` document (written as JSON, which is
 YAML) that installs the user's public key for root (CernVM has no default
 user; ``disable_root: false``) and *sets the guest's SSH host key* to one we
 generated. vmlfs then trusts exactly that key for the new guest, with no
-trust-on-first-use window; the host key is stored next to the disk.
+trust-on-first-use window. A CernVM image has no account for the physicist
+either, so for a backup of a non-root home the document also creates that
+account (:class:`Account`: the uid, gid and shell the backup recorded) with
+the same key: the home is then restored by, and owned by, its user.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pycdlib
@@ -44,22 +48,51 @@ def user_public_key(home: str | None = None) -> str:
                    hint="create one with 'ssh-keygen -t ed25519'; it is what the new guest will accept")
 
 
-def new_host_key(directory: Path) -> str:
-    """Write a fresh ed25519 host key pair into ``directory``; return the public key line."""
+def new_host_key() -> tuple[str, str]:
+    """A fresh ed25519 host key pair: (private key in OpenSSH PEM, public key line).
+
+    Only the ConfigDrive carries the private key; vmlfs keeps the public one
+    (in known_hosts), which is all it needs to recognise the guest.
+    """
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+                                serialization.NoEncryption()).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    path = directory / "ssh_host_ed25519_key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    (directory / "ssh_host_ed25519_key.pub").write_text(public + " vmlfs\n")
-    return public
+    return private, public
 
 
-def user_data(hostname: str, authorized_key: str, host_private: str, host_public: str) -> bytes:
-    """The ``#cloud-config`` user-data: root may log in with ``authorized_key``; the host key is ours."""
+@dataclass(frozen=True)
+class Account:
+    """The guest user a backup belongs to, as the backup recorded it (owner of the home, login shell)."""
+
+    name: str
+    uid: int
+    gid: int
+    group: str
+    shell: str
+    home: str
+
+
+def _account_config(account: Account, authorized_key: str) -> dict:
+    """cloud-init's ``users`` entry for ``account``, and a ``bootcmd`` making its group first.
+
+    cloud-init's users module passes ``primary_group`` to ``useradd --gid``,
+    which needs the group to exist; ``bootcmd`` runs before it, and creates
+    the group with the recorded gid only where no group has that gid.
+    """
+    group = f"getent group {account.gid} >/dev/null || groupadd -g {account.gid} {account.group}"
+    return {
+        "bootcmd": [["cloud-init-per", "once", "vmlfs-group", "sh", "-c", group]],
+        "users": [{"name": account.name, "uid": str(account.uid), "primary_group": str(account.gid),
+                   "shell": account.shell, "homedir": account.home, "lock_passwd": True,
+                   "ssh_authorized_keys": [authorized_key]}],
+    }
+
+
+def user_data(hostname: str, authorized_key: str, host_private: str, host_public: str,
+              account: Account | None = None) -> bytes:
+    """The ``#cloud-config`` user-data: root (and ``account``, if given) may log in with
+    ``authorized_key``; the host key is ours."""
     doc = {
         "hostname": hostname,
         "disable_root": False,
@@ -67,6 +100,8 @@ def user_data(hostname: str, authorized_key: str, host_private: str, host_public
         "ssh_deletekeys": True,
         "ssh_keys": {"ed25519_private": host_private, "ed25519_public": host_public},
     }
+    if account is not None and account.uid != 0:
+        doc.update(_account_config(account, authorized_key))
     return b"#cloud-config\n" + json.dumps(doc, indent=1).encode() + b"\n"
 
 

@@ -28,7 +28,8 @@ def entry_settings(func: F) -> F:
         click.option("--vm-memory", type=click.IntRange(64, 1 << 20), metavar="MIB", help="Provisioning: memory of the domain [2048]."),
         click.option("--vm-cpus", type=click.IntRange(1, 256), metavar="N", help="Provisioning: virtual CPUs [1]."),
         click.option("--vm-network", type=click.Choice(["nat", "user", "none"]), help="Provisioning: libvirt network 'default' (nat), QEMU user networking, or none [nat]."),
-        click.option("--vm-ssh", metavar="HOST:PORT", help="Provisioning: where the new guest's sshd answers (e.g. a port forward) [from libvirt's DHCP leases, port 22]."),
+        click.option("--vm-ssh", metavar="HOST:PORT", help="Provisioning: where the new guest's sshd answers (e.g. a port forward) [from libvirt's DHCP leases, port 22; with --vm-network user: a free port on 127.0.0.1]."),
+        click.option("--vm-pool", metavar="POOL", help="Provisioning: the libvirt storage pool for the domain's disks [default]."),
         click.option("--vm-snapshot/--no-vm-snapshot", default=None, help="Backups take a libvirt snapshot of the domain alongside [no]."),
         click.option("--consistent/--no-consistent", default=None, help="Backups freeze (SSH guests) or pause (local guests) the domain [no]."),
         click.option("--retries", type=click.IntRange(0, 100), help="Backups reconnect and start over this many times if a connection drops [0]."),
@@ -51,8 +52,9 @@ def _stored_policy(rules: dict[str, Any], prune_after: bool | None, old: StoredP
     return StoredPolicy(policy or old.policy, prune_after if prune_after is not None else bool(old and old.prune_after))
 
 
-def _vm(memory: int | None, cpus: int | None, network: str | None, ssh: str | None) -> dict[str, Any]:
-    return {k: v for k, v in (("memory", memory), ("cpus", cpus), ("network", network), ("ssh", ssh)) if v is not None}
+def _vm(memory: int | None, cpus: int | None, network: str | None, ssh: str | None, pool: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("memory", memory), ("cpus", cpus), ("network", network), ("ssh", ssh), ("pool", pool))
+            if v is not None}
 
 
 def _backup(vm_snapshot: bool | None, consistent: bool | None, retries: int | None) -> dict[str, Any]:
@@ -71,14 +73,14 @@ def entry() -> None:
 @pass_context
 def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: tuple[str, ...],
         release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
-        vm_network: str | None, vm_ssh: str | None, vm_snapshot: bool | None, consistent: bool | None,
-        retries: int | None, prune_after: bool | None, **rules: Any) -> None:
+        vm_network: str | None, vm_ssh: str | None, vm_pool: str | None, vm_snapshot: bool | None,
+        consistent: bool | None, retries: int | None, prune_after: bool | None, **rules: Any) -> None:
     """Add entry NAME backing up GUEST.
 
     Example: vmlfs entry add higgs --guest ssh://physicist@cvm/home/physicist --release 2021.05-1 --domain cvm
     """
     cfg = EntryConfig(name, guest, list(include), list(exclude), release, domain, env_file,
-                      _vm(vm_memory, vm_cpus, vm_network, vm_ssh),
+                      _vm(vm_memory, vm_cpus, vm_network, vm_ssh, vm_pool),
                       BackupDefaults(**_backup(vm_snapshot, consistent, retries)),
                       _stored_policy(rule_values(rules), prune_after, None))
     add_entry(ctx.session(), cfg)
@@ -93,8 +95,9 @@ def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: 
 @pass_context
 def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
          release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
-         vm_network: str | None, vm_ssh: str | None, vm_snapshot: bool | None, consistent: bool | None,
-         retries: int | None, prune_after: bool | None, no_keep_rules: bool, **rules: Any) -> None:
+         vm_network: str | None, vm_ssh: str | None, vm_pool: str | None, vm_snapshot: bool | None,
+         consistent: bool | None, retries: int | None, prune_after: bool | None, no_keep_rules: bool,
+         **rules: Any) -> None:
     """Change settings of entry NAME; options not given keep their value.
 
     Example: vmlfs entry edit higgs --vm-snapshot --retries 2 --keep-daily 7 --keep-weekly 4 --prune-after
@@ -110,7 +113,7 @@ def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], e
         changes["prune"] = None
     elif policy_from(values) is not None or prune_after is not None:
         changes["prune"] = _stored_policy(values, prune_after, ctx.store().load_entry(name).prune)
-    edit_entry(ctx.session(), name, changes, _vm(vm_memory, vm_cpus, vm_network, vm_ssh),
+    edit_entry(ctx.session(), name, changes, _vm(vm_memory, vm_cpus, vm_network, vm_ssh, vm_pool),
                _backup(vm_snapshot, consistent, retries))
     click.echo(f"edited entry {name}")
 

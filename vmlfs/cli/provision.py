@@ -16,19 +16,26 @@ from vmlfs.cli.options import Context, libvirt_options, pass_context
 @click.option("--repo", metavar="URL", help="CernVM release repository [env VMLFS_CERNVM_REPO].")
 @click.option("--ssh-timeout", type=click.FloatRange(1, 3600), default=prov.SSH_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long to wait for the new guest's SSH.")
+@click.option("--domain", metavar="NAME", help="Name of the new domain [the entry's domain, else the entry's name].")
+@click.option("--as-new-entry", metavar="NAME", help="Record the new guest as a new entry NAME (a copy of the entry's "
+              "settings) instead of pointing the entry itself at it.")
 @pass_context
 def provision(ctx: Context, target: str, libvirt_uri: str, insecure: bool, strict_release: bool, repo: str | None,
-              ssh_timeout: float) -> None:
+              ssh_timeout: float, domain: str | None, as_new_entry: str | None) -> None:
     """Fetch the entry's release, define and start a domain, wait for SSH, restore the backup into it.
 
     NAME is an entry (its newest backup), NAME@TS one of its backups (a unique
     prefix of TS will do), RELEASE a bare CernVM release (a fresh domain
-    cernvm-RELEASE, nothing restored).
+    cernvm-RELEASE, nothing restored). Afterwards the entry backs up the new
+    guest (or, with --as-new-entry, the new entry does), and the guest's host
+    key is in ~/.ssh/known_hosts.
 
     Example: vmlfs provision higgs@20261122 --libvirt-uri qemu:///system
     """
     session = ctx.session(libvirt_uri=libvirt_uri, insecure=insecure, image_repo=repo)
     say = (lambda line: None) if ctx.quiet else (lambda line: click.echo(f"vmlfs: {line}", err=True))
-    done = prov.provision(session, prov.plan(session.store(), target), strict_release=strict_release,
-                          ssh_timeout=ssh_timeout, report=say)
+    done = prov.provision(session, prov.plan(session.store(), target, domain or as_new_entry),
+                          strict_release=strict_release, ssh_timeout=ssh_timeout, report=say, as_new_entry=as_new_entry)
     click.echo(f"{done.domain} {done.address}")
+    if done.recorded:
+        click.echo(done.recorded)

@@ -51,19 +51,20 @@ def dump_json(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
-VM_KEYS = {"memory": int, "cpus": int, "network": str, "ssh": str, "disk_dir": str}
+VM_KEYS = {"memory": int, "cpus": int, "network": str, "ssh": str, "pool": str}
 
 
 @dataclass(frozen=True)
 class VmSettings:
     """An entry's ``vm`` settings for provisioning, with defaults (docs/cernvm.md: 2 GiB, 1 vCPU,
-    libvirt's NAT network ``default``); ``ssh`` is ``HOST:PORT``, checked where it is used."""
+    libvirt's NAT network ``default``, libvirt's storage pool ``default``); ``ssh`` is ``HOST:PORT``,
+    checked where it is used."""
 
     memory: int = 2048
     cpus: int = 1
     network: str = "nat"
     ssh: str | None = None
-    disk_dir: str | None = None
+    pool: str = "default"
 
     @classmethod
     def from_entry(cls, vm: dict[str, Any]) -> "VmSettings":

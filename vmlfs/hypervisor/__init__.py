@@ -15,6 +15,8 @@ from vmlfs.hypervisor.connection import (
     list_domains,
     lookup_domain,
     open_connection,
+    remove_domain,
+    watch_running,
 )
 from vmlfs.hypervisor.domain_xml import build_domain_xml, detect_virt_type, parse_xml
 from vmlfs.hypervisor.session import LibvirtSession
@@ -32,14 +34,38 @@ from vmlfs.hypervisor.snapshots import (
     snapshot_family,
     snapshot_xml,
 )
+from vmlfs.hypervisor.storage import (
+    Disk,
+    base_volume,
+    console_log_path,
+    domain_volumes,
+    format_of,
+    open_pool,
+)
+from vmlfs.hypervisor.storage import delete as delete_volume
+from vmlfs.hypervisor.storage import overlay as overlay_volume
+from vmlfs.hypervisor.storage import tail as volume_tail
+from vmlfs.hypervisor.storage import upload as upload_volume
 from vmlfs.hypervisor.tree import SnapshotInfo, render_tree
 
 __all__ = [
     "LIST_FILTERS",
+    "Disk",
     "DomainInfo",
     "LibvirtSession",
     "SnapshotInfo",
     "backup_hook",
+    "base_volume",
+    "console_log_path",
+    "delete_volume",
+    "domain_volumes",
+    "format_of",
+    "open_pool",
+    "overlay_volume",
+    "remove_domain",
+    "upload_volume",
+    "volume_tail",
+    "watch_running",
     "backup_point",
     "build_domain_xml",
     "check_uri",

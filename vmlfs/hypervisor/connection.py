@@ -214,20 +214,62 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     return sorted(result, key=lambda d: d.name)
 
 
-def define_and_start(conn: libvirt.virConnect, xml: str, name: str, before_start: Callable[[libvirt.virDomain], None]) -> libvirt.virDomain:
-    """Define a persistent domain from ``xml`` and start it; ``before_start(dom)`` runs in between
-    (e.g. to write a ConfigDrive that needs the domain's UUID). A start that fails undefines it again."""
-    with libvirt_errors(f"defining domain {name!r}"):
-        dom = conn.defineXML(xml)
+def define_and_start(conn: libvirt.virConnect, xml: str, name: str) -> libvirt.virDomain:
+    """Define a persistent domain from ``xml`` and start it; a start that fails undefines it again.
+
+    A start refused because QEMU cannot use KVM (libvirt may offer KVM that
+    the user QEMU runs as cannot open, or a nested hypervisor refuses it) is
+    retried once under TCG: slower, but the domain runs.
+    """
+    for attempt in (xml, _as_tcg(xml)):
+        with libvirt_errors(f"defining domain {name!r}"):
+            dom = conn.defineXML(attempt)
+        try:
+            with libvirt_errors(f"starting domain {name!r}"):
+                dom.create()
+            return dom
+        except BaseException as exc:
+            with libvirt_errors(f"undefining domain {name!r} after a failed start"):
+                dom.undefine()
+            if attempt is xml and isinstance(exc, VmlfsError) and "kvm" in exc.message.lower() and _as_tcg(xml) != xml:
+                log.warning("domain %r did not start with KVM (%s); starting it under TCG emulation", name, exc.message)
+                continue
+            raise
+    raise AssertionError("unreachable: the TCG attempt returns or raises")
+
+
+def remove_domain(dom: libvirt.virDomain) -> None:
+    """Stop ``dom`` if it runs and undefine it with its snapshot metadata (the volumes are the caller's)."""
+    name = dom.name()
+    with libvirt_errors(f"removing domain {name!r}"):
+        if dom.isActive():
+            dom.destroy()
+        if dom.isPersistent():
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+
+def _as_tcg(xml: str) -> str:
+    return xml.replace("<domain type='kvm'", "<domain type='qemu'", 1).replace('<domain type="kvm"', '<domain type="qemu"', 1)
+
+
+def watch_running(dom: libvirt.virDomain, console: Callable[[], str] = lambda: "") -> None:
+    """Raise HypervisorError at once if ``dom`` is not running (paused, crashed, shut off), with its
+    state's reason and ``console()``: the last lines of its console, for what the guest said."""
+    with libvirt_errors(f"reading the state of domain {dom.name()!r}"):
+        state, reason = dom.state()
+    if state == libvirt.VIR_DOMAIN_RUNNING:
+        return
+    tail = console().strip()
+    raise HypervisorError(f"domain {dom.name()!r} is {_STATES.get(state, f'in state {state}')} (reason {reason})"
+                          + (f"; its console ended with:\n{tail}" if tail else "; its console log is empty"),
+                          hint=f"see 'virsh -c {conn_uri(dom)} dominfo {dom.name()}' and its QEMU log")
+
+
+def conn_uri(dom: libvirt.virDomain) -> str:
     try:
-        before_start(dom)
-        with libvirt_errors(f"starting domain {name!r}"):
-            dom.create()
-    except BaseException:
-        with libvirt_errors(f"undefining domain {name!r} after a failed start"):
-            dom.undefine()
-        raise
-    return dom
+        return dom.connect().getURI()
+    except libvirt.libvirtError:
+        return "URI"
 
 
 def domain_address(dom: libvirt.virDomain) -> tuple[str, int]:

@@ -22,6 +22,7 @@ from vmlfs.errors import InvalidRequest
 from vmlfs.names import domain_name
 
 MAX_XML_BYTES = 16 * 1024 * 1024
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -104,6 +105,9 @@ def build_domain_xml(
     arch: str = "x86_64",
     machine: str = "pc",
     vnc: bool = False,
+    ssh_forward: int | None = None,
+    uuid: str | None = None,
+    console_log: str | os.PathLike[str] | None = None,
 ) -> str:
     """Return the XML of a QEMU/KVM domain for a CernVM guest.
 
@@ -111,9 +115,17 @@ def build_domain_xml(
     is attached read-only and booted first when given; ``config_drive`` (the
     contextualization ISO) is a second read-only CD-ROM, never booted. ``network`` is
     ``nat`` (libvirt network ``network_name``, virbr0 by default), ``user``
-    (QEMU user-mode, no host setup needed) or ``none``. ``virt_type`` None
-    means :func:`detect_virt_type`. The serial console is a pty; ``vnc``
-    adds a VNC display listening on 127.0.0.1 only.
+    (QEMU user-mode, no host setup needed) or ``none``; with ``user``,
+    ``ssh_forward`` is the port on the hypervisor's 127.0.0.1 forwarded to the
+    guest's port 22 (libvirt 9 forwards ports only through passt, which is
+    not everywhere, so it is QEMU's own ``hostfwd`` on the NIC's netdev).
+    ``uuid`` None lets libvirt choose one (the ConfigDrive carries it, so
+    provisioning chooses it first). ``virt_type`` None means
+    :func:`detect_virt_type`. The serial console is
+    a pty, copied to ``console_log`` (on the hypervisor) when given; ``vnc``
+    adds a VNC display listening on 127.0.0.1 only. Every domain gets the
+    QEMU guest agent's channel (``org.qemu.guest_agent.0``: freeze and thaw)
+    and a virtio RNG (first-boot key generation needs entropy).
     """
     domain_name(name)
     if not 64 <= memory_mib <= 1024 * 1024:
@@ -124,12 +136,16 @@ def build_domain_xml(
         raise InvalidRequest(f"disk format must be qcow2 or raw, not {disk_format!r}")
     if network not in ("nat", "user", "none"):
         raise InvalidRequest(f"network must be nat, user or none, not {network!r}")
+    if ssh_forward is not None and (network != "user" or not 1 <= ssh_forward <= 65535):
+        raise InvalidRequest(f"an SSH port forward ({ssh_forward}) needs network 'user' and a port from 1 to 65535")
     kind = virt_type or detect_virt_type(arch=arch)
     if kind not in ("kvm", "qemu"):
         raise InvalidRequest(f"virt type must be kvm or qemu, not {kind!r}")
 
-    root = etree.Element("domain", type=kind)
+    root = etree.Element("domain", type=kind, nsmap={"qemu": QEMU_NS} if ssh_forward else None)
     _sub(root, "name", name)
+    if uuid is not None:
+        _sub(root, "uuid", uuid)
     _sub(root, "memory", str(memory_mib), unit="MiB")
     _sub(root, "vcpu", str(vcpus))
     os_el = _sub(root, "os")
@@ -158,13 +174,27 @@ def build_domain_xml(
         _sub(iso, "source", file=_absolute(image, what))
         _sub(iso, "target", dev=("hdc", "hdd")[slot] if ide else ("sda", "sdb")[slot], bus="ide" if ide else "sata")
         _sub(iso, "readonly")
-    if network != "none":
-        nic = _sub(devices, "interface", type="network" if network == "nat" else "user")
-        if network == "nat":
-            _sub(nic, "source", network=network_name)
+    if network == "nat":
+        nic = _sub(devices, "interface", type="network")
+        _sub(nic, "source", network=network_name)
         _sub(nic, "model", type="virtio")
-    _sub(devices, "serial", type="pty")
+    elif network == "user" and ssh_forward is None:
+        nic = _sub(devices, "interface", type="user")
+        _sub(nic, "model", type="virtio")
+    serial = _sub(devices, "serial", type="pty")
+    if console_log is not None:
+        _sub(serial, "log", file=_absolute(console_log, "console log"), append="off")
     _sub(devices, "console", type="pty")
+    agent = _sub(devices, "channel", type="unix")
+    _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
     if vnc:
         _sub(devices, "graphics", type="vnc", listen="127.0.0.1", autoport="yes")
+    if ssh_forward is not None:
+        args = _sub(root, f"{{{QEMU_NS}}}commandline")
+        for value in ("-netdev", f"user,id=vmlfsnet0,hostfwd=tcp:127.0.0.1:{ssh_forward}-:22",
+                      # A fixed slot: QEMU places command-line devices first, libvirt numbers its own from slot 2.
+                      "-device", f"virtio-net-pci,netdev=vmlfsnet0,bus={'pci.0' if ide else 'pcie.0'},addr=0x1e"):
+            _sub(args, f"{{{QEMU_NS}}}arg", value=value)
     return to_text(root)

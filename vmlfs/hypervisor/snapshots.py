@@ -9,6 +9,9 @@ back through :func:`vmlfs.hypervisor.domain_xml.parse_xml`.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime, timezone
@@ -212,7 +215,22 @@ def revert_snapshot(
     )
     with libvirt_errors(f"reverting domain {domain.name()!r} to snapshot {name!r}"):
         domain.revertToSnapshot(snap, flags)
+    if domain_state(domain) == "running":
+        _thaw_after_revert(domain)
     return domain_state(domain)
+
+
+def _thaw_after_revert(domain: libvirt.virDomain) -> None:
+    """A memory snapshot taken while the guest's file systems were frozen (by an older vmlfs, or by
+    hand with domfsfreeze) reverts to frozen file systems; thaw them, so a revert always yields a
+    guest that can write. Without a guest agent there is nothing to thaw."""
+    try:
+        thawed = domain.fsThaw(None, 0)
+    except libvirt.libvirtError as exc:
+        log.debug("no thaw after reverting %r: %s", domain.name(), exc.get_error_message())
+        return
+    if thawed:
+        log.warning("domain %r came back from its snapshot with %d frozen file systems; thawed them", domain.name(), thawed)
 
 
 def delete_snapshot(
@@ -276,27 +294,69 @@ def consistent(domain: libvirt.virDomain, *, method: ConsistencyMethod = "auto")
     if _is_paused(domain):
         yield "already paused"
         return
-    if method in ("auto", "freeze"):
-        try:
-            domain.fsFreeze(None, 0)
-        except libvirt.libvirtError as exc:
-            if method == "freeze":
-                raise translate(exc, f"freezing the file systems of domain {name!r}") from exc
-            log.info("cannot freeze domain %r through the guest agent (%s); pausing it", name, exc.get_error_message())
-        else:
+    with _signals_unwind():
+        if method in ("auto", "freeze"):
             try:
-                yield "frozen"
-            finally:
-                with libvirt_errors(f"thawing the file systems of domain {name!r} (thaw them with 'virsh domfsthaw {name}')"):
-                    domain.fsThaw(None, 0)
+                domain.fsFreeze(None, 0)
+            except libvirt.libvirtError as exc:
+                # An agent that timed out may still have frozen the guest: never leave it so.
+                _release(f"thawing the file systems of domain {name!r} after a failed freeze", lambda: domain.fsThaw(None, 0),
+                         quiet=True)
+                if method == "freeze":
+                    raise translate(exc, f"freezing the file systems of domain {name!r}") from exc
+                log.info("cannot freeze domain %r through the guest agent (%s); pausing it", name, exc.get_error_message())
+            else:
+                try:
+                    yield "frozen"
+                finally:
+                    _release(f"thawing the file systems of domain {name!r} (thaw them with 'virsh domfsthaw {name}')",
+                             lambda: domain.fsThaw(None, 0))
+                return
+        with libvirt_errors(f"pausing domain {name!r}"):
+            domain.suspend()
+        try:
+            yield "paused"
+        finally:
+            _release(f"resuming domain {name!r} (it is still paused; 'virsh resume {name}')", domain.resume)
+
+
+RELEASE_ATTEMPTS = 3
+
+
+def _release(action: str, call: Callable[[], object], *, quiet: bool = False) -> None:
+    """Thaw or resume, retried: a guest agent that is slow once must not leave the guest held."""
+    for attempt in range(1, RELEASE_ATTEMPTS + 1):
+        try:
+            call()
             return
-    with libvirt_errors(f"pausing domain {name!r}"):
-        domain.suspend()
+        except libvirt.libvirtError as exc:
+            if attempt == RELEASE_ATTEMPTS:
+                if quiet:
+                    log.debug("%s: %s", action, exc.get_error_message())
+                    return
+                raise translate(exc, action) from exc
+            time.sleep(attempt)
+
+
+@contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP end a Python process without running ``finally`` clauses, which would
+    leave the guest frozen or paused. While a guest is held they interrupt like SIGINT instead
+    (KeyboardInterrupt), so the hold is released first; handlers the program set itself are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def unwind(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    replaced = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            replaced[sig] = signal.signal(sig, unwind)
     try:
-        yield "paused"
+        yield
     finally:
-        with libvirt_errors(f"resuming domain {name!r} (it is still paused; 'virsh resume {name}')"):
-            domain.resume()
+        for sig, old in replaced.items():
+            signal.signal(sig, old)
 
 
 @contextmanager
@@ -309,17 +369,21 @@ def backup_point(
 ) -> Iterator[SnapshotInfo | None]:
     """The hypervisor's side of one environment backup.
 
-    With ``consistency``, the domain is held still (:func:`consistent`) for
-    the whole body and released afterwards, whatever happens. With
-    ``snapshot``, a libvirt snapshot of that name is taken first (at the
-    held-still point) and yielded; if the body raises, the snapshot is
-    deleted again so no snapshot outlives a backup that never committed.
+    With ``snapshot``, a libvirt snapshot of that name is taken first and
+    yielded; if the body raises, the snapshot is deleted again so no snapshot
+    outlives a backup that never committed. It is a full snapshot (memory and
+    disks), a point in time of the whole machine and so consistent by
+    itself: it is taken *before* the hold, because one taken while the
+    guest's file systems are frozen records them frozen, and reverting to it
+    would give a guest that cannot write. With ``consistency``, the domain is
+    then held still (:func:`consistent`) for the whole body and released
+    afterwards, whatever happens (errors, SIGINT, SIGTERM).
     """
     with ExitStack() as stack:
-        if consistency is not None:
-            stack.enter_context(consistent(domain, method=consistency))
         taken = create_snapshot(domain, snapshot, description) if snapshot is not None else None
         try:
+            if consistency is not None:
+                stack.enter_context(consistent(domain, method=consistency))
             yield taken
         except BaseException:
             if taken is not None:

@@ -1,0 +1,155 @@
+"""Backups, restore and consistent VM snapshots of a real booted guest (see conftest.py), through the CLI.
+
+The guest's home gets what a physicist's has (a 50 MB ROOT-like file,
+dotfiles, history, links, a hardlink); the tests then run in order on the one
+guest booted for this module. Timings are printed (``-s``) for the report:
+vmlfs against ``ssh guest tar cf - .`` of the same home.
+"""
+
+from __future__ import annotations
+
+import pwd
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm.conftest import USER, Guest
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+HOME_SETUP = r"""
+set -e
+cd ~
+mkdir -p analysis/macros data .config/root
+head -c 52428800 /dev/urandom > data/hsimple.root
+for i in $(seq 1 200); do echo "void m$i() { printf(\"$i\\n\"); }" > analysis/macros/m$i.C; done
+printf 'export ROOTSYS=/cvmfs/sft.cern.ch/lcg/releases/ROOT\nalias ll="ls -l"\n' >> .bashrc
+printf 'root -l hsimple.root\nls -la\ncd analysis\n' > .bash_history
+echo 'Rint.History: ~/.root_hist' > .config/root/rootrc
+ln -s data/hsimple.root latest.root
+ln -s /cvmfs/sft.cern.ch/nowhere dangling
+ln analysis/macros/m1.C hardlinked.C
+touch -d '2021-05-01 12:00:00.123456789' analysis/macros/m2.C
+"""
+# Everything a restore must reproduce, as the guest sees it (names, types, modes, owners, ns mtimes, sizes, targets,
+# contents, hardlink counts).
+LISTING = "cd {path} && find . -mindepth 1 -path ./restored -prune -o -printf '%p %y %m %u %g %T@ %s %l %n\\n' | LC_ALL=C sort && " \
+          "find . -path ./restored -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum"
+
+
+def vmlfs(guest: Guest, store, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "vmlfs", "--store", str(store), *args], env=guest.env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert not check or done.returncode == 0, f"vmlfs {' '.join(args)}: {done.stderr}"
+    return done
+
+
+def timed(what: str, action):
+    started = time.monotonic()
+    result = action()
+    print(f"\n[timing] {what}: {time.monotonic() - started:.1f} s")
+    return result
+
+
+@pytest.fixture(scope="module")
+def store(booted_guest: Guest, tmp_path_factory):
+    """A store with entry ``cvm`` for the guest's home (the home filled first)."""
+    booted_guest.ssh(HOME_SETUP)
+    path = tmp_path_factory.mktemp("store") / "store"
+    vmlfs(booted_guest, path, "entry", "add", "cvm", "--guest", booted_guest.url, "--domain", booted_guest.domain,
+          "--release", "2021.05-1")
+    return path
+
+
+def test_qemu_runs_as_the_distribution_configures_it(booted_guest: Guest) -> None:
+    """On Debian that is libvirt-qemu: the disks are readable by it because they are pool volumes."""
+    try:
+        expected = pwd.getpwnam("libvirt-qemu").pw_uid
+    except KeyError:
+        pytest.skip("this distribution runs QEMU as no libvirt-qemu user")
+    owners = [p.stat().st_uid for p in Path("/proc").iterdir()
+              if p.name.isdigit() and f"guest={booted_guest.domain}".encode() in _cmdline(p)]
+    assert owners == [expected]
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_backups_over_ssh_full_then_unchanged(booted_guest: Guest, store) -> None:
+    timed("ssh guest tar cf - . (the same home, to /dev/null)",
+          lambda: subprocess.run(["ssh", "-F", "none", "-p", str(booted_guest.port), "-i", str(booted_guest.client / ".ssh/id_ed25519"),
+                                  "-o", f"UserKnownHostsFile={booted_guest.client / '.ssh/known_hosts'}", "-o", "BatchMode=yes",
+                                  f"{USER}@127.0.0.1", "tar cf - ."], stdout=subprocess.DEVNULL, check=True, timeout=600))
+    full = timed("vmlfs backup (full)", lambda: vmlfs(booted_guest, store, "backup", "cvm"))
+    assert "full" in full.stdout + full.stderr
+    again = timed("vmlfs backup (no change, incremental)", lambda: vmlfs(booted_guest, store, "backup", "cvm"))
+    assert "incremental" in again.stdout + again.stderr
+    listing = vmlfs(booted_guest, store, "ls", "cvm", "").stdout
+    for name in ("data", "analysis", ".bash_history", "latest.root", "dangling", "hardlinked.C"):
+        assert name in listing
+
+
+def test_restore_into_the_running_guest(booted_guest: Guest, store) -> None:
+    target = f"/home/{USER}/restored"
+    full, incremental = (line.split()[0] for line in vmlfs(booted_guest, store, "list", "cvm").stdout.splitlines()[-2:])
+    timed("vmlfs restore of the full backup into the guest over SSH",
+          lambda: vmlfs(booted_guest, store, "restore", f"cvm@{full}", f"ssh://{USER}@127.0.0.1:{booted_guest.port}{target}"))
+    booted_guest.ssh(f"rm -rf {target}")
+    timed("vmlfs restore of the no-change incremental into the guest over SSH",
+          lambda: vmlfs(booted_guest, store, "restore", f"cvm@{incremental}", f"ssh://{USER}@127.0.0.1:{booted_guest.port}{target}"))
+    original = booted_guest.ssh(LISTING.format(path="~")).stdout
+    restored = booted_guest.ssh(LISTING.format(path=target)).stdout
+    assert restored == original and b"hsimple.root" in restored
+    refused = vmlfs(booted_guest, store, "restore", "cvm", f"ssh://{USER}@127.0.0.1:{booted_guest.port}{target}", check=False)
+    assert refused.returncode != 0 and "exist" in refused.stderr
+    booted_guest.ssh(f"rm -rf {target}")
+
+
+def _writable(guest: Guest) -> bool:
+    """The guest's root file system takes a write (and a sync) within 20 s: not frozen. (On a frozen
+    guest even the login hangs, writing its records.)"""
+    try:
+        return guest.ssh("timeout 20 sh -c 'date > ~/written && sync' && cat ~/written", check=False, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def test_consistent_snapshot_leaves_and_reverts_to_a_working_guest(booted_guest: Guest, store) -> None:
+    done = timed("vmlfs backup --vm-snapshot --consistent",
+                 lambda: vmlfs(booted_guest, store, "backup", "cvm", "--vm-snapshot", "--consistent"))
+    assert "vmlfs-" in done.stdout + done.stderr
+    state = vmlfs(booted_guest, store, "vm", "list").stdout
+    assert f"{booted_guest.domain}" in state and "running" in state.split(booted_guest.domain, 1)[1].splitlines()[0]
+    assert _writable(booted_guest), "the guest was left frozen after the backup"
+    snapshot = vmlfs(booted_guest, store, "vm", "snapshots", booted_guest.domain).stdout.split()[0]
+    booted_guest.ssh("echo after > ~/after-snapshot")
+    reverted = timed("vmlfs vm revert", lambda: vmlfs(booted_guest, store, "vm", "revert", booted_guest.domain, snapshot))
+    assert "now running" in reverted.stdout
+    assert _writable(booted_guest), "the reverted guest cannot write: its file systems are frozen"
+    assert booted_guest.ssh("test -e ~/after-snapshot", check=False).returncode == 1  # it really went back
+
+
+def test_an_interrupted_consistent_backup_thaws_the_guest(booted_guest: Guest, store) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "vmlfs", "--store", str(store), "backup", "cvm", "--consistent", "--checksum"],
+                            env=booted_guest.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _frozen(booted_guest):
+        assert proc.poll() is None and time.monotonic() < deadline, "the backup never froze the guest"
+        time.sleep(0.2)
+    proc.terminate()
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert _writable(booted_guest), "SIGTERM during a consistent backup left the guest frozen"
+
+
+def _frozen(guest: Guest) -> bool:
+    done = subprocess.run(["virsh", "-c", guest.uri, "qemu-agent-command", guest.domain, '{"execute":"guest-fsfreeze-status"}'],
+                          capture_output=True, text=True, timeout=30)
+    return '"frozen"' in done.stdout
