@@ -21,7 +21,7 @@ from vmlfs.errors import NotFound, PermissionDenied, ReadOnly, VmlfsError
 from vmlfs.fs import layout
 from vmlfs.fs.context import MountContext
 from vmlfs.fs.control import Job, check_partial, parse_request
-from vmlfs.fs.protocol import FOREVER, NEVER, Attrs, ContentHandle, FsNode, Handle, Work
+from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, ContentHandle, FsNode, Handle, Work
 
 
 class VirtualNode(FsNode):
@@ -86,7 +86,11 @@ class LatestLink(VirtualNode):
         self.target = target
 
     def attrs(self) -> Attrs:
-        return self.owned_attrs(stat.S_IFLNK | 0o777, len(self.target), self.mtime_ns, NEVER)
+        """Cached by the kernel for a second, as the entry directory is: every path walk through
+        ``latest/...`` would otherwise look it up again (a store listing each time; ``ls -lR`` of
+        ``latest/home`` made 20,000). The target is asked anew at every readlink, and every target
+        (a timestamp) has the same length, so the size is never stale."""
+        return self.owned_attrs(stat.S_IFLNK | 0o777, len(self.target), self.mtime_ns, SHORT)
 
     def readlink(self) -> bytes:
         newest = layout.latest(self.ctx.timestamps(self.entry))
