@@ -195,6 +195,8 @@ ADAPTER_HOMES = {
     "asyncssh": "vmlfs.backends.ssh_runner",
     "pyfuse3": "vmlfs.fs.fuse_adapter",
     "trio": "vmlfs.fs.fuse_adapter",
+    "boto3": "vmlfs.backends.s3_client",
+    "botocore": "vmlfs.backends.s3_client",
 }
 
 
