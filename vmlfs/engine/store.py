@@ -23,6 +23,7 @@ from pathlib import Path
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
+from vmlfs.engine import faults
 from vmlfs.engine.store_files import (  # noqa: F401  (the layout's names, re-exported for its users)
     BACKUP_FILES,
     GARBAGE,
@@ -353,6 +354,7 @@ class StoreLayout(StoreFiles):
             self._put(work / MANIFEST, object_path("trees", meta.manifest["sha256"]))
             for name, record in meta.files.items():
                 self._put(work / name, object_path("blobs", record["sha256"]))
+            faults.step("commit-record")
             self._create(record_path(entry, ts), meta.to_json())
         except FileExistsError:
             raise AlreadyExists(f"backup {entry}@{ts} already exists") from None
