@@ -43,7 +43,8 @@ class S3Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ENDPOINT_URL=self.endpoint,
                    AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-creds"),
-                   XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1", VMLFS_S3_MAX_ATTEMPTS="3", **extra)
+                   XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1", VMLFS_S3_MAX_ATTEMPTS="3")
+        env.update(extra)
         return env
 
 
