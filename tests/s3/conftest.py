@@ -111,6 +111,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
+def mountpoint(tmp_path: Path):
+    """A directory to mount on, unmounted at teardown even when the test failed."""
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    yield mp
+    subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True)
+    deadline = time.monotonic() + 10
+    while os.path.ismount(mp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.fixture
 def s3_store(seaweedfs: S3Server) -> str:
     """A fresh store URL: its own prefix of the session's bucket."""
     return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Vmlfs, tree_listing
+from tests.fs.conftest import needs_fuse
 from tests.s3.conftest import ACCESS, SECRET, S3Server, keys
 from tests.s3.fault_proxy import FaultProxy
 
@@ -81,3 +82,20 @@ def test_a_connection_cut_mid_upload_commits_nothing_and_a_retry_works(
     stamps = [line.split()[0] for line in faulty.run("list", "e").stdout.decode().splitlines()]
     faulty.run("restore", f"e@{stamps[-1]}", str(tmp_path / "r"))
     assert tree_listing(tmp_path / "r") == tree_listing(guest)
+
+
+@needs_fuse
+def test_a_mount_answers_eio_for_the_file_the_storm_hits_and_recovers(
+        faulty: Vmlfs, proxy: FaultProxy, guest: Path, mountpoint: Path, tmp_path: Path) -> None:
+    faulty.run("entry", "add", "e", "--guest", str(guest))
+    faulty.run("backup", "e")
+    faulty.run("mount", str(mountpoint), "--log-file", str(tmp_path / "mount.log"))
+    home = mountpoint / "entries" / "e" / "latest" / "home"
+    assert sorted(os.listdir(home)) == ["a.txt", "sub"]
+    proxy.add(layer_get, 10_000)
+    with pytest.raises(OSError) as failed:
+        (home / "sub" / "data.bin").read_bytes()
+    assert failed.value.errno == 5  # EIO for this file; the mount stays up
+    assert sorted(os.listdir(home / "sub")) == ["data.bin"]
+    proxy.clear()
+    assert (home / "sub" / "data.bin").read_bytes() == (guest / "sub" / "data.bin").read_bytes()
