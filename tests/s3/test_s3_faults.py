@@ -48,6 +48,7 @@ def one_clean_error(proc, code: int) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_a_503_storm_is_retried_then_reported(faulty: Vmlfs, proxy: FaultProxy, guest: Path, tmp_path: Path) -> None:
     faulty.run("entry", "add", "e", "--guest", str(guest))
     faulty.run("backup", "e")
@@ -63,6 +64,7 @@ def test_a_503_storm_is_retried_then_reported(faulty: Vmlfs, proxy: FaultProxy, 
     faulty.run("verify")
 
 
+@pytest.mark.slow
 def test_a_connection_cut_mid_upload_commits_nothing_and_a_retry_works(
         faulty: Vmlfs, proxy: FaultProxy, seaweedfs: S3Server, s3_store: str, guest: Path, tmp_path: Path) -> None:
     faulty.run("entry", "add", "e", "--guest", str(guest))
@@ -84,6 +86,7 @@ def test_a_connection_cut_mid_upload_commits_nothing_and_a_retry_works(
     assert tree_listing(tmp_path / "r") == tree_listing(guest)
 
 
+@pytest.mark.slow
 @needs_fuse
 def test_a_mount_answers_eio_for_the_file_the_storm_hits_and_recovers(
         faulty: Vmlfs, proxy: FaultProxy, guest: Path, mountpoint: Path, tmp_path: Path) -> None:

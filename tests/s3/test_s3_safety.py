@@ -61,9 +61,9 @@ def test_a_crashed_backup_commits_nothing_blocks_until_its_lease_expires_and_gc_
     assert keys(seaweedfs, s3_store, "objects/layers/") == [], "the crashed upload's objects are gone too"
 
 
-def test_two_creates_of_one_record_exactly_one_wins(seaweedfs: S3Server, s3_store: str, tmp_path: Path,
+def test_two_creates_of_one_record_exactly_one_wins(any_s3: S3Server, s3_store: str, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in seaweedfs.env(tmp_path).items():
+    for name, value in any_s3.env(tmp_path).items():
         monkeypatch.setenv(name, value)
     from vmlfs.backends.s3_store import S3Store
 
@@ -91,9 +91,9 @@ def test_two_creates_of_one_record_exactly_one_wins(seaweedfs: S3Server, s3_stor
     stores[1]._create(rel, stores[0]._read(rel))  # a retried create that finds its own bytes had succeeded
 
 
-def test_a_backup_whose_lease_was_taken_over_does_not_commit(seaweedfs: S3Server, s3_store: str, tmp_path: Path,
+def test_a_backup_whose_lease_was_taken_over_does_not_commit(any_s3: S3Server, s3_store: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in seaweedfs.env(tmp_path).items():
+    for name, value in any_s3.env(tmp_path).items():
         monkeypatch.setenv(name, value)
     from vmlfs.backends.s3_lease import LeaseLost
     from vmlfs.backends.s3_store import S3Store
@@ -101,8 +101,23 @@ def test_a_backup_whose_lease_was_taken_over_does_not_commit(seaweedfs: S3Server
     store = S3Store(s3_store)
     rel = "entries/x/backups/20260101T000000Z.json"
     with store.lock("x"):
-        seaweedfs.client().put_object(Bucket="vmlfs-test", Key=store._key("entries/x/.lock"), Body=b'{"host": "other"}')
+        any_s3.client().put_object(Bucket="vmlfs-test", Key=store._key("entries/x/.lock"), Body=b'{"host": "other"}')
         with pytest.raises(LeaseLost):
             store._create(rel, b"too late")
     assert not store._exists(rel)
     assert store._read("entries/x/.lock") == b'{"host": "other"}', "release never deletes another holder's lease"
+
+
+def test_a_server_that_ignores_conditional_writes_is_refused(moto_s3: S3Server, s3_store: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in moto_s3.env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    from vmlfs.backends.s3_store import S3Store
+    from vmlfs.errors import ReadOnly
+
+    store = S3Store(s3_store)
+    honest = store.bucket.put
+    monkeypatch.setattr(store.bucket, "put", lambda key, data, **kw: honest(key, data))  # drops If-None-Match
+    with pytest.raises(ReadOnly, match="ignores conditional writes"):
+        store._create("entries/x/backups/20260101T000000Z.json", b"{}")
+    assert not store._exists("entries/x/backups/20260101T000000Z.json")
