@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends.conftest import sshd, sshd_server  # noqa: F401  (SSH guests backed up into S3)
 from tests.conftest import Vmlfs
 
 ACCESS, SECRET = "AKIDVMLFSTEST0000000", "vmlfs-test-secret-not-a-real-one"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_backup_cycle import build_guest, change_guest
+from tests.backends.conftest import Sshd
 from tests.conftest import Vmlfs, snapshot_copy, tree_listing
 from tests.s3.conftest import S3Server, keys
 
@@ -91,3 +92,15 @@ def test_prune_and_gc_free_the_objects(any_vmlfs: Vmlfs, any_s3: S3Server, s3_st
     assert len([k for k in after if k.endswith(".tar.zst")]) == 1 < len(before)
     assert not keys(seaweedfs, s3_store, "objects/garbage/")
     s3vmlfs.run("verify")
+
+
+@pytest.mark.sshd
+def test_an_ssh_guest_backed_up_into_s3(s3vmlfs: Vmlfs, sshd: Sshd, guest: Path, tmp_path: Path) -> None:
+    s3vmlfs.env = sshd.env(s3vmlfs.env)
+    s3vmlfs.run("entry", "add", "remote", "--guest", sshd.url(str(guest)))
+    s3vmlfs.run("backup", "remote")
+    change_guest(guest, 1)
+    s3vmlfs.run("backup", "remote")
+    copy = snapshot_copy(guest, tmp_path / "copy")
+    s3vmlfs.run("restore", "remote", str(tmp_path / "r"))
+    assert tree_listing(tmp_path / "r") == tree_listing(copy)
