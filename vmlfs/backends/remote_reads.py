@@ -34,8 +34,9 @@ class RangedLayerReader(SeekableReader):
     """A SeekableReader whose frames come from ranged reads of a remote file."""
 
     def __init__(self, key: str, size: int, tail: bytes, read_range: Callable[[int, int], bytes], *,
-                 cache: FrameCache, name: str) -> None:
+                 cache: FrameCache, name: str, frames_per_fetch: int = 1) -> None:
         self._read_range = read_range
+        self.frames_per_fetch = frames_per_fetch
         try:
             table = read_seek_table(_Tail(tail, size), size)
         except CorruptData as exc:
@@ -44,6 +45,17 @@ class RangedLayerReader(SeekableReader):
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         return self._read_range(offset, length)
+
+    def load_frames(self, indices: list[int]) -> None:
+        """The frames not cached yet, fetched with one read from the first to the last of them."""
+        todo = [i for i in indices if not self.is_cached(i)]
+        if len(todo) < 2:
+            return super().load_frames(todo)
+        t = self.table
+        base = t.c_offsets[todo[0]]
+        data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
+        for i in todo:
+            self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
 
     def close(self) -> None:
         """Nothing to close: reads go through the store's connection."""

@@ -66,6 +66,9 @@ class StoreLayout(StoreFiles):
 
     description: str
     format: int = 2
+    #: A mount's read-ahead over this store, (frames ahead, parallel loads); None: the defaults, sized for
+    #: decompression (one thread per core). A store whose every frame costs a round trip sets more.
+    readahead: tuple[int, int] | None = None
 
     # the rest of the store port (used by the engine, the mount and the CLI) -------------
 
