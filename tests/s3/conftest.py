@@ -46,7 +46,8 @@ class S3Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ENDPOINT_URL=self.endpoint,
                    AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-creds"),
-                   XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1", VMLFS_S3_MAX_ATTEMPTS="3")
+                   XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1", VMLFS_S3_MAX_ATTEMPTS="3",
+                   AWS_EC2_METADATA_DISABLED="true")  # never ask 169.254.169.254 for credentials
         env.update(extra)
         return env
 
@@ -78,7 +79,7 @@ def start_seaweedfs(root: Path, weed: str) -> tuple[subprocess.Popen, S3Server]:
             f"-master.port={master}", f"-master.port.grpc={master_grpc}", f"-volume.port={volume}",
             f"-volume.port.grpc={volume_grpc}", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-admin.port={admin}", f"-s3.config={root / 's3.json'}",
-            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            "-admin.ui=false", "-webdav=false", "-s3.autoCreateBucket=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
             f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
     with open(root / "weed.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -73,8 +73,17 @@ def test_entries_and_the_endpoint_option(seaweedfs: S3Server, s3_store: str, gue
     assert bad.returncode == 2 and b"unknown URL scheme 'gs'" in bad.stderr and b"gs://" not in bad.stderr
     leaked = v.run("--store", "s3://key:pass@bucket/x", "entry", "list", check=False)
     assert leaked.returncode == 2 and b"pass" not in leaked.stderr
-    for proc in (again, bad, leaked):
-        assert secret not in proc.stderr + proc.stdout
+    no_bucket = v.run("--store", "s3://no-such-bucket/x", "--s3-endpoint", seaweedfs.endpoint, "entry", "add", "c",
+                      "--guest", str(guest), check=False)
+    assert no_bucket.returncode == 3 and b"no bucket 'no-such-bucket'" in no_bucket.stderr
+    anonymous = Vmlfs(v.store, {k: x for k, x in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    refused = anonymous.run(*store, "entry", "list", check=False)
+    assert refused.returncode == 6 and b"no S3 credentials found" in refused.stderr
+    wrong_key = Vmlfs(v.store, dict(env, AWS_SECRET_ACCESS_KEY="not-the-secret"))
+    denied = wrong_key.run(*store, "entry", "list", check=False)
+    assert denied.returncode == 6 and b"access denied" in denied.stderr and b"not-the-secret" not in denied.stderr
+    for proc in (again, bad, leaked, no_bucket, refused, denied):
+        assert secret not in proc.stderr + proc.stdout and b"Traceback" not in proc.stderr
 
 
 def test_prune_and_gc_free_the_objects(any_vmlfs: Vmlfs, any_s3: S3Server, s3_store: str, guest: Path) -> None:

@@ -53,8 +53,11 @@ def test_a_crashed_backup_commits_nothing_blocks_until_its_lease_expires_and_gc_
     busy = s3vmlfs.run("backup", "e", check=False)
     assert busy.returncode == 5 and f"locked by pid {crashed.pid} on ".encode() in busy.stderr
     time.sleep(3.5)
+    work = list((tmp_path / "cache" / "vmlfs" / "s3").glob("*/work/e/*"))
+    assert len(work) == 1, "the killed backup left its local work directory"
     retried = s3vmlfs.run("backup", "e")
     assert f"taking over the expired lease of pid {crashed.pid}".encode() in retried.stderr
+    assert not work[0].exists(), "the next backup of the entry removed it"
     assert len(records(seaweedfs, s3_store, "e")) == 1
     s3vmlfs.run("forget", "e@" + records(seaweedfs, s3_store, "e")[0].rsplit("/", 1)[1][:-5])
     s3vmlfs.run("gc", "--grace", "0")

@@ -76,12 +76,10 @@ class S3Bucket:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             name = f"{self.where}/{key}"
-            if code in _MISSING or status == 404:
-                if code == "NoSuchBucket":
-                    return NotFound(f"no bucket {self.bucket!r} at {self.endpoint or 'AWS'}", hint="create it first")
-                return FileNotFoundError(errno.ENOENT, "no such key", name)
             if code == "NoSuchBucket":
                 return NotFound(f"no bucket {self.bucket!r} at {self.endpoint or 'AWS'}", hint="create it first")
+            if code in _MISSING or status == 404:
+                return FileNotFoundError(errno.ENOENT, "no such key", name)
             if code in _CONDITION or status in (409, 412):
                 return ConditionFailed(errno.EEXIST, "a condition did not hold (the key exists or changed)", name)
             if code in _DENIED or status == 403:

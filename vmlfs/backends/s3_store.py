@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -257,13 +258,25 @@ class S3Store(StoreLayout):
         self._leases[names.entry_name(entry)] = lease
         return lease
 
+    def _work_root(self, entry: str) -> Path:
+        return self.cache_dir / "work" / names.entry_name(entry)
+
     def clean_tmp(self, entry: str) -> int:
-        """Nothing to clean in the bucket: an upload has no temporary name (the work dir is local)."""
-        return 0
+        """Remove this host's work directories of the entry's interrupted backups (the bucket has
+        nothing to clean: an upload has no temporary name). Under the entry's lease no other
+        backup of it runs, so every one found is a leftover."""
+        root = self._work_root(entry)
+        leftovers = list(root.iterdir()) if root.is_dir() else []
+        for leftover in leftovers:
+            log.info("removing leftover of an interrupted backup: %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        return len(leftovers)
 
     def new_work_dir(self, entry: str, ts: str) -> Path:
-        names.entry_name(entry)
-        return Path(tempfile.mkdtemp(prefix=f"vmlfs-{entry}-{names.timestamp(ts)}-"))
+        """A local directory to build the backup in, beside the tree cache; :meth:`commit` uploads it."""
+        root = self._work_root(entry)
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{names.timestamp(ts)}-", dir=root))
 
     def space(self) -> tuple[int, int]:
         return UNKNOWN_SPACE, UNKNOWN_SPACE
