@@ -51,7 +51,7 @@ def test_vm_dir_and_vm_snapshot(setup, mount_factory) -> None:
     assert refused.value.errno in (errno.EROFS, errno.EACCES)
 
     control = mnt.entry("vm1") / "control"
-    assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-revert", "vm-snapshot"]
+    assert sorted(os.listdir(control)) == ["prune", "prune-preview", "snapshot", "status", "vm-revert", "vm-snapshot"]
     os.utime(control / "vm-snapshot")
     status = wait_status(control / "status", "VM snapshot vmlfs-")  # "last result: none" is there from the start
     assert "VM snapshot vmlfs-" in status and "of domain cvm" in status, status
@@ -106,7 +106,7 @@ def test_vm_revert_through_the_mount(setup, mount_factory) -> None:
     s, uri = setup
     mnt = mount_factory(s.store_path, "--libvirt-uri", uri)
     control = mnt.entry("vm1") / "control"
-    assert sorted(os.listdir(control)) == ["snapshot", "status", "vm-revert", "vm-snapshot"]
+    assert sorted(os.listdir(control)) == ["prune", "prune-preview", "snapshot", "status", "vm-revert", "vm-snapshot"]
     (control / "vm-revert").write_text("sibling\n")
     status = wait_status(control / "status", "reverted domain cvm")
     assert "reverted domain cvm to snapshot sibling; it is now running" in status, status
