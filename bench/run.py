@@ -34,6 +34,9 @@ def main() -> None:
     print("\n== SSH: vmlfs over SSH vs ssh tar | zstd", flush=True)
     subprocess.run([sys.executable, str(HERE / "ssh_bench.py"), "--work", str(work), "--files", str(args.files),
                     "--big", str(args.big)], check=True)
+    print("\n== S3: vmlfs vs restic on a loopback SeaweedFS; the S3 mount vs the local-store mount", flush=True)
+    subprocess.run([sys.executable, str(HERE / "s3_bench.py"), "--work", str(work), "--files", str(args.files),
+                    "--big", str(args.big)], check=True)
     print("\n== history: 30 backups with 1 % change, deleting 20; vmlfs vs restic", flush=True)
     subprocess.run([sys.executable, str(HERE / "history_bench.py"), "--work", str(work), "--files", str(args.files),
                     "--big", str(args.big), "--scale", str(args.scale)], check=True)

@@ -221,6 +221,8 @@ ADAPTER_HOMES = {
     "wsgidav": "vmlfs.webdav",
     "cheroot": "vmlfs.webdav",
     "winfspy": "winfsp_bridge",  # outside vmlfs/ altogether
+    "boto3": "vmlfs.backends.s3_client",
+    "botocore": "vmlfs.backends.s3_client",
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vmlfs.archive.seekable import FrameCache
-from vmlfs.backends.connect import STORE_OPTION, HostKeys, is_ssh, open_store
+from vmlfs.backends.connect import STORE_OPTION, HostKeys, is_s3, is_ssh, open_store
 from vmlfs.engine.store import StoreLayout
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class Session:
     frame_cache: FrameCache | None = None
     shared_store: bool = False
     """The store is shared by concurrent readers (a mount): never closed to reconnect."""
+    s3_endpoint: str | None = None
+    """The S3 server of an ``s3://`` store when it is not AWS (None: AWS_ENDPOINT_URL or AWS)."""
     _store: StoreLayout | None = field(default=None, init=False, repr=False)
     _libvirt: "LibvirtSession | None" = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -44,7 +46,8 @@ class Session:
     def store(self, *, create: bool = True) -> StoreLayout:
         with self._lock:
             if self._store is None:
-                self._store = open_store(self.store_location, self.store_keys, create=create, cache=self.frame_cache)
+                self._store = open_store(self.store_location, self.store_keys, create=create, cache=self.frame_cache,
+                                         s3_endpoint=self.s3_endpoint)
             return self._store
 
     def reopen_store(self) -> StoreLayout:
@@ -60,7 +63,7 @@ class Session:
     @property
     def local_store_path(self) -> str | None:
         """The store's directory when it is on this host (a mount must not be made inside it), else None."""
-        return None if is_ssh(self.store_location) else self.store_location
+        return None if is_ssh(self.store_location) or is_s3(self.store_location) else self.store_location
 
     def check_libvirt_uri(self) -> None:
         """Refuse an insecure libvirt URI now (InvalidRequest), without connecting."""

@@ -57,18 +57,19 @@ class ReadAhead:
         return claimed
 
     def submit(self, reader: SeekableReader, frames: list[int]) -> None:
-        """Decompress claimed frames in the pool (never blocks)."""
-        for index in frames:
-            self._pool.submit(self._load, reader, index)
+        """Decompress claimed frames in the pool (never blocks), ``reader.frames_per_fetch`` per task."""
+        step = max(1, reader.frames_per_fetch)
+        for at in range(0, len(frames), step):
+            self._pool.submit(self._load, reader, frames[at:at + step])
 
-    def _load(self, reader: SeekableReader, index: int) -> None:
+    def _load(self, reader: SeekableReader, indices: list[int]) -> None:
         try:
-            reader.frame(index)
+            reader.load_frames(indices)
         except (VmlfsError, OSError):
             pass  # a damaged or unreadable frame fails the real read that needs it, with its log line
         finally:
             with self._lock:
-                self._claimed.discard((reader, index))
+                self._claimed.difference_update((reader, index) for index in indices)
 
     def close(self) -> None:
         """Stop: frames not yet started are dropped, running ones are waited for."""

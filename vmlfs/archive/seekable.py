@@ -341,7 +341,7 @@ class SeekableReader:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-            return self._load(key, index)
+            return self._load(index)
 
     def _check_placement(self, index: int) -> None:
         """Check that every frame before ``index`` is where and what the seek table says, each frame
@@ -391,20 +391,33 @@ class SeekableReader:
             return "its blocks end before the end the seek table gives it"
         return None
 
-    def _load(self, key: tuple[object, int], index: int) -> bytes:
+    def _load(self, index: int) -> bytes:
         self._check_placement(index)
         t = self.table
         start, end = t.c_offsets[index], t.c_offsets[index + 1]
-        data = self._read_compressed(start, end - start)
-        if len(data) != end - start:
+        return self._decode(index, self._read_compressed(start, end - start))
+
+    def _decode(self, index: int, data: bytes | memoryview) -> bytes:
+        """Frame ``index`` from its compressed bytes, checked, counted and cached."""
+        t = self.table
+        if len(data) != t.c_offsets[index + 1] - t.c_offsets[index]:
             raise CorruptData(f"{self.name}: frame {index} is truncated")
-        frame = decompress_frame(data, t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")
+        frame = decompress_frame(bytes(data), t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")
         with self._lock:
             self.frames_decompressed += 1
             if self._placed == index:
                 self._placed = index + 1
-        self._cache.put(key, frame)
+        self._cache.put((self.path, index), frame)
         return frame
+
+    #: Frames a read-ahead loads with one read of the file: one for a local file; a remote reader, whose
+    #: every read costs a round trip, may fetch several adjacent frames at once (:meth:`load_frames`).
+    frames_per_fetch = 1
+
+    def load_frames(self, indices: list[int]) -> None:
+        """Put frames ``indices`` (ascending, adjacent or nearly) into the cache, for read-ahead."""
+        for index in indices:
+            self.frame(index)
 
     def is_cached(self, index: int) -> bool:
         """Whether frame ``index`` is decompressed in the cache now (for read-ahead, which skips it)."""

@@ -6,7 +6,7 @@ URL checks and the choice between a local directory and SSH are made once.
 A guest (or restore target) and a store each have their own
 :class:`HostKeys` policy: trusting a new guest must never silently trust a
 new store host, and the hint of a refused key names the option that applies.
-asyncssh is imported only when an SSH location is used.
+asyncssh is imported only when an SSH location is used, boto3 only for an S3 store.
 """
 
 from __future__ import annotations
@@ -45,12 +45,19 @@ def is_ssh(location: str) -> bool:
     return location.startswith("ssh://")
 
 
+def is_s3(location: str) -> bool:
+    return location.startswith("s3://")
+
+
 def check_location(location: str, what: str) -> None:
-    """A directory or ``ssh://``; any other URL scheme is refused, never taken for a directory name."""
+    """A directory, ``ssh://``, or for a store ``s3://``; any other URL scheme is refused, never
+    taken for a directory name (the URL is not echoed: it may hold what looks like a password)."""
     scheme, sep, _ = location.partition("://")
-    if sep and scheme != "ssh":
-        raise InvalidRequest(f"unknown URL scheme {scheme!r} in the {what} {location!r}",
-                             hint="use a directory or ssh://[user@]host[:port]/path")
+    allowed = ("ssh", "s3") if what == "store" else ("ssh",)
+    if sep and scheme not in allowed:
+        raise InvalidRequest(f"unknown URL scheme {scheme!r} in the {what} location",
+                             hint="use a directory or ssh://[user@]host[:port]/path"
+                                  + (" or s3://BUCKET/PREFIX" if what == "store" else ""))
 
 
 def _options(keys: HostKeys):
@@ -106,9 +113,14 @@ def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReade
 
 
 def open_store(location: str, keys: HostKeys = HostKeys(option=STORE_OPTION), *, create: bool = True,
-               cache: FrameCache | None = None) -> StoreLayout:
-    """The store at a directory or at ``ssh://[user@]host[:port]/path``."""
+               cache: FrameCache | None = None, s3_endpoint: str | None = None) -> StoreLayout:
+    """The store at a directory, at ``ssh://[user@]host[:port]/path`` or at ``s3://BUCKET/PREFIX``
+    (``s3_endpoint``: a non-AWS server; boto3 is imported only for an S3 store)."""
     check_location(location, "store")
+    if is_s3(location):
+        from vmlfs.backends.s3_store import S3Store
+
+        return S3Store(location, create=create, cache=cache, endpoint=s3_endpoint)
     if is_ssh(location):
         from vmlfs.backends.ssh_store import SshStore
 

@@ -25,14 +25,14 @@ the CLI and the mount use either without knowing which. What differs:
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import tempfile
 from pathlib import Path
 
 from vmlfs import names
-from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
+from vmlfs.archive.seekable import FrameCache, SeekableReader
+from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
 from vmlfs.backends.ssh_url import parse_ssh_url
@@ -40,58 +40,21 @@ from vmlfs.engine.store import STORE_FILE, StoreLayout, entry_path
 from vmlfs.errors import Busy, CorruptData, InvalidRequest, write_failed
 
 log = logging.getLogger(__name__)
-MANIFEST_CACHE_BYTES = 2 << 30
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vmlfs" / "ssh"
-
-
-class RemoteLayerReader(SeekableReader):
-    """A SeekableReader whose frames come from SFTP range reads instead of a local file."""
-
-    def __init__(self, store: "SshStore", path: str, sha256: str, *, name: str) -> None:
-        self._remote, self._store = path, store
-        try:
-            size = store.sftp.size(path)
-            tail_len = min(size, 1 << 20)
-            tail = store.sftp.read_at(path, size - tail_len, tail_len)
-        except FileNotFoundError:
-            raise CorruptData(f"{name}: layer file is missing") from None
-        except OSError as exc:
-            raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
-        try:
-            table = read_seek_table(_Tail(tail, size), size)
-        except CorruptData as exc:
-            raise CorruptData(f"{name}: {exc}") from None
-        # The frame-cache key is content-addressed: a replaced layer never meets stale frames.
-        self._setup(f"{store.description}/{path}#{sha256}", name, store.frame_cache, table)
-
-    def _read_compressed(self, offset: int, length: int) -> bytes:
-        return self._store.sftp.read_at(self._remote, offset, length)
-
-    def close(self) -> None:
-        """Nothing to close: reads go through the store's SFTP session."""
-
-
-class _Tail(io.RawIOBase):
-    """The last bytes of a remote file, seekable by absolute offset (enough for the seek table)."""
-
-    def __init__(self, data: bytes, size: int) -> None:
-        self.data, self.base, self.pos = data, size - len(data), 0
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = offset
-        return offset
-
-    def read(self, n: int = -1) -> bytes:
-        if self.pos < self.base:
-            raise CorruptData("seek table larger than the part of the layer read for it")
-        lo = self.pos - self.base
-        out = self.data[lo:lo + n if n >= 0 else None]
-        self.pos += len(out)
-        return out
+def remote_layer_reader(store: "SshStore", path: str, sha256: str, *, name: str) -> SeekableReader:
+    """The layer at ``path`` read by SFTP ranges: its tail for the seek table, then whole frames."""
+    try:
+        size = store.sftp.size(path)
+        tail_len = min(size, TAIL)
+        tail = store.sftp.read_at(path, size - tail_len, tail_len)
+    except FileNotFoundError:
+        raise CorruptData(f"{name}: layer file is missing") from None
+    except OSError as exc:
+        raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
+    return RangedLayerReader(f"{store.description}/{path}#{sha256}", size, tail,
+                             lambda offset, length: store.sftp.read_at(path, offset, length),
+                             cache=store.frame_cache, name=name)
 
 
 class _RemoteLock:
@@ -140,7 +103,7 @@ class SshStore(StoreLayout):
         self.conn = SshConnection(target, options)
         self.sftp = self.conn.sftp()
         key = hashlib.sha256(self.description.encode()).hexdigest()[:16]
-        self.cache_dir = cache_root() / key
+        self.cache_dir = cache_root("ssh") / key
         if create and not self.sftp.exists(self._p(STORE_FILE)):
             try:
                 self.sftp.makedirs(self._p(""))
@@ -217,44 +180,14 @@ class SshStore(StoreLayout):
 
     def _tree_file(self, rel: str, digest: str, where: str) -> str:
         """The tree from the local cache, downloaded (and checked against ``digest``) if missing."""
-        local = self.cache_dir / "trees" / f"{digest}.sqlite"
-        if not local.exists():
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=local.parent, suffix=".part")
-            os.close(fd)
-            try:
-                try:
-                    self.sftp.get(self._p(rel), tmp)
-                except FileNotFoundError:
-                    raise CorruptData(f"{where}: tree {digest[:12]} is missing from the store") from None
-                h = hashlib.sha256()
-                with open(tmp, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                if h.hexdigest() != digest:
-                    raise CorruptData(f"{where}: tree {digest[:12]} differs from the sha256 its record names (damaged)")
-                os.replace(tmp, local)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            self._trim_cache()
-        os.utime(local)
-        return str(local)
-
-    def _trim_cache(self) -> None:
-        files = sorted(self.cache_dir.glob("trees/*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
-        total = 0
-        for path in files:
-            total += path.stat().st_size
-            if total > MANIFEST_CACHE_BYTES:
-                path.unlink(missing_ok=True)
+        return cached_tree(self.cache_dir, digest, where, lambda local: self.sftp.get(self._p(rel), local))
 
     def _local_path(self, rel: str) -> Path:
         raise InvalidRequest(f"{self.description}: this needs the store's files on this machine",
                              hint="run it on the store's host, with the store's directory as --store")
 
     def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader:
-        return RemoteLayerReader(self, self._p(rel), digest, name=name)
+        return remote_layer_reader(self, self._p(rel), digest, name=name)
 
     # writing -----------------------------------------------------------------
 

@@ -38,7 +38,10 @@ COMMAND_MODULES = {
 
 #: Libraries whose INFO lines are per request or per channel ("HTTP Request: GET ... 404" reads like an
 #: error to a user): only warnings from them, unless --debug.
-QUIET_LIBRARIES = ("httpx", "httpcore", "asyncssh")
+QUIET_LIBRARIES = ("httpx", "httpcore", "asyncssh", "urllib3")
+#: Libraries whose debug lines carry request headers (the S3 access key id and signature): warnings only,
+#: even with --debug, so no credential reaches a log.
+GUARDED_LIBRARIES = ("botocore", "boto3", "s3transfer")
 
 
 class WholeHelpGroup(click.Group):
@@ -66,23 +69,31 @@ class LazyGroup(WholeHelpGroup):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", envvar="VMLFS_STORE", metavar="PATH", help="Store directory [env VMLFS_STORE; default $XDG_DATA_HOME/vmlfs].")
+@click.option("--store", envvar="VMLFS_STORE", metavar="PATH|URL",
+              help="Store directory, ssh://[user@]host/path or s3://BUCKET/PREFIX [env VMLFS_STORE; default $XDG_DATA_HOME/vmlfs].")
+@click.option("--s3-endpoint", metavar="URL",
+              help="S3 store on a server other than AWS, e.g. http://127.0.0.1:8333 [env AWS_ENDPOINT_URL]; "
+                   "credentials as for every AWS tool (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE).")
 @click.option("--accept-new-store-host-key", is_flag=True,
               help="SSH store: trust an unknown host key and add it to known_hosts (a changed key is always refused).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks.")
 @click.version_option(package_name="vmlfs")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, accept_new_store_host_key: bool, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context, store: str | None, s3_endpoint: str | None, accept_new_store_host_key: bool, quiet: bool,
+        debug: bool) -> None:
     """vmlfs: a logbook of CernVM environments, backed up, browsable and restorable."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
         format="vmlfs: %(message)s" if not debug else "%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    for guarded in GUARDED_LIBRARIES:
+        logging.getLogger(guarded).setLevel(logging.WARNING)
     if not debug:
         for chatty in QUIET_LIBRARIES:
             logging.getLogger(chatty).setLevel(logging.WARNING)
-    ctx.obj = Context(store_path=store, quiet=quiet, debug=debug, accept_new_store_host_key=accept_new_store_host_key)
+    ctx.obj = Context(store_path=store, quiet=quiet, debug=debug, accept_new_store_host_key=accept_new_store_host_key,
+                      s3_endpoint=s3_endpoint)
 
 
 def main(argv: list[str] | None = None) -> None:

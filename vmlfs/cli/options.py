@@ -20,6 +20,7 @@ class Context:
     quiet: bool = False
     debug: bool = False
     accept_new_store_host_key: bool = False
+    s3_endpoint: str | None = None
     _session: Session | None = field(default=None, repr=False)
 
     @property
@@ -38,7 +39,7 @@ class Context:
                 store_location or self.store_location,
                 guest_keys=HostKeys(accept_new=accept_new_host_key, option=GUEST_OPTION),
                 store_keys=HostKeys(accept_new=self.accept_new_store_host_key, option=STORE_OPTION),
-                libvirt_uri=libvirt_uri, insecure=insecure, image_repo=image_repo,
+                libvirt_uri=libvirt_uri, insecure=insecure, image_repo=image_repo, s3_endpoint=self.s3_endpoint,
             )
             click.get_current_context().call_on_close(self._session.close)
         return self._session

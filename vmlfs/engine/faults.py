@@ -1,4 +1,4 @@
-"""Named crash points for the crash tests of forget, gc and upgrade.
+"""Named crash points for the crash tests of commit, forget, gc and upgrade.
 
 Each long operation calls :func:`step` between its durable steps. When the
 environment variable ``VMLFS_KILL_AT`` is ``NAME`` or ``NAME#N``, the process

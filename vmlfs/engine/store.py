@@ -23,6 +23,7 @@ from pathlib import Path
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import FrameCache, SeekableReader
+from vmlfs.engine import faults
 from vmlfs.engine.store_files import (  # noqa: F401  (the layout's names, re-exported for its users)
     BACKUP_FILES,
     GARBAGE,
@@ -65,6 +66,9 @@ class StoreLayout(StoreFiles):
 
     description: str
     format: int = 2
+    #: A mount's read-ahead over this store, (frames ahead, parallel loads); None: the defaults, sized for
+    #: decompression (one thread per core). A store whose every frame costs a round trip sets more.
+    readahead: tuple[int, int] | None = None
 
     # the rest of the store port (used by the engine, the mount and the CLI) -------------
 
@@ -362,6 +366,7 @@ class StoreLayout(StoreFiles):
             self._put(work / MANIFEST, object_path("trees", meta.manifest["sha256"]))
             for name, record in meta.files.items():
                 self._put(work / name, object_path("blobs", record["sha256"]))
+            faults.step("commit-record")
             self._create(record_path(entry, ts), meta.to_json())
         except FileExistsError:
             raise AlreadyExists(f"backup {entry}@{ts} already exists") from None

@@ -52,7 +52,7 @@ class MountState:
         self._records: dict[tuple[str, str], BackupRecord] = {}
         self._backups: dict[tuple[str, str], BackupData] = {}
         self._layers: dict[tuple[str, str], SeekableReader] = {}
-        self.readahead = ReadAhead()
+        self.readahead = ReadAhead(*store.readahead) if store.readahead else ReadAhead()
         self.root = RootDir(self)
         self.table.pin(self.root)
         # While mounted, gc keeps what it moves aside from a forgotten backup this mount may be reading.

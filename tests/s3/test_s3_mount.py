@@ -1,0 +1,40 @@
+"""A mount of an S3 store: trees from the local cache, file bytes by ranged GETs of whole frames."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_backup_cycle import build_guest, change_guest
+from tests.conftest import Vmlfs, snapshot_copy, tree_listing
+from tests.fs.conftest import needs_fuse
+
+pytestmark = pytest.mark.s3
+
+
+@needs_fuse
+def test_mount_reads_every_backup_like_the_guest_was(s3vmlfs: Vmlfs, mountpoint: Path, tmp_path: Path) -> None:
+    home = tmp_path / "guest"
+    home.mkdir()
+    build_guest(home)
+    s3vmlfs.run("entry", "add", "e", "--guest", str(home))
+    copies = []
+    for step in range(2):
+        if step:
+            change_guest(home, step)
+        s3vmlfs.run("backup", "e")
+        copies.append(snapshot_copy(home, tmp_path / f"copy{step}"))
+    s3vmlfs.run("mount", str(mountpoint), "--log-file", str(tmp_path / "mount.log"))
+    assert os.path.ismount(mountpoint)
+    entry = mountpoint / "entries" / "e"
+    stamps = sorted(n for n in os.listdir(entry) if n not in ("control", "latest"))
+    assert len(stamps) == 2
+    for ts, copy in zip(stamps, copies):
+        subprocess.run(["diff", "-r", "--no-dereference", str(copy), str(entry / ts / "home")], check=True)
+    out = tmp_path / "out"
+    subprocess.run(["cp", "-a", str(entry / stamps[1] / "home"), str(out)], check=True)
+    assert tree_listing(out).keys() == tree_listing(copies[1]).keys()  # modes differ: the mount is read-only
+    subprocess.run(["diff", "-r", "--no-dereference", str(copies[1]), str(out)], check=True)

@@ -1,0 +1,118 @@
+"""What every remote store reads the same way: layers by ranged reads of whole frames, trees through a local cache.
+
+A remote store (SSH, S3) gives a callable that reads ``length`` bytes at
+``offset`` of one stored file; :class:`RangedLayerReader` reads the seek
+table from the file's tail and then only the frames a read needs, through
+the shared in-memory :class:`FrameCache` (keyed by the layer's sha256, so a
+replaced layer never meets stale frames). :func:`cached_tree` keeps trees in
+a local directory under their sha256 — the name a record gives them — and
+checks each download against it, so a cached tree is never stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
+from vmlfs.errors import CorruptData
+
+TREE_CACHE_BYTES = 2 << 30
+TAIL = 1 << 20  # bytes read from a layer's end for its seek table (1 MiB covers 100 000 frames)
+
+
+def cache_root(kind: str) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vmlfs" / kind
+
+
+class RangedLayerReader(SeekableReader):
+    """A SeekableReader whose frames come from ranged reads of a remote file."""
+
+    def __init__(self, key: str, size: int, tail: bytes, read_range: Callable[[int, int], bytes], *,
+                 cache: FrameCache, name: str, frames_per_fetch: int = 1) -> None:
+        self._read_range = read_range
+        self.frames_per_fetch = frames_per_fetch
+        try:
+            table = read_seek_table(_Tail(tail, size), size)
+        except CorruptData as exc:
+            raise CorruptData(f"{name}: {exc}") from None
+        self._setup(key, name, cache, table)
+
+    def _read_compressed(self, offset: int, length: int) -> bytes:
+        return self._read_range(offset, length)
+
+    def load_frames(self, indices: list[int]) -> None:
+        """The frames not cached yet, fetched with one read from the first to the last of them."""
+        todo = [i for i in indices if not self.is_cached(i)]
+        if len(todo) < 2:
+            return super().load_frames(todo)
+        t = self.table
+        base = t.c_offsets[todo[0]]
+        data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
+        for i in todo:
+            self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
+
+    def close(self) -> None:
+        """Nothing to close: reads go through the store's connection."""
+
+
+class _Tail(io.RawIOBase):
+    """The last bytes of a remote file, seekable by absolute offset (enough for the seek table)."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data, self.base, self.pos = data, size - len(data), 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset
+        return offset
+
+    def read(self, n: int = -1) -> bytes:
+        if self.pos < self.base:
+            raise CorruptData("seek table larger than the part of the layer read for it")
+        lo = self.pos - self.base
+        out = self.data[lo:lo + n if n >= 0 else None]
+        self.pos += len(out)
+        return out
+
+
+def cached_tree(cache_dir: Path, digest: str, where: str, download: Callable[[str], None]) -> str:
+    """The tree ``digest`` from ``cache_dir``, downloaded with ``download(local_path)`` (which raises
+    FileNotFoundError if the tree is missing) and checked against ``digest`` if not cached yet."""
+    local = cache_dir / "trees" / f"{digest}.sqlite"
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, suffix=".part")
+        os.close(fd)
+        try:
+            try:
+                download(tmp)
+            except FileNotFoundError:
+                raise CorruptData(f"{where}: tree {digest[:12]} is missing from the store") from None
+            h = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            if h.hexdigest() != digest:
+                raise CorruptData(f"{where}: tree {digest[:12]} differs from the sha256 its record names (damaged)")
+            os.replace(tmp, local)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _trim(cache_dir)
+    os.utime(local)
+    return str(local)
+
+
+def _trim(cache_dir: Path) -> None:
+    """Keep the cache bounded: the least recently used trees go first."""
+    files = sorted(cache_dir.glob("trees/*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
+    total = 0
+    for path in files:
+        total += path.stat().st_size
+        if total > TREE_CACHE_BYTES:
+            path.unlink(missing_ok=True)

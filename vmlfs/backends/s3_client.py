@@ -1,0 +1,194 @@
+"""The one home of boto3 and botocore: an S3 bucket reduced to the few calls a store needs.
+
+Endpoint, region and credentials are found the way every AWS tool finds them
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
+``AWS_PROFILE`` with ``~/.aws/config`` and ``~/.aws/credentials``,
+``AWS_ENDPOINT_URL``); only a non-AWS endpoint may be given explicitly
+(``--s3-endpoint``), because an endpoint is no secret. Credentials never pass
+through vmlfs's own code, so they cannot end up in argv, a log line or an
+error message: errors are rebuilt here from the S3 error code and the key.
+
+Every call is retried by botocore's "standard" mode (5xx, throttling such as
+SlowDown, timeouts, dropped connections) a bounded number of times with
+exponential backoff and jitter; what still fails becomes an ``OSError`` with
+an errno (the store primitives' contract) — ``FileNotFoundError`` for a
+missing key, ``FileExistsError`` when a condition (``If-None-Match: *``,
+``If-Match``) does not hold — or :class:`ConnectionFailed` when the server
+cannot be reached or keeps failing.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from vmlfs.errors import ConnectionFailed, NotFound, PermissionDenied
+
+#: Attempts per call (the first one included) before an error is final.
+MAX_ATTEMPTS = int(os.environ.get("VMLFS_S3_MAX_ATTEMPTS", "5"))
+#: boto3's upload_file switches to a multipart upload above this size (parts of this size, 4 in parallel).
+MULTIPART = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_CONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
+
+class ConditionFailed(FileExistsError):
+    """A conditional write or delete was refused: the key exists (If-None-Match) or changed (If-Match)."""
+
+
+class S3Bucket:
+    """Keys of one bucket; ``where`` (``s3://bucket``) names it in messages."""
+
+    def __init__(self, bucket: str, *, endpoint: str | None = None, profile: str | None = None) -> None:
+        self.bucket = bucket
+        self.where = f"s3://{bucket}"
+        try:
+            session = boto3.session.Session(profile_name=profile)
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise NotFound(f"no AWS profile {exc.kwargs.get('profile')!r}", hint="see ~/.aws/config") from None
+        custom = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            connect_timeout=10, read_timeout=60,
+            # A server other than AWS is reached by path (http://host/bucket/key): its host name
+            # rarely resolves with the bucket in front; AWS itself chooses as it prefers.
+            s3={"addressing_style": "path" if custom else "auto"},
+            # Checksums only when the operation needs one: not every S3 server knows the new headers.
+            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+        )
+        region = session.region_name or "us-east-1"
+        self.endpoint = custom
+        self.client = session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+    # errors -------------------------------------------------------------------------------
+
+    def _error(self, exc: Exception, key: str) -> Exception:
+        """The error a store can act on, with no part of the request (headers, signature) in it."""
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            name = f"{self.where}/{key}"
+            if code == "NoSuchBucket":
+                return NotFound(f"no bucket {self.bucket!r} at {self.endpoint or 'AWS'}", hint="create it first")
+            if code in _MISSING or status == 404:
+                return FileNotFoundError(errno.ENOENT, "no such key", name)
+            if code in _CONDITION or status in (409, 412):
+                return ConditionFailed(errno.EEXIST, "a condition did not hold (the key exists or changed)", name)
+            if code in _DENIED or status == 403:
+                return PermissionDenied(f"{name}: access denied ({code})",
+                                        hint="check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and the bucket policy")
+            return ConnectionFailed(f"{name}: the S3 server answered {status} {code} after {MAX_ATTEMPTS} attempts")
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return PermissionDenied(f"{self.where}: no S3 credentials found",
+                                    hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return ConnectionFailed(f"{self.where}/{key}: the S3 server cannot be reached ({type(exc).__name__}, "
+                                    f"{MAX_ATTEMPTS} attempts)", hint=f"endpoint {self.endpoint or 'AWS'}")
+        return exc
+
+    def _call(self, method: str, key: str, **kwargs):
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, Key=key, **kwargs)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, key) from None
+
+    # calls --------------------------------------------------------------------------------
+
+    def get(self, key: str, start: int | None = None, length: int | None = None) -> bytes:
+        """The object, or ``length`` bytes of it from ``start`` (one ranged GET); a negative ``start``
+        without length is the object's last ``-start`` bytes."""
+        kwargs = {}
+        if start is not None and start < 0:
+            kwargs["Range"] = f"bytes={start}"
+        elif start is not None:
+            kwargs["Range"] = f"bytes={start}-{start + (length or 1) - 1}"
+        body = self._call("get_object", key, **kwargs)["Body"]
+        try:
+            return body.read()
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:  # the connection died mid-body
+            raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object and its ETag, from one GET (what a later ``If-Match`` refers to)."""
+        answer = self._call("get_object", key)
+        try:
+            return answer["Body"].read(), answer["ETag"]
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
+
+    def download(self, key: str, local: str) -> None:
+        try:
+            self.client.download_file(self.bucket, key, local)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, key) from None
+
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """One PUT (readers see the old or the new object, never half); its ETag."""
+        kwargs: dict = {}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        return self._call("put_object", key, Body=data, **kwargs)["ETag"]
+
+    def upload(self, local: Path, key: str) -> None:
+        """A local file as one object: multipart above :data:`MULTIPART`'s threshold. The object
+        appears only when the upload completes; an interrupted one leaves no key."""
+        try:
+            self.client.upload_file(str(local), self.bucket, key, Config=MULTIPART)
+        except boto3.exceptions.S3UploadFailedError as exc:
+            raise ConnectionFailed(f"{self.where}/{key}: the upload failed ({str(exc).split(':')[0]})") from None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, key) from None
+
+    def head(self, key: str) -> tuple[int, str]:
+        """(size, ETag); FileNotFoundError if there is no such key."""
+        answer = self._call("head_object", key)
+        return answer["ContentLength"], answer["ETag"]
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self._call("delete_object", key, **({"IfMatch": if_match} if if_match else {}))
+
+    def copy(self, key: str, new_key: str, size: int) -> None:
+        """A server-side copy that never replaces ``new_key`` (FileExistsError if it exists); above
+        5 GiB, S3's limit for one copy, a multipart copy, unconditional (callers pick fresh names)."""
+        source = {"Bucket": self.bucket, "Key": key}
+        if size < 5 << 30:
+            self._call("copy_object", new_key, CopySource=source, IfNoneMatch="*")
+            return
+        try:
+            self.client.copy(source, self.bucket, new_key, Config=MULTIPART)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, key) from None
+
+    def digest(self, key: str) -> tuple[int, str]:
+        """(size, sha256 hex) of an object, streamed (never whole in memory)."""
+        body = self._call("get_object", key)["Body"]
+        h, size = hashlib.sha256(), 0
+        try:
+            for chunk in body.iter_chunks(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
+        return size, h.hexdigest()
+
+    def listing(self, prefix: str, *, delimiter: str | None = "/") -> tuple[list[tuple[str, int]], list[str]]:
+        """(keys with their sizes, common prefixes) under ``prefix``, every page."""
+        keys, prefixes = [], []
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+                keys += [(c["Key"], c["Size"]) for c in page.get("Contents", [])]
+                prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, prefix) from None
+        return keys, prefixes
