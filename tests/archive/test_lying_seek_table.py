@@ -77,7 +77,10 @@ def test_a_lying_entry_is_damage(layer: Path, lie: str) -> None:
         r.read(0, 10)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.xfail(strict=True, reason="known hole (issue 12, class 5): random tables still find an entry that "
+                   "serves a wrong byte; see test_a_counterexample_random_tables_found")
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_random_seek_table_corruptions_never_yield_wrong_bytes(layer: Path, data: st.DataObject) -> None:
     write_stream(layer, DATA, frame_size=FRAME)  # the fixture is shared by every example: start pristine
@@ -106,7 +109,24 @@ def test_random_seek_table_corruptions_never_yield_wrong_bytes(layer: Path, data
             got = r.read(offset, length)
     except CorruptData:
         return
-    assert got == DATA[offset:offset + len(got)], "a lying seek table served other bytes"
+    if got != DATA[offset:offset + len(got)]:  # not a bare assert: pytest would diff megabytes
+        pytest.fail(f"a lying seek table served other bytes: {len(got)} bytes at {offset}, table {sizes}")
+
+
+@pytest.mark.xfail(strict=True, reason="known hole (issue 12, class 5): an entry claiming two frames' size over one "
+                   "frame, after entries too short to parse, still serves a wrong byte")
+def test_a_counterexample_random_tables_found(layer: Path) -> None:
+    """The table a random run found (the property test above is derandomized so CI is repeatable;
+    this records the example it missed until the reader refuses it)."""
+    write_stream(layer, DATA, frame_size=FRAME)
+    frames, _ = entries(layer)
+    rewrite(layer, frames, [(1, 500), (2027, 500), (1014, 1000), (23, 1000), (23, 1000), (23, 1000), (514, 500)])
+    try:
+        with SeekableReader(layer) as r:
+            got = r.read(1000, 1)
+    except CorruptData:
+        return
+    assert got == DATA[1000:1001]
 
 
 BOMB = r"""
