@@ -77,8 +77,9 @@ def test_a_lying_entry_is_damage(layer: Path, lie: str) -> None:
         r.read(0, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="known hole (issue 12, class 5): random tables still find an entry that "
-                   "serves a wrong byte; see test_a_counterexample_random_tables_found")
+@pytest.mark.xfail(strict=False, reason="known hole (issue 12, class 5): random tables may still find an entry "
+                   "that serves a wrong byte (the layer's data is random, so not every run does); the example one run "
+                   "found is pinned in test_a_counterexample_random_tables_found")
 @settings(max_examples=300, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())

@@ -305,6 +305,10 @@ class SeekableReader:
             raise CorruptData(f"{name}: {exc}") from None
         self._setup(self.path, name, cache, table)
 
+    check_placement = True
+    """Whether a read first checks the frames before it (:meth:`_check_placement`); a remote reader
+    turns it off, where it would cost one round trip per earlier frame."""
+
     def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable) -> None:
         """State shared by every source of frames; ``key`` names the layer in the frame cache."""
         self.path, self.name, self.table = key, name, table
@@ -355,6 +359,8 @@ class SeekableReader:
         damaged to parse is not a lie about the others: it fails alone, when
         it is read, and the frames after it stay readable.
         """
+        if not self.check_placement:
+            return
         t = self.table
         with self._lock:
             start = self._placed
