@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import os
 import time
+from pathlib import Path
+
+import pytest
 
 from vmlfs.archive.readahead import ReadAhead
-from vmlfs.archive.seekable import FrameCache, SeekableWriter
+from vmlfs.archive.seekable import FrameCache, SeekableWriter, encode_seek_table, read_seek_table
 from vmlfs.backends.remote_reads import TAIL, RangedLayerReader
+from vmlfs.errors import CorruptData
 
 
 def layer(mib: int) -> tuple[bytes, bytes]:
@@ -27,35 +31,64 @@ def settle(ahead: ReadAhead, r: RangedLayerReader, frames: list[int]) -> None:
     ahead.close()
 
 
-def reader(blob: bytes, reads: list[tuple[int, int]], per_fetch: int) -> RangedLayerReader:
+def reader(blob: bytes, reads: list[tuple[int, int]], per_fetch: int = 1, placed: Path | None = None) -> RangedLayerReader:
     def read_range(offset: int, length: int) -> bytes:
         reads.append((offset, length))
         return blob[offset:offset + length]
 
     return RangedLayerReader("k#sha", len(blob), blob[-TAIL:], read_range, cache=FrameCache(), name="layer",
-                             frames_per_fetch=per_fetch)
+                             placed_dir=placed, frames_per_fetch=per_fetch)
 
 
 def test_read_ahead_fetches_adjacent_frames_with_one_read() -> None:
     plain, blob = layer(9)
     reads: list[tuple[int, int]] = []
     r = reader(blob, reads, per_fetch=4)
+    assert r.read(0, 10) == plain[:10] and len(reads) == 1  # a sequential read starts at frame 0
     ahead = ReadAhead(frames=8, workers=1)
     frames = ahead.claim(r, 0, r.size)
     assert frames == list(range(1, 9))
     ahead.submit(r, frames)  # two fetches of four
     settle(ahead, r, frames)
-    assert len(reads) == 2 and r.frames_decompressed == 8
-    assert r.read(1 << 20, 8 << 20) == plain[1 << 20:9 << 20] and len(reads) == 2, "served from the cache"
-    assert r.read(0, 10) == plain[:10] and len(reads) == 3
+    assert len(reads) == 3 and r.frames_decompressed == 9
+    assert r.read(1 << 20, 8 << 20) == plain[1 << 20:9 << 20] and len(reads) == 3, "served from the cache"
 
 
 def test_one_frame_per_fetch_reads_each_frame_alone() -> None:
     plain, blob = layer(3)
     reads: list[tuple[int, int]] = []
     r = reader(blob, reads, per_fetch=1)
+    r.read(0, 1)
     ahead = ReadAhead(frames=2, workers=1)
     frames = ahead.claim(r, 0, r.size)
     ahead.submit(r, frames)
     settle(ahead, r, frames)
-    assert len(reads) == 2 and r.read(0, len(plain)) == plain
+    assert len(reads) == 3 and r.read(0, len(plain)) == plain
+
+
+def test_a_read_far_into_a_layer_proves_the_frames_before_it_once_for_every_reader(tmp_path: Path) -> None:
+    """Where a frame starts follows from the frames before it; a remote reader fetches them in large
+    reads to walk their headers, and keeps the proof, so the next reader of that layer (another mount)
+    reads only the frame it needs."""
+    plain, blob = layer(40)
+    reads: list[tuple[int, int]] = []
+    first = reader(blob, reads, placed=tmp_path / "placed")
+    assert first.read(39 << 20, 10) == plain[39 << 20:(39 << 20) + 10]
+    walked = sum(n for _, n in reads)
+    assert len(reads) == 4 and walked > 39 << 20, reads  # 16 MiB per fetch, then the frame itself
+    reads.clear()
+    second = reader(blob, reads, placed=tmp_path / "placed")
+    assert second.read(38 << 20, 10) == plain[38 << 20:(38 << 20) + 10] and len(reads) == 1
+    frames, sizes = entries_of(blob)
+    sizes[0:2] = [(sizes[0][0] + sizes[1][0], sizes[0][1])]  # another table for the same layer: no proof yet
+    lying = frames + encode_seek_table(sizes)
+    reads.clear()
+    with pytest.raises(CorruptData, match="frame 0: its blocks end before the end"):
+        reader(lying, reads, placed=tmp_path / "placed").read(30 << 20, 10)
+
+
+def entries_of(blob: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+    table = read_seek_table(io.BytesIO(blob), len(blob))
+    sizes = [(table.c_offsets[i + 1] - table.c_offsets[i], table.d_offsets[i + 1] - table.d_offsets[i])
+             for i in range(table.frames)]
+    return blob[:table.c_offsets[-1]], sizes

@@ -30,7 +30,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import zstandard
 
@@ -170,6 +170,34 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
     return out
 
 
+def misplacing(read: Callable[[int, int], bytes | memoryview], pos: int, end: int, size: int) -> str | None:
+    """How the frame at ``pos`` contradicts its seek-table entry (``end``, ``size``), or None if it
+    declares that size and its blocks end exactly at ``end``; ``read(offset, length)`` gives the
+    compressed bytes. A frame whose headers cannot be parsed is a problem too: where it ends is unknown."""
+    head = read(pos, min(FRAME_HEADER_MAX, end - pos))
+    try:
+        params = zstandard.get_frame_parameters(head)
+        pos += zstandard.frame_header_size(head)
+    except zstandard.ZstdError:
+        return "its frame header is damaged"
+    if params.content_size != size:
+        return f"its header declares {params.content_size} bytes, the seek table {size}"
+    while True:
+        block = read(pos, 3)
+        value = int.from_bytes(block, "little")
+        kind, length = (value >> 1) & 3, value >> 3
+        if len(block) != 3 or kind == 3 or length > zstandard.BLOCKSIZE_MAX:
+            return "a block header is damaged"
+        pos += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
+        if pos > end:
+            return "its blocks run past the end the seek table gives it"
+        if value & 1:
+            break
+    if pos + (4 if params.has_checksum else 0) != end:
+        return "its blocks end before the end the seek table gives it"
+    return None
+
+
 class SeekableWriter:
     """Write a byte stream as independent zstd frames, then the seek table.
 
@@ -305,10 +333,6 @@ class SeekableReader:
             raise CorruptData(f"{name}: {exc}") from None
         self._setup(self.path, name, cache, table)
 
-    check_placement = True
-    """Whether a read first checks the frames before it (:meth:`_check_placement`); a remote reader
-    turns it off, where it would cost one round trip per earlier frame."""
-
     def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable) -> None:
         """State shared by every source of frames; ``key`` names the layer in the frame cache."""
         self.path, self.name, self.table = key, name, table
@@ -348,54 +372,31 @@ class SeekableReader:
             return self._load(index)
 
     def _check_placement(self, index: int) -> None:
-        """Check that every frame before ``index`` is where and what the seek table says, each frame
-        once per reader: it declares the listed size and its blocks end exactly at the listed end.
+        """Prove every frame before ``index`` is where and what the seek table says, once per reader.
 
         A frame's offset in the stream is the sum of the sizes listed before
         it: one lying entry for a frame never read (a wrong size, or one entry
         covering two frames) would shift every later frame, which would then
-        decompress cleanly and serve other bytes. This reads the frame header
-        and the 3-byte block headers only, never decompresses. A frame too
-        damaged to parse is not a lie about the others: it fails alone, when
-        it is read, and the frames after it stay readable.
+        decompress cleanly and serve other bytes. The proof runs from the first
+        frame, whose start is known, through each frame's header and block
+        headers to its end, which is where the next one starts. A frame too
+        damaged to parse leaves the start of the next one unknown, so the
+        frames after it are refused too: damage, never other bytes.
         """
-        if not self.check_placement:
-            return
-        t = self.table
         with self._lock:
             start = self._placed
-        for j in range(start, index):
-            problem = self._misplacing(t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
-            if problem:
-                raise CorruptData(f"{self.name} frame {j}: {problem} (every later frame would be misplaced)")
-        with self._lock:
-            self._placed = max(self._placed, index)
+        if start < index:
+            self._place(start, index)
+            with self._lock:
+                self._placed = max(self._placed, index)
 
-    def _misplacing(self, pos: int, end: int, size: int) -> str | None:
-        """How a well-formed frame at ``pos`` contradicts its seek-table entry, or None (also when
-        the frame is too damaged to tell)."""
-        head = self._read_compressed(pos, min(FRAME_HEADER_MAX, end - pos))
-        try:
-            params = zstandard.get_frame_parameters(head)
-            pos += zstandard.frame_header_size(head)
-        except zstandard.ZstdError:
-            return None
-        if params.content_size != size:
-            return f"its header declares {params.content_size} bytes, the seek table {size}"
-        while True:
-            block = self._read_compressed(pos, 3)
-            value = int.from_bytes(block, "little")
-            kind, length = (value >> 1) & 3, value >> 3
-            if len(block) != 3 or kind == 3 or length > zstandard.BLOCKSIZE_MAX:
-                return None
-            pos += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
-            if pos > end:
-                return "its blocks run past the end the seek table gives it"
-            if value & 1:
-                break
-        if pos + (4 if params.has_checksum else 0) != end:
-            return "its blocks end before the end the seek table gives it"
-        return None
+    def _place(self, start: int, index: int) -> None:
+        """Check frames ``start`` to ``index - 1`` from their headers (a few bytes each, never decompressed)."""
+        t = self.table
+        for j in range(start, index):
+            problem = misplacing(self._read_compressed, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
+            if problem:
+                raise CorruptData(f"{self.name} frame {j}: {problem} (so the frames after it cannot be placed)")
 
     def _load(self, index: int) -> bytes:
         self._check_placement(index)

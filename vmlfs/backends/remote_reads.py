@@ -18,10 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
+from vmlfs.archive.seekable import FrameCache, SeekableReader, misplacing, read_seek_table
 from vmlfs.errors import CorruptData
 
 TREE_CACHE_BYTES = 2 << 30
+PLACE_FETCH = 16 << 20  # compressed bytes fetched per read while proving where a layer's frames are
 TAIL = 1 << 20  # bytes read from a layer's end for its seek table (1 MiB covers 100 000 frames)
 
 
@@ -33,15 +34,18 @@ def cache_root(kind: str) -> Path:
 class RangedLayerReader(SeekableReader):
     """A SeekableReader whose frames come from ranged reads of a remote file.
 
-    It skips the check of the frames before a read (one round trip each, the whole layer for a read
-    near its end): a frame must still decompress to exactly the size its entry lists, and verify
-    checks the layer against its sha256. An entry that lies about an earlier frame is the open part
-    of issue 12's class 5 on remote stores."""
-
-    check_placement = False
+    Proving where the frames before a read are (:meth:`SeekableReader._check_placement`)
+    needs the headers of every block of those frames, spread through them: a
+    remote reader fetches those frames whole, in large reads, and walks their
+    headers without decompressing. The proof holds for the seek table it was
+    made for, whatever reads the layer later, so it is kept in ``placed_dir``
+    (the store's local cache) under the layer's key and the table's sha256: a
+    later reader of that layer, in this process or another mount, starts
+    where the last one stopped, and a layer whose table changed starts again.
+    """
 
     def __init__(self, key: str, size: int, tail: bytes, read_range: Callable[[int, int], bytes], *,
-                 cache: FrameCache, name: str, frames_per_fetch: int = 1) -> None:
+                 cache: FrameCache, name: str, placed_dir: Path | None, frames_per_fetch: int = 1) -> None:
         self._read_range = read_range
         self.frames_per_fetch = frames_per_fetch
         try:
@@ -49,6 +53,10 @@ class RangedLayerReader(SeekableReader):
         except CorruptData as exc:
             raise CorruptData(f"{name}: {exc}") from None
         self._setup(key, name, cache, table)
+        table_bytes = tail[-(17 + 12 * table.frames):]  # the whole table, whatever its entries' size
+        self._proof = None if placed_dir is None else \
+            placed_dir / hashlib.sha256(key.encode() + b"\0" + table_bytes).hexdigest()
+        self._placed = _read_proof(self._proof, table.frames)
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         return self._read_range(offset, length)
@@ -58,14 +66,57 @@ class RangedLayerReader(SeekableReader):
         todo = [i for i in indices if not self.is_cached(i)]
         if len(todo) < 2:
             return super().load_frames(todo)
+        self._check_placement(todo[0])
         t = self.table
         base = t.c_offsets[todo[0]]
         data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
         for i in todo:
             self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
 
+    def _place(self, start: int, index: int) -> None:
+        t = self.table
+        first = start
+        while first < index:
+            last = first
+            while last + 1 < index and t.c_offsets[last + 2] - t.c_offsets[first] <= PLACE_FETCH:
+                last += 1
+            base = t.c_offsets[first]
+            data = memoryview(self._read_compressed(base, t.c_offsets[last + 1] - base))
+
+            def read(offset: int, length: int) -> memoryview:
+                return data[offset - base:offset - base + length]
+
+            for j in range(first, last + 1):
+                problem = misplacing(read, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
+                if problem:
+                    raise CorruptData(f"{self.name} frame {j}: {problem} (so the frames after it cannot be placed)")
+            first = last + 1
+        _write_proof(self._proof, index)
+
     def close(self) -> None:
         """Nothing to close: reads go through the store's connection."""
+
+
+def _read_proof(path: Path | None, frames: int) -> int:
+    """How many leading frames an earlier reader proved placed (0 if none, or if the record is unreadable)."""
+    try:
+        placed = int(path.read_text()) if path is not None else 0
+    except (OSError, ValueError):
+        return 0
+    return placed if 0 <= placed <= frames else 0
+
+
+def _write_proof(path: Path | None, placed: int) -> None:
+    """Record ``placed`` for later readers; a cache that cannot be written only costs them the walk again."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.part")
+        tmp.write_text(str(placed))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 class _Tail(io.RawIOBase):

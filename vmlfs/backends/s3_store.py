@@ -232,7 +232,8 @@ class S3Store(StoreLayout):
             raise ReadFailed(f"{name}: {exc.message}") from None
         return RangedLayerReader(f"{self.description}/{rel}#{digest}", size, tail,
                                  lambda offset, length: self._read_range(key, offset, length, name),
-                                 cache=self.frame_cache, name=name, frames_per_fetch=4)
+                                 cache=self.frame_cache, name=name, placed_dir=self.cache_dir / "placed",
+                                 frames_per_fetch=4)
 
     def _read_range(self, key: str, offset: int, length: int, name: str) -> bytes:
         """One ranged GET of whole frames; a body that broke off is fetched again (bounded)."""

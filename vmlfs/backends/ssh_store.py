@@ -54,7 +54,7 @@ def remote_layer_reader(store: "SshStore", path: str, sha256: str, *, name: str)
         raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
     return RangedLayerReader(f"{store.description}/{path}#{sha256}", size, tail,
                              lambda offset, length: store.sftp.read_at(path, offset, length),
-                             cache=store.frame_cache, name=name)
+                             cache=store.frame_cache, name=name, placed_dir=store.cache_dir / "placed")
 
 
 class _RemoteLock:
