@@ -3,7 +3,8 @@
 The backup comes from a home owned by uid 1000 whose environment names
 /bin/bash; the entry's guest is ``ssh://physicist@...``, a CernVM image has
 no such user, so provisioning must create it (from the ConfigDrive) and
-restore the home as that user. Afterwards the entry points at the new VM,
+restore the home as that user; its env.txt is applied to that user's login
+shells (with one session's values left out). Afterwards the entry points at the new VM,
 whose host key is trusted: the next backup, consistent (guest agent), needs
 no ``--accept-new-host-key``.
 """
@@ -58,7 +59,8 @@ def test_provision_as_the_entrys_user_then_back_up_the_new_vm(libvirtd, pool, im
     (home / ".bash_history").write_text("root -l\n")
     subprocess.run(["chown", "-hR", f"{UID}:{GID}", str(home)], check=True)
     env_file = tmp_path / "env.txt"
-    env_file.write_text(f"SHELL=/bin/bash\nHOME=/home/{USER}\nUSER={USER}\n")
+    env_file.write_text(f"SHELL=/bin/bash\nHOME=/home/{USER}\nUSER={USER}\nSSH_CONNECTION=10.1.1.1 22 10.1.1.2 22\n"
+                        "ATLAS_LOCAL_ROOT_BASE=/cvmfs/atlas.cern.ch/repo/ATLASLocalRootBase\nQUOTED=it's $HOME `id`\n")
     client = make_client(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "VMLFS_CERNVM_IMAGE_DIRS")}
     env.update(HOME=str(client), XDG_CACHE_HOME=str(client / ".cache"), VMLFS_LIBVIRT_URI=libvirtd)
@@ -95,6 +97,11 @@ def test_provision_as_the_entrys_user_then_back_up_the_new_vm(libvirtd, pool, im
         said = subprocess.run([*ssh, "id -u; id -g; getent passwd physicist | cut -d: -f7; stat -c '%u:%g %n' data/big.bin src/main.py; "
                                "cat .bash_history"], capture_output=True, text=True, timeout=60, check=True).stdout
         assert said == f"{UID}\n{GID}\n/bin/bash\n{UID}:{GID} data/big.bin\n{UID}:{GID} src/main.py\nroot -l\n"
+
+        # env.txt is applied to the user's login shells, byte-exact, but for one session's values
+        login = subprocess.run([*ssh, "bash -lc 'printf \"%s|\" \"$ATLAS_LOCAL_ROOT_BASE\" \"$QUOTED\" \"$SSH_CONNECTION\"'"],
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+        assert login.startswith("/cvmfs/atlas.cern.ch/repo/ATLASLocalRootBase|it's $HOME `id`|") and "10.1.1.1" not in login
 
         # the next backup reads the new VM, trusts its key without --accept-new-host-key, and can freeze it
         subprocess.run([*ssh, "echo new > written-in-the-new-vm"], check=True, timeout=60)

@@ -10,7 +10,8 @@ show progress. The steps:
    otherwise; :mod:`vmlfs.hypervisor.storage`): the image as a base volume,
    a qcow2 volume backed by it (or, for an ISO, an empty disk and the ISO as
    boot CD-ROM), and the ConfigDrive that installs the user's public key, a
-   fresh SSH host key and the backup's user account (:mod:`vmlfs.cernvm.contextualize`);
+   fresh SSH host key, the backup's user account (:mod:`vmlfs.cernvm.contextualize`)
+   and the login-shell script that applies its env.txt (:mod:`vmlfs.cernvm.environment`);
 3. define and start the domain (:func:`vmlfs.hypervisor.build_domain_xml`:
    guest-agent channel, console copied into the pool);
 4. wait, bounded, until its sshd answers, watching the domain: one that is
@@ -50,7 +51,7 @@ from vmlfs.app.restore import restore_into_ssh
 from vmlfs.app.session import Session
 from vmlfs.backends import known_hosts
 from vmlfs.backends.connect import HostKeys, is_ssh, parse_guest_url, ssh_endpoint
-from vmlfs.cernvm import contextualize, images
+from vmlfs.cernvm import contextualize, environment, images
 from vmlfs.engine.model import EntryConfig, VmSettings
 from vmlfs.names import domain_name
 from vmlfs.engine.restore import RestoreReport
@@ -103,9 +104,9 @@ def plan(store: StoreLayout, request: str, domain: str | None = None) -> Target:
     return Target(domain_name(domain or cfg.domain or cfg.name), bootloader.text, cfg, chosen)
 
 
-def guest_account(store: StoreLayout, entry: str, ts: str, user: str, home: str) -> contextualize.Account | None:
+def guest_account(store: StoreLayout, entry: str, ts: str, user: str, home: str, env: bytes) -> contextualize.Account | None:
     """The account to create for ``user`` (None for root): uid and gid of the backed-up home's top
-    directory, its group's name, and the login shell the backup's environment names."""
+    directory, its group's name, and the login shell the backup's environment ``env`` names."""
     if user == "root":
         return None
     manifest = store.open_manifest(entry, ts)
@@ -113,13 +114,15 @@ def guest_account(store: StoreLayout, entry: str, ts: str, user: str, home: str)
         top = manifest.root()
     finally:
         manifest.close()
+    return contextualize.Account(user, top.uid, top.gid, top.gname or user, environment.login_shell(env), home)
+
+
+def backup_environment(store: StoreLayout, entry: str, ts: str) -> bytes:
+    """The backup's env.txt (empty for a backup that has none)."""
     try:
-        env = store.read_backup_file(entry, ts, "env.txt")
+        return store.read_backup_file(entry, ts, "env.txt")
     except NotFound:
-        env = b""
-    shells = [v[len(b"SHELL="):] for v in env.replace(b"\0", b"\n").split(b"\n") if v.startswith(b"SHELL=")]
-    shell = shells[-1].decode(errors="replace") if shells and shells[-1].startswith(b"/") else "/bin/bash"
-    return contextualize.Account(user, top.uid, top.gid, top.gname or user, shell, home)
+        return b""
 
 
 def _free_port() -> int:
@@ -204,7 +207,10 @@ def provision(session: Session, target: Target, *, strict_release: bool = False,
     if target.entry is not None and is_ssh(target.entry.guest):
         old = parse_guest_url(target.entry.guest)
         user, path = old.user or "root", old.path or "/root"
-    account = guest_account(store, target.entry.name, target.ts, user, path) if target.entry and target.ts else None
+    env, account = b"", None
+    if target.entry is not None and target.ts is not None:
+        env = backup_environment(store, target.entry.name, target.ts)
+        account = guest_account(store, target.entry.name, target.ts, user, path, env)
     report(f"fetching CernVM {target.release}")
     image = images.fetch(target.release, repo=session.image_repo)
     dom = None
@@ -217,7 +223,8 @@ def provision(session: Session, target: Target, *, strict_release: bool = False,
         host_private, host_public = contextualize.new_host_key()
         user_key = contextualize.user_public_key()
         uuid = str(uuid_module.uuid4())
-        data = contextualize.user_data(target.domain, user_key, host_private, host_public, account)
+        data = contextualize.user_data(target.domain, user_key, host_private, host_public, account,
+                                       environment.profile_script(env, user) if env else None)
         with tempfile.TemporaryDirectory(prefix="vmlfs-provision-") as tmp:
             contextualize.write_config_drive(Path(tmp) / "config.iso", target.domain, uuid, data, user_key)
             config = hv.upload_volume(pool, f"{target.domain}-config.iso", Path(tmp) / "config.iso")

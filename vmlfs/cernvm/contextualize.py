@@ -18,6 +18,7 @@ the same key: the home is then restored by, and owned by, its user.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -28,6 +29,7 @@ import pycdlib
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from vmlfs.cernvm import environment
 from vmlfs.errors import InvalidRequest, NotFound
 
 LABEL = "CONFIG-2"
@@ -90,9 +92,10 @@ def _account_config(account: Account, authorized_key: str) -> dict:
 
 
 def user_data(hostname: str, authorized_key: str, host_private: str, host_public: str,
-              account: Account | None = None) -> bytes:
+              account: Account | None = None, profile: bytes | None = None) -> bytes:
     """The ``#cloud-config`` user-data: root (and ``account``, if given) may log in with
-    ``authorized_key``; the host key is ours."""
+    ``authorized_key``; the host key is ours; ``profile``, if given, is written as the login-shell
+    script that applies the backup's environment (:mod:`vmlfs.cernvm.environment`)."""
     doc = {
         "hostname": hostname,
         "disable_root": False,
@@ -102,6 +105,9 @@ def user_data(hostname: str, authorized_key: str, host_private: str, host_public
     }
     if account is not None and account.uid != 0:
         doc.update(_account_config(account, authorized_key))
+    if profile is not None:  # base64: env.txt's values are bytes, and may hold anything but NUL
+        doc["write_files"] = [{"path": environment.PROFILE_PATH, "encoding": "b64", "owner": "root:root",
+                               "permissions": "0644", "content": base64.b64encode(profile).decode()}]
     return b"#cloud-config\n" + json.dumps(doc, indent=1).encode() + b"\n"
 
 
