@@ -54,6 +54,8 @@ def test_dry_run_then_prune_keeps_exactly_what_the_rules_say(six, tmp_path: Path
         v.run("-q", "restore", f"e@{ts}", str(tmp_path / f"r-{ts}"))
         assert tree_listing(tmp_path / f"r-{ts}") == tree_listing(copies[ts])
     assert b"ok: 3 backups" in v.run("verify").stdout
+    one = v.run("prune", "e", "--keep-last", "1", "--yes", "--grace", "0").stdout.decode().splitlines()
+    assert one[-2:-1] == ["forgot 1 backup"] and any(line.startswith("1 backup to remove;") for line in one), one
 
 
 def test_stored_rules_and_prune_after_every_backup(six) -> None:

@@ -39,6 +39,15 @@ class PrunePlan:
         lines += "".join(f"keep  {ref}  (ignored: its metadata cannot be read)\n" for ref in self.unreadable)
         return lines
 
+    def summary(self, frees: str) -> str:
+        """The last line of a dry run, the CLI's and the mount's (``frees``: the size as each shows sizes)."""
+        return f"{backups(len(self.doomed))} to remove; gc would free at least {frees}"
+
+
+def backups(count: int) -> str:
+    """``count`` backups, in words ("1 backup", "3 backups")."""
+    return f"{count} backup{'' if count == 1 else 's'}"
+
 
 @dataclass
 class PruneResult:

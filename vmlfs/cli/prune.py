@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from vmlfs.app.history import DEFAULT_GRACE_S, DEFAULT_REPACK_THRESHOLD
-from vmlfs.app.prune import plan_prune, prune
+from vmlfs.app.prune import backups, plan_prune, prune
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
@@ -79,15 +79,15 @@ def prune_cmd(ctx: Context, names: tuple[str, ...], everything: bool, dry_run: b
     plan = plan_prune(session, entries, policy_from(rule_values(rules)))
     click.echo(plan.report(), nl=False)
     doomed = plan.doomed
-    click.echo(f"{len(doomed)} backups to remove; gc would free at least {humanize.size(plan.frees)}")
+    click.echo(plan.summary(humanize.size(plan.frees)))
     if dry_run or not doomed:
         return
     if not yes:
         if not sys.stdin.isatty():
             raise InvalidRequest("prune asks before removing backups", hint="pass --yes, or --dry-run to look first")
-        click.confirm(f"remove {len(doomed)} backups?", abort=True)
+        click.confirm(f"remove {backups(len(doomed))}?", abort=True)
     done = prune(session, plan, gc=not no_gc, repack_threshold=repack_threshold, grace_s=grace_s)
-    click.echo(f"forgot {len(done.forgotten)} backups")
+    click.echo(f"forgot {backups(len(done.forgotten))}")
     if done.gc is not None:
         g = done.gc
         click.echo(f"gc: repacked {g.repacked} layers, deleted {g.purged} objects ({humanize.size(g.purged_bytes)} freed)"

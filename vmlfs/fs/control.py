@@ -38,7 +38,7 @@ from typing import Callable, Protocol
 
 from vmlfs import names
 from vmlfs.app.backups import BackupRequest, take_backup
-from vmlfs.app.prune import plan_prune, prune
+from vmlfs.app.prune import backups, plan_prune, prune
 from vmlfs.app.refs import check_ref
 from vmlfs.app.session import Session
 from vmlfs.engine.model import KINDS
@@ -291,7 +291,7 @@ class Jobs:
     def prune_preview(self, entry: str) -> str:
         """The dry run of ``entry``'s stored keep rules, as ``vmlfs prune NAME --dry-run`` prints it (blocks)."""
         plan = plan_prune(self.session, [entry])
-        return plan.report() + f"{len(plan.doomed)} backups to remove; gc would free at least {plan.frees} bytes\n"
+        return plan.report() + plan.summary(f"{plan.frees} bytes") + "\n"
 
     def start_prune(self, entry: str) -> Job:
         """Apply ``entry``'s stored keep rules (forget, then gc), as a job (touch ``control/prune``)."""
@@ -299,10 +299,10 @@ class Jobs:
         def work(job: Job) -> str:
             job.report("deciding which backups to keep")
             plan = plan_prune(self.session, [entry])
-            job.report(f"forgetting {len(plan.doomed)} backups, then collecting garbage")
+            job.report(f"forgetting {backups(len(plan.doomed))}, then collecting garbage")
             done = prune(self.session, plan)
             freed = done.gc.purged_bytes if done.gc is not None else 0
-            return f"pruned {entry}: forgot {len(done.forgotten)} backups, gc freed {freed} bytes"
+            return f"pruned {entry}: forgot {backups(len(done.forgotten))}, gc freed {freed} bytes"
 
         return self.start_task(entry, "prune", work)
 
