@@ -188,3 +188,32 @@ def test_a_frame_at_the_limit_is_still_read(tmp_path: Path) -> None:
     rewrite(path, frame, [(len(frame), READ_FRAME_LIMIT)])
     with SeekableReader(path) as r:
         assert r.read(READ_FRAME_LIMIT - 10, 10) == bytes(10)
+
+
+@READERS
+@pytest.mark.parametrize("where", ["block header", "frame header"])
+def test_damage_inside_a_frame_costs_that_frame_only_while_later_frames_can_be_placed(tmp_path: Path, where: str,
+                                                                                     how: str) -> None:
+    """The table is honest; frame 1's bytes are damaged. Past a damaged block header the frames after
+    it are still placed (a frame starts where frame 1's entry ends); past a damaged frame header the
+    decompressed offset of every later frame is unknown, so they are refused, never served shifted."""
+    data = os.urandom(4 * FRAME)
+    path = tmp_path / "layer.zst"
+    write_stream(path, data, frame_size=FRAME)
+    with open(path, "rb") as f:
+        table = read_seek_table(f, os.path.getsize(path))
+    blob = bytearray(path.read_bytes())
+    start = table.c_offsets[1]
+    header = zstandard.frame_header_size(bytes(blob[start:start + 18]))
+    at = start + header if where == "block header" else start
+    blob[at:at + 4] = b"\xff\xff\xff\xff"  # a reserved block type / no zstd magic
+    path.write_bytes(bytes(blob))
+    with open_reader(path, how) as r:
+        with pytest.raises(CorruptData, match="frame 1"):
+            r.read(FRAME, 10)
+        if where == "block header":
+            assert r.read(3 * FRAME, FRAME) == data[3 * FRAME:]
+        else:
+            with pytest.raises(CorruptData, match="frame 1: its frame header is damaged"):
+                r.read(3 * FRAME, 10)
+        assert r.read(0, 10) == data[:10]

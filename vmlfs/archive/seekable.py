@@ -40,6 +40,7 @@ SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
 FOOTER = struct.Struct("<IBI")
 ENTRY = struct.Struct("<II")
+FRAME_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528, little-endian: where a zstd frame starts
 FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX: magic, descriptor, window, dictionary id, content size
 FRAME_SIZE = 1 << 20
 READ_FRAME_LIMIT = 64 << 20
@@ -170,10 +171,17 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
     return out
 
 
-def misplacing(read: Callable[[int, int], bytes | memoryview], pos: int, end: int, size: int) -> str | None:
-    """How the frame at ``pos`` contradicts its seek-table entry (``end``, ``size``), or None if it
-    declares that size and its blocks end exactly at ``end``; ``read(offset, length)`` gives the
-    compressed bytes. A frame whose headers cannot be parsed is a problem too: where it ends is unknown."""
+def misplacing(read: Callable[[int, int], bytes | memoryview], pos: int, end: int, size: int, *, last: bool) -> str | None:
+    """How the frame at ``pos`` contradicts its seek-table entry (``end``, ``size``), or None if it is
+    where the entry says; ``read(offset, length)`` gives the compressed bytes, ``last`` says the
+    frame is the last one (``end`` is then the end of the frames, which the table's total proves).
+
+    The frame's header must parse and declare ``size``: without it the decompressed offset of
+    every later frame is unknown. Its blocks must then end exactly at ``end``. A block header
+    that cannot be parsed is damage inside the frame, not a lie about it (an intact frame walked
+    from its real start always parses to its real end): the frame fails alone when it is read,
+    and the next frame is still placed if a frame starts exactly at ``end``.
+    """
     head = read(pos, min(FRAME_HEADER_MAX, end - pos))
     try:
         params = zstandard.get_frame_parameters(head)
@@ -187,7 +195,7 @@ def misplacing(read: Callable[[int, int], bytes | memoryview], pos: int, end: in
         value = int.from_bytes(block, "little")
         kind, length = (value >> 1) & 3, value >> 3
         if len(block) != 3 or kind == 3 or length > zstandard.BLOCKSIZE_MAX:
-            return "a block header is damaged"
+            return None if last or bytes(read(end, 4)) == FRAME_MAGIC else "it is damaged and no frame starts where its entry ends"
         pos += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
         if pos > end:
             return "its blocks run past the end the seek table gives it"
@@ -379,9 +387,11 @@ class SeekableReader:
         covering two frames) would shift every later frame, which would then
         decompress cleanly and serve other bytes. The proof runs from the first
         frame, whose start is known, through each frame's header and block
-        headers to its end, which is where the next one starts. A frame too
-        damaged to parse leaves the start of the next one unknown, so the
-        frames after it are refused too: damage, never other bytes.
+        headers to its end, which is where the next one starts
+        (:func:`misplacing`). A frame whose header is damaged leaves the
+        decompressed offset of the next one unknown, so the frames after it
+        are refused too: damage, never other bytes. A frame damaged further in
+        fails alone if a frame starts exactly where its entry ends.
         """
         with self._lock:
             start = self._placed
@@ -394,7 +404,8 @@ class SeekableReader:
         """Check frames ``start`` to ``index - 1`` from their headers (a few bytes each, never decompressed)."""
         t = self.table
         for j in range(start, index):
-            problem = misplacing(self._read_compressed, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
+            problem = misplacing(self._read_compressed, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j],
+                                 last=j + 1 == t.frames)
             if problem:
                 raise CorruptData(f"{self.name} frame {j}: {problem} (so the frames after it cannot be placed)")
 

@@ -80,14 +80,15 @@ class RangedLayerReader(SeekableReader):
             last = first
             while last + 1 < index and t.c_offsets[last + 2] - t.c_offsets[first] <= PLACE_FETCH:
                 last += 1
-            base = t.c_offsets[first]
-            data = memoryview(self._read_compressed(base, t.c_offsets[last + 1] - base))
+            base = t.c_offsets[first]  # and the next frame's magic, which a damaged frame's placement looks at
+            data = memoryview(self._read_compressed(base, min(t.c_offsets[last + 1] + 4, t.c_offsets[-1]) - base))
 
             def read(offset: int, length: int) -> memoryview:
                 return data[offset - base:offset - base + length]
 
             for j in range(first, last + 1):
-                problem = misplacing(read, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j])
+                problem = misplacing(read, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j],
+                                     last=j + 1 == t.frames)
                 if problem:
                     raise CorruptData(f"{self.name} frame {j}: {problem} (so the frames after it cannot be placed)")
             first = last + 1
