@@ -8,6 +8,8 @@ vmlfs against ``ssh guest tar cf - .`` of the same home.
 
 from __future__ import annotations
 
+import json
+import os
 import pwd
 import subprocess
 import sys
@@ -153,3 +155,42 @@ def _frozen(guest: Guest) -> bool:
     done = subprocess.run(["virsh", "-c", guest.uri, "qemu-agent-command", guest.domain, '{"execute":"guest-fsfreeze-status"}'],
                           capture_output=True, text=True, timeout=30)
     return '"frozen"' in done.stdout
+
+
+def _wait_status(path: Path, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (status := path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return status
+
+
+def test_the_mounts_control_files_back_up_snapshot_and_revert_the_real_guest(booted_guest: Guest, store, tmp_path) -> None:
+    """touch control/snapshot takes a consistent backup with a VM snapshot (the entry's defaults), as
+    'vmlfs backup' does; echo NAME > control/vm-revert reverts to it; the guest works afterwards."""
+    vmlfs(booted_guest, store, "entry", "edit", "cvm", "--vm-snapshot", "--consistent")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    vmlfs(booted_guest, store, "mount", str(mountpoint), "--log-file", str(tmp_path / "mount.log"))
+    try:
+        entry = mountpoint / "entries" / "cvm"
+        before = {n for n in os.listdir(entry) if n[:1].isdigit()}
+        started = time.monotonic()
+        os.utime(entry / "control" / "snapshot")
+        status = _wait_status(entry / "control" / "status", "backup: ", timeout=300)
+        print(f"\n[timing] touch control/snapshot to the backup in status: {time.monotonic() - started:.1f} s")
+        assert "VM snapshot vmlfs-" in status and "last error: none" in status, status
+        (ts,) = {n for n in os.listdir(entry) if n[:1].isdigit()} - before
+        assert (entry / ts / "home" / ".bashrc").read_bytes() == booted_guest.ssh("cat ~/.bashrc").stdout
+        assert _writable(booted_guest), "the backup through the mount left the guest frozen"
+        snapshot = json.loads((entry / ts / "info.json").read_text())["vm_snapshot"]
+        assert f"{snapshot}.xml" in os.listdir(entry / "vm")
+
+        booted_guest.ssh("echo after > ~/after-mount-snapshot")
+        (entry / "control" / "vm-revert").write_text(f"{snapshot}\n")
+        status = _wait_status(entry / "control" / "status", f"to snapshot {snapshot}", timeout=300)
+        assert f"reverted domain {booted_guest.domain} to snapshot {snapshot}; it is now running" in status, status
+        assert _writable(booted_guest), "the guest reverted through the mount cannot write"
+        assert booted_guest.ssh("test -e ~/after-mount-snapshot", check=False).returncode == 1
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+        vmlfs(booted_guest, store, "entry", "edit", "cvm", "--no-vm-snapshot", "--no-consistent", check=False)
