@@ -123,6 +123,13 @@ def parse_timestamp(ts: str) -> datetime:
     return datetime.strptime(timestamp(ts), TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
 
 
+def printable(raw: bytes) -> str:
+    """A guest name for people (a terminal, a text file of the mount): invalid UTF-8 and control
+    characters escaped, like ``ls -b``, so one name is one line whatever bytes it holds."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def component(name: bytes) -> bytes:
     """Return ``name`` if it is one safe path component (guest names, as bytes)."""
     if not name or name in (b".", b".."):

@@ -67,6 +67,10 @@ def test_deep_tree_backs_up_verifies_and_restores(vmlfs: Vmlfs, homes: tuple[Pat
         f.write(b"changed")
     vmlfs.run("backup", "e")
     vmlfs.run("verify")
+    first, second = vmlfs.backups("e")
+    diff = vmlfs.run("-q", "diff", f"e@{first}", f"e@{second}").stdout
+    modified = [changed] if shape == "longest-path" else [changed, changed[:-1] + b"h"]  # h: a hardlink of f
+    assert diff == b"".join(b"M    " + path + b"\n" for path in modified)  # both walks reach the bottom, iteratively
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # inherited: fewer fds than levels
     try:

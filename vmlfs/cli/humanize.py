@@ -5,6 +5,8 @@ from __future__ import annotations
 import stat
 from datetime import datetime, timezone
 
+from vmlfs import names
+
 
 def size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -35,6 +37,5 @@ def mtime(ns: int) -> str:
 
 
 def name(raw: bytes) -> str:
-    """A guest name for the terminal: invalid UTF-8 and control characters escaped, like ``ls -b``."""
-    text = raw.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    """A guest name for the terminal (:func:`vmlfs.names.printable`)."""
+    return names.printable(raw)

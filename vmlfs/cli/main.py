@@ -32,6 +32,7 @@ COMMAND_MODULES = {
     "provision": "provision",
     "forget": "history", "protect": "history", "unprotect": "history", "gc": "history", "store": "history",
     "prune": "prune",
+    "diff": "compare",
     "serve": "serve",
 }
 

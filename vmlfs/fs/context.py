@@ -65,6 +65,10 @@ class MountContext(Protocol):
         """``env.txt`` or ``history.txt`` of a backup."""
         ...
 
+    def changes_text(self, entry: str, ts: str) -> bytes:
+        """``changes.txt`` of a backup: what changed since the backup before it, from the two trees."""
+        ...
+
     def home(self, entry: str, ts: str) -> FsNode:
         """The root of a backup's archive nodes (its ``home`` directory)."""
         ...

@@ -72,6 +72,25 @@ class InfoFile(VirtualNode):
         return ContentHandle(self.content)
 
 
+class ChangesFile(VirtualNode):
+    """``changes.txt``: what changed since the backup before this one, made from the two trees at each
+    open (a worker thread; forgetting the previous backup changes what this one is compared with). Its
+    size is that of the text last made, 0 before: it is served with direct I/O, so a reader always
+    gets the whole text."""
+
+    def __init__(self, ctx: MountContext, entry: str, ts: str, mtime_ns: int) -> None:
+        super().__init__(ctx, ("backup-file", entry, ts, layout.CHANGES))
+        self.entry, self.ts, self.mtime_ns = entry, ts, mtime_ns
+        self.shown = b""
+
+    def attrs(self) -> Attrs:
+        return self.owned_attrs(stat.S_IFREG | 0o444, len(self.shown), self.mtime_ns, NEVER)
+
+    def open_read(self) -> ContentHandle:
+        self.shown = self.ctx.changes_text(self.entry, self.ts)
+        return ContentHandle(self.shown)
+
+
 class LatestLink(VirtualNode):
     """``latest``: a symlink to the newest backup, asked again at every readlink."""
 

@@ -6,6 +6,7 @@
     /entries/<entry>/<ts>/home/...              the backed-up home (archive nodes)
     /entries/<entry>/<ts>/{env.txt,history.txt} files of the backup directory
     /entries/<entry>/<ts>/info.json             kind, base, release, times, counts, sizes
+    /entries/<entry>/<ts>/changes.txt           what changed since the backup before it
     /entries/<entry>/latest -> <ts>             the newest backup
     /entries/<entry>/control/{snapshot,status,vm-snapshot}  per-entry control
     /entries/<entry>/vm/{<snapshot>.xml,tree}   the libvirt snapshots of the entry's domain (if it names one)
@@ -26,7 +27,7 @@ from enum import Enum
 
 from vmlfs.engine.model import BackupMeta
 
-ENTRIES, CONTROL, LATEST, HOME, INFO = "entries", "control", "latest", "home", "info.json"
+ENTRIES, CONTROL, LATEST, HOME, INFO, CHANGES = "entries", "control", "latest", "home", "info.json", "changes.txt"
 SNAPSHOT, STATUS, VM_SNAPSHOT, VM_REVERT, PROVISION = "snapshot", "status", "vm-snapshot", "vm-revert", "provision"
 PRUNE, PRUNE_PREVIEW = "prune", "prune-preview"
 VM, TREE = "vm", "tree"
@@ -44,6 +45,7 @@ class Kind(Enum):
     VM_DIR = "vm directory"
     HOME = "backed-up home"
     INFO = "info.json"
+    CHANGES = "changes.txt"
     BACKUP_FILE = "file of the backup directory"
     SNAPSHOT = "control/snapshot"
     STATUS = "control/status"
@@ -86,7 +88,7 @@ def entry_layout(timestamps: list[str], has_domain: bool = False) -> list[Slot]:
 
 def backup_layout(meta: BackupMeta) -> list[Slot]:
     slots = [Slot(name, Kind.BACKUP_FILE, name) for name in BACKUP_FILES if name in meta.files]
-    slots += [Slot(HOME, Kind.HOME), Slot(INFO, Kind.INFO)]
+    slots += [Slot(HOME, Kind.HOME), Slot(INFO, Kind.INFO), Slot(CHANGES, Kind.CHANGES)]
     return sorted(slots, key=lambda s: s.name)
 
 

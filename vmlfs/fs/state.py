@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Hashable
 
+from vmlfs.app.changes import changes_text
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.readahead import ReadAhead
 from vmlfs.archive.seekable import SeekableReader
@@ -112,6 +113,9 @@ class MountState:
 
     def read_backup_file(self, entry: str, ts: str, name: str) -> bytes:
         return self.store.read_backup_file(entry, ts, name)
+
+    def changes_text(self, entry: str, ts: str) -> bytes:
+        return changes_text(self.store, entry, ts)
 
     def home(self, entry: str, ts: str) -> FsNode:
         return self.backup(entry, ts).root()

@@ -20,7 +20,7 @@ from vmlfs.engine.model import BackupMeta
 from vmlfs.errors import CorruptData, NotFound
 from vmlfs.fs import layout
 from vmlfs.fs.context import MountContext
-from vmlfs.fs.files import BackupFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
+from vmlfs.fs.files import BackupFile, ChangesFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
 from vmlfs.fs.layout import Kind, Slot
 from vmlfs.fs.prune_files import PruneFile, PrunePreviewFile
 from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, FsNode, Listing
@@ -163,6 +163,7 @@ NODE_KINDS: dict[Kind, NodeFactory] = {
     Kind.VM_DIR: lambda parent, slot: VmDir(parent.ctx, parent.entry),
     Kind.HOME: lambda parent, slot: parent.ctx.home(parent.entry, parent.ts),
     Kind.INFO: lambda parent, slot: InfoFile(parent.ctx, parent.entry, parent.ts, parent.meta, parent.mtime_ns),
+    Kind.CHANGES: lambda parent, slot: ChangesFile(parent.ctx, parent.entry, parent.ts, parent.mtime_ns),
     Kind.BACKUP_FILE: lambda parent, slot: BackupFile(parent.ctx, parent.entry, parent.ts, slot.name,
                                                       parent.file_size(slot.name), parent.mtime_ns),
     Kind.SNAPSHOT: lambda parent, slot: SnapshotFile(parent.ctx, parent.entry),
