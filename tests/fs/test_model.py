@@ -44,8 +44,8 @@ def test_layout_shapes():
     assert [s.name for s in layout.root_layout()] == ["control", "entries"]
     assert [s.name for s in layout.entry_layout([])] == ["control"]
     slots = layout.entry_layout(["20240102T000000Z", "20240101T000000Z"])
-    assert [s.name for s in slots] == ["20240101T000000Z", "20240102T000000Z", "control", "latest"]
-    assert slots[-1].arg == "20240102T000000Z"
+    assert [s.name for s in slots] == ["20240101T000000Z", "20240102T000000Z", "control", "latest", "versions"]
+    assert slots[-2].arg == "20240102T000000Z"  # latest
     assert layout.iso_ns("2024-01-01T00:00:00.5+00:00") == 1704067200_500_000_000
     assert layout.iso_ns("garbage") == 0
     assert [s.kind for s in layout.control_layout(per_entry=False)] == [Kind.PROVISION, Kind.SNAPSHOT, Kind.STATUS]

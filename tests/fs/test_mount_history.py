@@ -60,7 +60,7 @@ def test_prune_preview_and_prune_through_the_mount(tmp_path, mount_factory):
     preview = (control / "prune-preview").read_text().splitlines()
     assert preview[:3] == [f"keep  e1@{stamps[2]}  (newest, last #1)", f"remove e1@{stamps[1]}", f"remove e1@{stamps[0]}"]
     assert preview[3].startswith("2 backups to remove")
-    assert sorted(os.listdir(m.entry())) == sorted(stamps + ["control", "latest"]), "a preview changes nothing"
+    assert sorted(os.listdir(m.entry())) == sorted(stamps + ["control", "latest", "versions"]), "a preview changes nothing"
     try:
         (control / "prune").write_text("everything please\n")
         raise AssertionError("a prune request with words was accepted")
@@ -71,5 +71,5 @@ def test_prune_preview_and_prune_through_the_mount(tmp_path, mount_factory):
     while "pruned e1:" not in (status := (control / "status").read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "pruned e1: forgot 2 backups" in status, status
-    assert sorted(os.listdir(m.entry())) == sorted([stamps[2], "control", "latest"])
+    assert sorted(os.listdir(m.entry())) == sorted([stamps[2], "control", "latest", "versions"])
     assert os.readlink(m.entry() / "latest") == stamps[2]

@@ -78,7 +78,7 @@ def history(tmp_path_factory):
 
 def test_each_backup_shows_exactly_its_tree(history):
     m, stamps, copies = history
-    assert sorted(os.listdir(m.entry())) == sorted(stamps + ["control", "latest"])
+    assert sorted(os.listdir(m.entry())) == sorted(stamps + ["control", "latest", "versions"])
     assert os.readlink(m.entry() / "latest") == stamps[-1]
     for ts in stamps:
         home = m.entry() / ts / "home"

@@ -47,7 +47,7 @@ def test_davfs2_mount_diff_and_copy(tmp_path, serve_factory):
         home = mnt / "entries" / "e1" / ts / "home"
         diff = subprocess.run(["diff", "-r", str(want), str(home)], capture_output=True, text=True, timeout=120)
         assert diff.returncode == 0, diff.stdout + diff.stderr
-        assert sorted(os.listdir(mnt / "entries" / "e1")) == sorted([ts, "control", "latest"])
+        assert sorted(os.listdir(mnt / "entries" / "e1")) == sorted([ts, "control", "latest", "versions"])
         copy = tmp_path / "copied.bin"
         subprocess.run(["cp", "-a", str(home / "data" / "big.bin"), str(copy)], check=True, timeout=60)
         assert copy.read_bytes() == (s.home / "data" / "big.bin").read_bytes()

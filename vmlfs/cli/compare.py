@@ -1,10 +1,12 @@
-"""Commands that compare backups: ``diff`` (what changed between two)."""
+"""Commands that compare backups: ``diff`` (what changed between two), ``versions`` (of one path over all)."""
 
 from __future__ import annotations
 
 import click
 
 from vmlfs.app.changes import diff_backups
+from vmlfs.app.versions import file_versions
+from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
 from vmlfs.engine import tree_diff
@@ -29,3 +31,23 @@ def diff(ctx: Context, old: str, new: str, path: str) -> None:
     if not ctx.quiet:
         (a, ta), (b, tb) = compared.old, compared.new
         click.echo(f"{a}@{ta} -> {b}@{tb}: {tree_diff.summary(counts)}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("path")
+@pass_context
+def versions(ctx: Context, name: str, path: str) -> None:
+    """Each distinct version of PATH in NAME's backups, oldest first: the backup it first appeared in,
+    size, mtime and sha256 prefix (d: a directory, l: a symlink and its target).
+
+    Example: vmlfs versions higgs analysis/fit.C
+    """
+    found = file_versions(ctx.session(), name, path)
+    for v in found.versions:
+        n = v.node
+        what = (n.sha256.hex()[:12] if n.is_file and n.sha256 else "d" if n.is_dir
+                else "l -> " + humanize.name(n.target or b"") if n.is_symlink else "-")
+        click.echo(f"{v.ts}  {n.size:>12}  {humanize.mtime(n.mtime_ns)}  {what}")
+    for problem in found.damaged:
+        click.echo(f"vmlfs: warning: backup {problem}", err=True)

@@ -32,7 +32,7 @@ COMMAND_MODULES = {
     "provision": "provision",
     "forget": "history", "protect": "history", "unprotect": "history", "gc": "history", "store": "history",
     "prune": "prune",
-    "diff": "compare",
+    "diff": "compare", "versions": "compare",
     "serve": "serve",
 }
 

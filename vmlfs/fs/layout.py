@@ -8,6 +8,7 @@
     /entries/<entry>/<ts>/info.json             kind, base, release, times, counts, sizes
     /entries/<entry>/<ts>/changes.txt           what changed since the backup before it
     /entries/<entry>/latest -> <ts>             the newest backup
+    /entries/<entry>/versions/<path>/           each distinct version of <path> (fs/versions.py)
     /entries/<entry>/control/{snapshot,status,vm-snapshot}  per-entry control
     /entries/<entry>/vm/{<snapshot>.xml,tree}   the libvirt snapshots of the entry's domain (if it names one)
 
@@ -30,7 +31,7 @@ from vmlfs.engine.model import BackupMeta
 ENTRIES, CONTROL, LATEST, HOME, INFO, CHANGES = "entries", "control", "latest", "home", "info.json", "changes.txt"
 SNAPSHOT, STATUS, VM_SNAPSHOT, VM_REVERT, PROVISION = "snapshot", "status", "vm-snapshot", "vm-revert", "provision"
 PRUNE, PRUNE_PREVIEW = "prune", "prune-preview"
-VM, TREE = "vm", "tree"
+VM, TREE, VERSIONS = "vm", "tree", "versions"
 BACKUP_FILES = ("env.txt", "history.txt")  # copied from the backup directory when the backup has them
 
 
@@ -43,6 +44,7 @@ class Kind(Enum):
     BACKUP_DIR = "backup directory"
     LATEST = "latest symlink"
     VM_DIR = "vm directory"
+    VERSIONS_DIR = "versions directory"
     HOME = "backed-up home"
     INFO = "info.json"
     CHANGES = "changes.txt"
@@ -76,13 +78,14 @@ def entries_layout(entry_names: list[str]) -> list[Slot]:
 
 
 def entry_layout(timestamps: list[str], has_domain: bool = False) -> list[Slot]:
-    """Backups by timestamp, ``control``, ``latest`` (once a backup exists) and ``vm`` (if it names a domain)."""
+    """Backups by timestamp, ``control``, ``latest`` and ``versions`` (once a backup exists) and ``vm`` (if it
+    names a domain)."""
     stamps = sorted(timestamps)
     slots = [Slot(ts, Kind.BACKUP_DIR, ts) for ts in stamps] + [Slot(CONTROL, Kind.CONTROL_DIR)]
     if has_domain:
         slots.append(Slot(VM, Kind.VM_DIR))
     if stamps:
-        slots.append(Slot(LATEST, Kind.LATEST, stamps[-1]))
+        slots += [Slot(LATEST, Kind.LATEST, stamps[-1]), Slot(VERSIONS, Kind.VERSIONS_DIR)]
     return sorted(slots, key=lambda s: s.name)
 
 

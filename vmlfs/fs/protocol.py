@@ -66,6 +66,17 @@ class Listing(Protocol):
         ...
 
 
+class Children:
+    """A directory's children, computed whole (virtual directories have a handful; a versions
+    directory, the names below one path in any backup)."""
+
+    def __init__(self, children: list[tuple[bytes, FsNode]]) -> None:
+        self._children = children
+
+    def entries(self, offset: int, limit: int) -> list[tuple[int, bytes, FsNode]]:
+        return [(i + 1, name, node) for i, (name, node) in enumerate(self._children[offset:offset + limit], offset)]
+
+
 class Handle(Protocol):
     """An open file. Implementations subclass this to inherit the read-only defaults.
 

@@ -23,18 +23,9 @@ from vmlfs.fs.context import MountContext
 from vmlfs.fs.files import BackupFile, ChangesFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
 from vmlfs.fs.layout import Kind, Slot
 from vmlfs.fs.prune_files import PruneFile, PrunePreviewFile
-from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, FsNode, Listing
+from vmlfs.fs.protocol import FOREVER, NEVER, SHORT, Attrs, Children, FsNode, Listing
+from vmlfs.fs.versions import VersionsDir
 from vmlfs.fs.vm import DomainSnapshots, ProvisionFile, VmFile, VmRevertFile, VmSnapshotFile
-
-
-class Children:
-    """A directory's children, computed whole (virtual directories have a handful)."""
-
-    def __init__(self, children: list[tuple[bytes, FsNode]]) -> None:
-        self._children = children
-
-    def entries(self, offset: int, limit: int) -> list[tuple[int, bytes, FsNode]]:
-        return [(i + 1, name, node) for i, (name, node) in enumerate(self._children[offset:offset + limit], offset)]
 
 
 class VirtualDir(VirtualNode):
@@ -161,6 +152,7 @@ NODE_KINDS: dict[Kind, NodeFactory] = {
     Kind.BACKUP_DIR: lambda parent, slot: BackupDir(parent.ctx, parent.entry, slot.name),
     Kind.LATEST: lambda parent, slot: LatestLink(parent.ctx, parent.entry, slot.arg or ""),
     Kind.VM_DIR: lambda parent, slot: VmDir(parent.ctx, parent.entry),
+    Kind.VERSIONS_DIR: lambda parent, slot: VersionsDir(parent.ctx, parent.entry),
     Kind.HOME: lambda parent, slot: parent.ctx.home(parent.entry, parent.ts),
     Kind.INFO: lambda parent, slot: InfoFile(parent.ctx, parent.entry, parent.ts, parent.meta, parent.mtime_ns),
     Kind.CHANGES: lambda parent, slot: ChangesFile(parent.ctx, parent.entry, parent.ts, parent.mtime_ns),
