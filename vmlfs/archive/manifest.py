@@ -454,11 +454,8 @@ class Manifest:
         return self._query("SELECT (SELECT count(*) FROM main.nodes) + (SELECT count(*) FROM main.gone)")[0][0]
 
     def files_in_layer_order(self) -> Iterator[Node]:
-        """Every regular file with data, ordered by layer and offset (sequential reads).
-
-        Streams from its own connection so a million-file manifest is never
-        held in memory; SQLite's sorter spills to disk if it must.
-        """
+        """Every regular file with data, ordered by layer and offset (sequential reads); streamed from its own
+        connection so a million-file manifest is never held in memory (SQLite's sorter spills to disk)."""
         db = self._connect()
         try:
             cond = "type = 'f' AND size > 0"
@@ -486,12 +483,15 @@ class Manifest:
                 stack.extend((path + (k.name,), k) for k in reversed(kids))
 
     def path_of(self, node: Node) -> tuple[bytes, ...]:
-        parts = []
-        seen = 0
+        parts: list[bytes] = []
         while node.id != ROOT_ID:
+            if len(parts) > names.MAX_PATH:
+                raise CorruptData(f"{self.where}: manifest has a parent cycle")
             parts.append(node.name)
             node = self.get(node.parent)
-            seen += 1
-            if seen > names.MAX_PATH:
-                raise CorruptData(f"{self.where}: manifest has a parent cycle")
         return tuple(reversed(parts))
+
+    def named(self, glob: str | None) -> list[Node]:
+        """Every row but the root whose name matches the SQLite GLOB ``glob`` (all if None): one scan, in C."""
+        cond, args = ("id != ?", (ROOT_ID,)) if glob is None else ("id != ? AND CAST(name AS TEXT) GLOB ?", (ROOT_ID, glob))
+        return self._nodes(cond, args)

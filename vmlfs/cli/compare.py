@@ -1,10 +1,12 @@
-"""Commands that compare backups: ``diff`` (what changed between two), ``versions`` (of one path over all)."""
+"""Commands that look across backups: ``diff`` (what changed between two), ``versions`` (of one path over
+all), ``find`` (paths matching a pattern)."""
 
 from __future__ import annotations
 
 import click
 
 from vmlfs.app.changes import diff_backups
+from vmlfs.app.find import find_paths
 from vmlfs.app.versions import file_versions
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
@@ -51,3 +53,26 @@ def versions(ctx: Context, name: str, path: str) -> None:
         click.echo(f"{v.ts}  {n.size:>12}  {humanize.mtime(n.mtime_ns)}  {what}")
     for problem in found.damaged:
         click.echo(f"vmlfs: warning: backup {problem}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("pattern")
+@click.option("--backups", "which", multiple=True, metavar="all|latest|TS",
+              help="Search these backups (repeatable; a unique timestamp prefix will do) [all].")
+@pass_context
+def find(ctx: Context, name: str, pattern: str, which: tuple[str, ...]) -> None:
+    """Paths matching a shell pattern in NAME's backups: against names ('*.root'), or, with a '/',
+    against whole paths ('analysis/*/fit.C'); one line per match: the backup and the path.
+
+    Example: vmlfs find higgs '*.root' --backups latest
+    """
+    count, backups = 0, set()
+    for match in find_paths(ctx.session(), name, pattern, which, lambda problem: click.echo(
+            f"vmlfs: warning: backup {problem}", err=True)):
+        count += 1
+        backups.add(match.ts)
+        shown = "/".join(humanize.name(part) for part in match.path)
+        click.echo(f"{match.ts}  {shown}{'/' if match.node.is_dir else ''}")
+    if not ctx.quiet:
+        click.echo(f"{humanize.count(count, 'match', 'matches')} in {humanize.count(len(backups), 'backup')}", err=True)

@@ -16,6 +16,11 @@ def size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 match``, ``2 matches``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def duration(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"

@@ -32,7 +32,7 @@ COMMAND_MODULES = {
     "provision": "provision",
     "forget": "history", "protect": "history", "unprotect": "history", "gc": "history", "store": "history",
     "prune": "prune",
-    "diff": "compare", "versions": "compare",
+    "diff": "compare", "versions": "compare", "find": "compare",
     "serve": "serve",
 }
 
