@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vmlfs, deep_tree
+from tests.conftest import Vmlfs, deep_tree, remove_tree
 
 
 @pytest.fixture
@@ -63,9 +63,12 @@ def test_a_malformed_pattern_is_one_clear_line(three, bad: str) -> None:
 def test_find_reaches_the_bottom_of_a_tree_deeper_than_the_recursion_limit(vmlfs: Vmlfs, tmp_path: Path) -> None:
     home = tmp_path / "deep"
     home.mkdir()
-    bottom = deep_tree(home, 1500)
-    vmlfs.run("entry", "add", "d", "--guest", str(home))
-    vmlfs.run("-q", "backup", "d")
-    (ts,) = vmlfs.backups("d")
-    found = vmlfs.run("-q", "find", "d", "h").stdout.decode()
-    assert found == f"{ts}  {bottom.decode()}/h\n"
+    try:
+        bottom = deep_tree(home, 1500)
+        vmlfs.run("entry", "add", "d", "--guest", str(home))
+        vmlfs.run("-q", "backup", "d")
+        (ts,) = vmlfs.backups("d")
+        found = vmlfs.run("-q", "find", "d", "h").stdout.decode()
+        assert found == f"{ts}  {bottom.decode()}/h\n"
+    finally:
+        remove_tree(home)  # pytest's own clean-up of old runs recurses per level
