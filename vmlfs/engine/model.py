@@ -161,6 +161,31 @@ class BackupMeta:
     def to_json(self) -> bytes:
         return dump_json({"format": "vmlfs-backup", **asdict(self)})
 
+    def summary(self) -> dict[str, Any]:
+        """What a user wants to know about the backup, with stable keys: the mount's info.json and
+        ``vmlfs list --json``."""
+        stats = self.stats
+        return {
+            "timestamp": self.timestamp,
+            "kind": self.kind,
+            "base": self.base,
+            "release": self.release,
+            "guest": self.guest,
+            "started": self.started,
+            "completed": self.completed,
+            "duration_s": self.duration_s,
+            "counts": {k: stats.get(k) for k in ("files", "dirs", "symlinks", "packed_files", "unchanged_files",
+                                                 "deduplicated_files") if k in stats},
+            "sizes": {
+                "files_bytes": stats.get("bytes"),
+                "packed_bytes": stats.get("packed_bytes"),
+                "layer_bytes": self.layer.get("size"),
+                "manifest_bytes": self.manifest.get("size"),
+            },
+            "warnings": list(self.warnings),
+            "vm_snapshot": self.vm_snapshot,
+        }
+
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])

@@ -140,25 +140,5 @@ def backup_time_ns(meta: BackupMeta) -> int:
 
 
 def info_json(meta: BackupMeta) -> bytes:
-    """The content of ``info.json``: what a user wants to know about one backup, stable keys."""
-    doc = {
-        "timestamp": meta.timestamp,
-        "kind": meta.kind,
-        "base": meta.base,
-        "release": meta.release,
-        "guest": meta.guest,
-        "started": meta.started,
-        "completed": meta.completed,
-        "duration_s": meta.duration_s,
-        "counts": {k: meta.stats.get(k) for k in ("files", "dirs", "symlinks", "packed_files", "unchanged_files",
-                                                  "deduplicated_files") if k in meta.stats},
-        "sizes": {
-            "files_bytes": meta.stats.get("bytes"),
-            "packed_bytes": meta.stats.get("packed_bytes"),
-            "layer_bytes": meta.layer.get("size"),
-            "manifest_bytes": meta.manifest.get("size"),
-        },
-        "warnings": list(meta.warnings),
-        "vm_snapshot": meta.vm_snapshot,
-    }
-    return (json.dumps(doc, indent=2) + "\n").encode()
+    """The content of ``info.json``: what a user wants to know about one backup (:meth:`BackupMeta.summary`)."""
+    return (json.dumps(meta.summary(), indent=2) + "\n").encode()
