@@ -7,7 +7,7 @@ import click
 from vmlfs.app.backups import BackupRequest, take_backup
 from vmlfs.app.inspect import backups_of, directory_of, verify_backups
 from vmlfs.app.restore import restore_backup
-from vmlfs.cli import humanize
+from vmlfs.cli import humanize, json_out
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.cli.progress import BackupProgress, byte_bar
@@ -62,13 +62,17 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
 
 @cli.command("list")
 @click.argument("name")
+@json_out.option
 @pass_context
-def list_backups(ctx: Context, name: str) -> None:
+def list_backups(ctx: Context, name: str, as_json: bool) -> None:
     """One line per backup of NAME: time, kind, base, files, stored size, duration.
 
     Example: vmlfs list higgs
     """
-    for record in backups_of(ctx.session(), name):
+    records = backups_of(ctx.session(), name)
+    if as_json:
+        return json_out.emit([json_out.record(record) for record in records])
+    for record in records:
         m = record.meta
         if m is None:
             click.echo(f"{record.timestamp}  INVALID: {record.error}")
@@ -85,13 +89,17 @@ def list_backups(ctx: Context, name: str) -> None:
 @cli.command("ls")
 @click.argument("ref", metavar="NAME[@TS]")
 @click.argument("path", default="")
+@json_out.option
 @pass_context
-def ls(ctx: Context, ref: str, path: str) -> None:
+def ls(ctx: Context, ref: str, path: str, as_json: bool) -> None:
     """List a directory of a backup (the newest unless @TS; a unique prefix of TS will do).
 
     Example: vmlfs ls higgs@20261122 analysis
     """
-    _, _, nodes = directory_of(ctx.session(), ref, path)
+    name, ts, nodes = directory_of(ctx.session(), ref, path)
+    if as_json:
+        return json_out.emit({"entry": name, "timestamp": ts, "path": path,
+                              "entries": [json_out.node(child, name=json_out.text(child.name)) for child in nodes]})
     for child in nodes:
         shown = humanize.name(child.name) or "."
         if child.is_symlink:
@@ -137,18 +145,23 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
 
 @cli.command("verify")
 @click.argument("ref", metavar="[NAME[@TS]]", required=False)
+@json_out.option
 @pass_context
-def verify_cmd(ctx: Context, ref: str | None) -> None:
+def verify_cmd(ctx: Context, ref: str | None, as_json: bool) -> None:
     """Re-read and check every layer, manifest and file hash (of one backup, one entry, or the store).
 
     Example: vmlfs verify higgs
     """
-    bar = byte_bar(ctx.show_progress, "verified")
+    bar = byte_bar(ctx.show_progress and not as_json, "verified")
     try:
         report, unlisted = verify_backups(ctx.session(), ref, on_bytes=bar.update)
     finally:
         bar.close()
-    for problem in unlisted + report.problems:
+    if as_json:  # printed before the exit code says whether anything is damaged
+        json_out.emit({"ok": report.ok and not unlisted, "backups": report.backups, "files": report.files,
+                       "bytes": report.bytes, "problems": unlisted + report.problems,
+                       "damaged_backups": report.damaged_backups})
+    for problem in [] if as_json else unlisted + report.problems:
         click.echo(f"DAMAGED {problem}")
     if not report.ok:
         raise CorruptData(
@@ -156,5 +169,5 @@ def verify_cmd(ctx: Context, ref: str | None) -> None:
         )
     if unlisted:
         raise CorruptData(f"{len(unlisted)} entries are damaged")
-    if not ctx.quiet:
+    if not ctx.quiet and not as_json:
         click.echo(f"ok: {report.backups} backups, {report.files} files, {humanize.size(report.bytes)} checked")

@@ -7,6 +7,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from vmlfs.app.entries import add_entry, edit_entry
+from vmlfs.cli import json_out
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
 from vmlfs.cli.prune import keep_rule_options, policy_from, rule_values
@@ -119,30 +120,39 @@ def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], e
 
 
 @entry.command("list")
+@json_out.option
 @pass_context
-def list_entries(ctx: Context) -> None:
+def list_entries(ctx: Context, as_json: bool) -> None:
     """List entries, with their guest and number of backups.
 
-    Example: vmlfs entry list
+    Example: vmlfs entry list --json
     """
     store = ctx.store()
     default = store.default_entry()
+    docs = []
     for name in store.entry_names():
         mark = "*" if name == default else " "
         try:  # one damaged entry is reported on its line; the others are still listed
             cfg = store.load_entry(name)
             count = len(store.backups(name))
         except VmlfsError as exc:
-            click.echo(f"{mark} {name:<24} DAMAGED: {exc}")
+            docs.append({"name": name, "default": name == default, "error": str(exc)})
+            if not as_json:
+                click.echo(f"{mark} {name:<24} DAMAGED: {exc}")
             continue
-        click.echo(f"{mark} {name:<24} {count:>4} backups  {cfg.guest}")
+        docs.append({"name": name, "default": name == default, "guest": cfg.guest, "backups": count})
+        if not as_json:
+            click.echo(f"{mark} {name:<24} {count:>4} backups  {cfg.guest}")
+    if as_json:
+        json_out.emit(docs)
 
 
 @entry.command("show")
 @click.argument("name")
+@json_out.option
 @pass_context
-def show(ctx: Context, name: str) -> None:
-    """Show an entry's configuration (its entry.json).
+def show(ctx: Context, name: str, as_json: bool) -> None:
+    """Show an entry's configuration: its entry.json, which is JSON already (--json changes nothing).
 
     Example: vmlfs entry show higgs
     """
