@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fs.conftest import FUSE_MISSING, VMLFS, Mount, make_store, serving_pid
-from tests.fs.test_mount_read import tree
+from tests.fs.test_mount_read import mounted, tree
 
 pytestmark = [pytest.mark.fuse, pytest.mark.skipif(FUSE_MISSING, reason="needs /dev/fuse and fusermount3")]
 
@@ -58,7 +58,7 @@ def test_snapshot_busy_einval_status_and_latency(tmp_path, mount_factory):
     assert "last result:" in status and "incremental backup" in status and "Busy" in status
     stamps = sorted(p for p in os.listdir(m.entry()) if p[0].isdigit())
     assert len(stamps) == 2 and os.readlink(m.entry() / "latest") == stamps[-1]
-    assert tree(m.entry() / stamps[-1] / "home") == tree(s.home)
+    assert tree(m.entry() / stamps[-1] / "home") == mounted(tree(s.home))
 
     bogus = sh(f"echo bogus > {control}/snapshot")
     assert bogus.returncode != 0 and "Invalid argument" in bogus.stderr

@@ -97,9 +97,14 @@ class ArchiveNode(FsNode):
         self.backup, self.row, self.ino = backup, row, ino
 
     def attrs(self) -> Attrs:
+        """The row as the guest had it, but directories without write bits: a file manager offers
+        Delete, Rename and Cut in a directory it may write, and asks "permanently delete?" before the
+        mount refuses; without them it offers only what works. Files keep their modes (``cp -a`` of a
+        file keeps mode, owner and times); ``vmlfs restore`` and info.json keep the exact modes."""
         r = self.row
         size = len(r.target or b"") if r.is_symlink else r.size
-        return Attrs(self.ino, _TYPE_BITS[r.type] | (r.mode & 0o7777), r.nlink if r.is_file else 1, r.uid, r.gid,
+        mode = r.mode & (0o7555 if r.is_dir else 0o7777)
+        return Attrs(self.ino, _TYPE_BITS[r.type] | mode, r.nlink if r.is_file else 1, r.uid, r.gid,
                      size, r.mtime_ns, r.ctime_ns or r.mtime_ns, FOREVER)
 
 

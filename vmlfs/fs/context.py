@@ -45,6 +45,10 @@ class MountContext(Protocol):
     def entry_names(self) -> list[str]:
         ...
 
+    def newest_ns(self, entry: str | None = None) -> int:
+        """The time of the entry's newest backup (of any entry's, for None) as last listed, from memory."""
+        ...
+
     def timestamps(self, entry: str) -> list[str]:
         """Committed backups of ``entry``, oldest first."""
         ...

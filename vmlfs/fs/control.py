@@ -184,6 +184,9 @@ class Jobs:
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
         self._mount_error: str | None = None
+        self.on_finished: Callable[[str], None] = lambda entry: None
+        """Told the entry (or provisioning's key) when a job ends, whatever its outcome (the mount
+        lists the entry again)."""
 
     def _state(self, entry: str) -> _State:
         return self._states.setdefault(entry, _State())
@@ -346,6 +349,7 @@ class Jobs:
         finally:
             with self._lock:
                 self._state(job.entry).running = None
+            self.on_finished(job.entry)
 
     def active(self) -> list[str]:
         """Entries with a backup running now."""

@@ -13,8 +13,9 @@
 * Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
   directory a :class:`~vmlfs.fs.protocol.Listing`: the adapter never asks
   which kind of node it serves.
-* One nursery owns the FUSE loop, the signal watcher and the work started
-  through control files (opaque :data:`~vmlfs.fs.protocol.Work`).
+* One nursery owns the FUSE loop, the signal watcher, the kernel-cache
+  :class:`Invalidator` and the work started through control files (opaque
+  :data:`~vmlfs.fs.protocol.Work`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import signal
 from typing import Any, Awaitable, Callable
@@ -252,6 +254,43 @@ class FuseOperations(pyfuse3.Operations):
         raise ReadOnly("cannot remove extended attributes in a vmlfs mount")
 
 
+class Invalidator:
+    """Has the kernel drop what it cached of an entry whose backups changed: the entry directory's
+    attributes and listing, ``latest``, the backups that vanished, ``/entries``' time.
+
+    :attr:`MountState.on_change` may fire inside a request (a listing that
+    noticed a new backup), whose locks the kernel's invalidation waits for:
+    the notice only queues the entry (any thread, through the trio token), and
+    a task of its own sends the invalidations, from a worker thread.
+    """
+
+    def __init__(self, state: MountState) -> None:
+        self.table = state.table
+        self._send, self._receive = trio.open_memory_channel[tuple[str, list[str]]](math.inf)
+        self._token = trio.lowlevel.current_trio_token()
+        state.on_change = self.notice
+
+    def notice(self, entry: str, gone: list[str]) -> None:
+        self._token.run_sync_soon(self._send.send_nowait, (entry, gone))
+
+    async def run(self) -> None:
+        async for entry, gone in self._receive:
+            await trio.to_thread.run_sync(self._invalidate, entry, gone)
+
+    def _invalidate(self, entry: str, gone: list[str]) -> None:
+        directory = self.table.number(("entry", entry))
+        for call, args in [(pyfuse3.invalidate_inode, (directory, False)),
+                           (pyfuse3.invalidate_entry, (directory, b"latest")),
+                           *[(pyfuse3.invalidate_entry, (directory, ts.encode(), self.table.number(("backup", entry, ts))))
+                             for ts in gone],
+                           (pyfuse3.invalidate_inode, (self.table.number(("entries",)), True))]:
+            try:
+                call(*args)
+            except OSError as exc:  # ENOENT: the kernel holds nothing of it; nothing to drop
+                log.debug("invalidate %s%s: %s", call.__name__, args, exc)
+        log.info("entry %s changed (%s vanished): the kernel's cached entries dropped", entry, len(gone))
+
+
 def mount_options(allow_other: bool) -> set[str]:
     """``default_permissions`` always (the kernel checks mode bits), ``allow_other`` only on request."""
     options = set(pyfuse3.default_options) | {"default_permissions", "fsname=vmlfs", "subtype=vmlfs"}
@@ -298,6 +337,7 @@ async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], Non
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
         nursery.start_soon(_watch_signals)
+        nursery.start_soon(Invalidator(ops.state).run)
         nursery.start_soon(_announce, mountpoint, on_ready)
         await pyfuse3.main()
         for job_entry in ops.state.active_jobs():

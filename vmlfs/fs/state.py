@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Hashable
+from typing import Callable, Hashable
 
 from vmlfs.app.changes import changes_text
 from vmlfs.archive.manifest import Manifest
@@ -28,7 +28,7 @@ from vmlfs.archive.readahead import ReadAhead
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.engine.model import BackupMeta
 from vmlfs.engine.store import BackupRecord, StoreLayout
-from vmlfs.errors import CorruptData
+from vmlfs.errors import CorruptData, VmlfsError
 from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs
@@ -53,6 +53,12 @@ class MountState:
         self._records: dict[tuple[str, str], BackupRecord] = {}
         self._backups: dict[tuple[str, str], BackupData] = {}
         self._layers: dict[tuple[str, str], SeekableReader] = {}
+        self._stamps: dict[str, list[str]] = {}  # each entry's backups as last listed, and the newest one's time
+        self._newest: dict[str, int] = {}
+        self.on_change: Callable[[str, list[str]], None] = lambda entry, gone: None
+        """Told (entry, backups that vanished) when a listing finds an entry's backups changed: the
+        FUSE adapter then has the kernel drop what it cached of that entry."""
+        jobs.on_finished = self.refresh
         self.readahead = ReadAhead(*store.readahead) if store.readahead else ReadAhead()
         self.root = RootDir(self)
         self.table.pin(self.root)
@@ -80,9 +86,32 @@ class MountState:
         return self.store.entry_names()
 
     def timestamps(self, entry: str) -> list[str]:
-        """Committed backups of ``entry``, oldest first (directory names only: no metadata read)."""
+        """Committed backups of ``entry``, oldest first; a change since the last listing (a backup taken
+        or forgotten, here or by another process) updates the entry's time and is told to ``on_change``."""
         self.store.check_alive()
-        return sorted(self.store.timestamps(entry))
+        stamps = sorted(self.store.timestamps(entry))
+        newest = self.backup_time_ns(entry, stamps[-1]) if stamps else self.mounted_ns
+        with self._lock:
+            before = self._stamps.get(entry)
+            self._stamps[entry], self._newest[entry] = stamps, newest
+        if before is not None and before != stamps:
+            self.on_change(entry, sorted(set(before) - set(stamps)))
+        return stamps
+
+    def newest_ns(self, entry: str | None = None) -> int:
+        """From memory: the time of ``entry``'s newest backup as last listed (of any entry's, for None)."""
+        with self._lock:
+            times = [self._newest[entry]] if entry in self._newest else [] if entry else list(self._newest.values())
+        return max(times, default=self.mounted_ns)
+
+    def refresh(self, entry: str) -> None:
+        """After a job through the control files (a backup, a prune): list the entry again, so its
+        time and the kernel's caches follow at once (provisioning may have added an entry)."""
+        try:
+            if entry in self.store.entry_names():
+                self.timestamps(entry)
+        except VmlfsError as exc:
+            log.warning("after a job of %s, listing it failed: %s", entry, exc)
 
     def has_domain(self, entry: str) -> bool:
         return bool(self.store.load_entry(entry).domain)

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Callable
 
 from vmlfs.engine.model import BackupMeta
-from vmlfs.errors import CorruptData, NotFound
+from vmlfs.errors import CorruptData, NotFound, VmlfsError
 from vmlfs.fs import layout
 from vmlfs.fs.context import MountContext
 from vmlfs.fs.files import BackupFile, ChangesFile, InfoFile, LatestLink, SnapshotFile, StatusFile, VirtualNode
@@ -71,24 +71,38 @@ class RootDir(VirtualDir):
 
 
 class EntriesDir(VirtualDir):
+    """``/entries``: its time is the newest backup's of any entry, as a file manager's "modified" column
+    would have it: each entry is listed once when it is first looked up, and again whenever one is."""
+
     def __init__(self, ctx: MountContext) -> None:
         super().__init__(ctx, ("entries",), ctx.mounted_ns)
+        for entry in ctx.entry_names():
+            try:
+                ctx.timestamps(entry)
+            except VmlfsError:  # a damaged entry costs only itself: its listing says so
+                continue
 
     def slots(self) -> list[Slot]:
         return layout.entries_layout(self.ctx.entry_names())
+
+    def attrs(self) -> Attrs:
+        return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.ctx.newest_ns(), self.timeout)
 
 
 class EntryDir(VirtualDir):
     """``/entries/<entry>``: its backups appear here as soon as they are committed."""
 
     def __init__(self, ctx: MountContext, entry: str) -> None:
-        stamps = ctx.timestamps(entry)
-        newest = ctx.backup_time_ns(entry, stamps[-1]) if stamps else ctx.mounted_ns
-        super().__init__(ctx, ("entry", entry), newest)
+        ctx.timestamps(entry)  # the listing that sets the entry's time
+        super().__init__(ctx, ("entry", entry), ctx.mounted_ns)
         self.entry = entry
 
     def slots(self) -> list[Slot]:
         return layout.entry_layout(self.ctx.timestamps(self.entry), has_domain=self.ctx.has_domain(self.entry))
+
+    def attrs(self) -> Attrs:
+        """The time of its newest backup as last listed: it changes when a backup appears or vanishes."""
+        return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.ctx.newest_ns(self.entry), self.timeout)
 
 
 class BackupDir(VirtualDir):
