@@ -6,10 +6,14 @@ component, so ``*`` never crosses a ``/`` (``analysis/*/fit.C``), as in the
 shell; a leading ``/`` is allowed. Patterns are ``fnmatch``'s: ``*``, ``?``,
 ``[abc]``, ``[!abc]``, case-sensitive.
 
-The tree's SQLite scan narrows the rows first: the last component, when it
-has no bracket expression (where SQLite's GLOB and fnmatch agree), is given
-to SQLite as a GLOB, so only rows with a matching name reach Python; paths
-are then built from the rows' parents, each directory once.
+A name pattern is one SQLite scan of the tree: the pattern, when it has no
+bracket expression (where SQLite's GLOB and fnmatch agree), is given to
+SQLite as a GLOB, so only rows with a matching name reach Python; paths are
+then built from the rows' parents, each directory once. A path pattern is
+followed from the root instead, one component at a time: a literal component
+is one indexed lookup per candidate directory, a wildcard one lists the
+candidates' children, so the cost is that of the directories the pattern
+reaches, not of the tree.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 
 from vmlfs import names
 from vmlfs.archive.manifest import ROOT_ID, Manifest, Node
-from vmlfs.errors import CorruptData, InvalidRequest
+from vmlfs.errors import CorruptData, InvalidRequest, NotFound
 
 
 @dataclass(frozen=True)
@@ -33,19 +37,14 @@ class Pattern:
 
     @property
     def prefilter(self) -> str | None:
-        """The last component as an SQLite GLOB, where GLOB means what fnmatch means (no brackets, UTF-8)."""
-        last = self.parts[-1]
-        if b"[" in last or last == b"*":
+        """A name pattern as an SQLite GLOB, where GLOB means what fnmatch means (no brackets, UTF-8)."""
+        name = self.parts[0]
+        if b"[" in name or name == b"*":
             return None
         try:
-            return last.decode("utf-8")
+            return name.decode("utf-8")
         except UnicodeDecodeError:
             return None
-
-    def matches(self, path: tuple[bytes, ...]) -> bool:
-        if self.whole_path:
-            return len(path) == len(self.parts) and all(map(fnmatch.fnmatchcase, path, self.parts))
-        return bool(path) and fnmatch.fnmatchcase(path[-1], self.parts[0])
 
 
 def compile_pattern(text: str) -> Pattern:
@@ -60,16 +59,36 @@ def compile_pattern(text: str) -> Pattern:
 
 def find_in_tree(tree: Manifest, pattern: Pattern) -> Iterator[tuple[tuple[bytes, ...], Node]]:
     """Every (path, node) of ``tree`` matching ``pattern``, in path order."""
-    rows = tree.named(pattern.prefilter)
-    known = {row.id: row for row in rows}
-    paths: dict[int, tuple[bytes, ...]] = {ROOT_ID: ()}
-    found = []
-    for row in rows:
-        path = _path(tree, row, known, paths)
-        if pattern.matches(path):
-            found.append((path, row))
+    found = _follow(tree, pattern.parts) if pattern.whole_path else _named(tree, pattern.parts[0], pattern.prefilter)
     found.sort(key=lambda match: match[0])
     return iter(found)
+
+
+def _named(tree: Manifest, name: bytes, prefilter: str | None) -> list[tuple[tuple[bytes, ...], Node]]:
+    rows = tree.named(prefilter)
+    known = {row.id: row for row in rows}
+    paths: dict[int, tuple[bytes, ...]] = {ROOT_ID: ()}
+    return [(_path(tree, row, known, paths), row) for row in rows if fnmatch.fnmatchcase(row.name, name)]
+
+
+def _follow(tree: Manifest, parts: tuple[bytes, ...]) -> list[tuple[tuple[bytes, ...], Node]]:
+    level = [((), tree.root())]
+    for part in parts:
+        literal = not any(c in part for c in b"*?[")
+        reached = []
+        for path, node in level:
+            if not node.is_dir:
+                continue
+            if literal:
+                try:
+                    reached.append((path + (part,), tree.child(node.id, part)))
+                except NotFound:
+                    pass
+            else:
+                reached += [(path + (kid.name,), kid) for kid in tree.children(node.id)
+                            if fnmatch.fnmatchcase(kid.name, part)]
+        level = reached
+    return level
 
 
 def _path(tree: Manifest, row: Node, known: dict[int, Node], paths: dict[int, tuple[bytes, ...]]) -> tuple[bytes, ...]:
