@@ -335,15 +335,18 @@ class SeekableReader:
         except OSError as exc:
             raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
         try:
-            table = read_seek_table(self._f, os.fstat(self._f.fileno()).st_size)
+            size = os.fstat(self._f.fileno()).st_size
+            table = read_seek_table(self._f, size)
         except CorruptData as exc:
             self._f.close()
             raise CorruptData(f"{name}: {exc}") from None
-        self._setup(self.path, name, cache, table)
+        self._setup(self.path, name, cache, table, size)
 
-    def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable) -> None:
+    def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable, file_size: int) -> None:
         """State shared by every source of frames; ``key`` names the layer in the frame cache."""
         self.path, self.name, self.table = key, name, table
+        self.file_size = file_size
+        """The layer file's size, seek table included (what a copy of the raw file reads: :meth:`raw`)."""
         self._cache = cache if cache is not None else FrameCache()
         self._lock = threading.Lock()
         # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
@@ -354,6 +357,10 @@ class SeekableReader:
     def _read_compressed(self, offset: int, length: int) -> bytes:
         """Raw bytes of the layer file (a remote store reads them over SFTP instead)."""
         return os.pread(self._f.fileno(), length, offset)
+
+    def raw(self, offset: int, length: int) -> bytes:
+        """Bytes of the layer file as stored, for copying it whole (an export): never decompressed."""
+        return self._read_compressed(offset, length)
 
     def close(self) -> None:
         self._f.close()

@@ -52,7 +52,7 @@ class RangedLayerReader(SeekableReader):
             table = read_seek_table(_Tail(tail, size), size)
         except CorruptData as exc:
             raise CorruptData(f"{name}: {exc}") from None
-        self._setup(key, name, cache, table)
+        self._setup(key, name, cache, table, size)
         table_bytes = tail[-(17 + 12 * table.frames):]  # the whole table, whatever its entries' size
         self._proof = None if placed_dir is None else \
             placed_dir / hashlib.sha256(key.encode() + b"\0" + table_bytes).hexdigest()

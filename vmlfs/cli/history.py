@@ -1,9 +1,11 @@
-"""``vmlfs forget|protect|unprotect|gc|store upgrade``: delete backups, keep them, free the space, convert the store."""
+"""``vmlfs forget|protect|unprotect|gc|store upgrade|export|import``: delete backups, keep them, free the
+space, convert the store, share an entry's backups as one file."""
 
 from __future__ import annotations
 
 import click
 
+from vmlfs.app.bundle import export_backups, import_backups
 from vmlfs.app.history import DEFAULT_GRACE_S, DEFAULT_REPACK_THRESHOLD, collect_garbage, forget, protect, upgrade
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
@@ -96,3 +98,35 @@ def upgrade_cmd(ctx: Context, dry_run: bool) -> None:
         if not verified.ok:
             raise CorruptData(f"{len(verified.damaged_backups)} backups do not verify after the upgrade")
         click.echo(f"verified: {verified.backups} backups, {verified.files} files")
+
+
+@cli.command("export")
+@click.argument("refs", nargs=-1, required=True, metavar="NAME[@TS]...")
+@click.argument("destination", metavar="FILE")
+@pass_context
+def export_cmd(ctx: Context, refs: tuple[str, ...], destination: str) -> None:
+    """Write backups of one entry (NAME: all of them) and every object they need to FILE, one
+    self-contained, checksummed tar that 'vmlfs import' reads into any store.
+
+    Example: vmlfs export higgs@20261101 higgs@latest higgs.vmlfs
+    """
+    entry, stamps, objects = export_backups(ctx.session(), refs, destination)
+    if not ctx.quiet:
+        click.echo(f"exported {humanize.count(len(stamps), 'backup')} of {entry} ({humanize.count(objects, 'object')}) to {destination}")
+
+
+@cli.command("import")
+@click.argument("source", metavar="FILE")
+@click.option("--as", "as_name", metavar="NAME", help="Add the entry under this name [the bundle's].")
+@pass_context
+def import_cmd(ctx: Context, source: str, as_name: str | None) -> None:
+    """Check a bundle written by 'vmlfs export' whole, then add its entry, or the backups the entry
+    does not have yet; a damaged bundle adds nothing, and importing twice adds nothing.
+
+    Example: vmlfs import higgs.vmlfs --as higgs-from-anna
+    """
+    done = import_backups(ctx.session(), source, as_name, lambda line: click.echo(f"vmlfs: {line}", err=True))
+    if not ctx.quiet:
+        click.echo(f"{'created entry ' + done.entry + ', ' if done.created_entry else done.entry + ': '}"
+                   f"added {humanize.count(len(done.added), 'backup')}, {len(done.already)} already there,"
+                   f" stored {humanize.count(done.objects_stored, 'object')}")

@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "cernvm": "cernvm",
     "provision": "provision",
     "forget": "history", "protect": "history", "unprotect": "history", "gc": "history", "store": "history",
+    "export": "history", "import": "history",
     "prune": "prune",
     "diff": "compare", "versions": "compare", "find": "compare",
     "serve": "serve",

@@ -41,6 +41,7 @@ from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.archive.trees import own_layers, rewrite
 from vmlfs.engine import faults
+from vmlfs.engine.objects import record_objects
 from vmlfs.engine.store import OBJECT_KINDS, StoreLayout
 from vmlfs.engine.store_files import this_host
 from vmlfs.errors import CorruptData
@@ -94,11 +95,8 @@ def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) 
                                   hint="repair or forget it first")
             ref = record.meta.manifest
             live.refs[(entry, record.timestamp)] = ref
-            live.trees.add(ref["sha256"])
-            if ref["base"]:
-                live.trees.add(ref["base"]["sha256"])
-            live.blobs.update(r["sha256"] for r in record.meta.files.values())
-            live.layers.add(record.meta.layer["sha256"])
+            for kind, digest in record_objects(record.meta):
+                getattr(live, kind).add(digest)
             key = (ref["sha256"], (ref["base"] or {}).get("sha256"))
             if key not in views:
                 tree = store.open_tree(ref, f"{entry}@{record.timestamp}")

@@ -386,6 +386,23 @@ class StoreLayout(StoreFiles):
     def put_object(self, local: Path, kind: str, digest: str) -> None:
         self._put(local, object_path(kind, digest))
 
+    def has_object(self, kind: str, digest: str) -> bool:
+        return self._exists(object_path(kind, digest))
+
+    def read_object(self, kind: str, digest: str) -> bytes:
+        """A small object (a blob) whole."""
+        return self._read(self._object_rel(kind, digest))
+
+    def create_record(self, entry: str, ts: str, data: bytes) -> None:
+        """An imported backup's record, by the conditional create that commits a backup (its objects
+        are stored first): AlreadyExists if the entry has a backup of that name."""
+        try:
+            self._create(record_path(entry, names.timestamp(ts)), data)
+        except FileExistsError:
+            raise AlreadyExists(f"backup {entry}@{ts} already exists") from None
+        except OSError as exc:
+            raise write_failed(exc, f"cannot add backup {entry}@{ts} to {self.description}") from exc
+
     def replace_record(self, entry: str, meta: BackupMeta) -> None:
         """gc's re-pointing of a backup at rewritten trees: the record is replaced atomically."""
         self._write(record_path(entry, meta.timestamp), meta.to_json())
