@@ -142,6 +142,12 @@ def tree_listing(root: Path) -> dict[bytes, tuple]:
     return out
 
 
+def as_mounted(listing: dict[bytes, tuple]) -> dict[bytes, tuple]:
+    """A guest's :func:`tree_listing` as a mount shows it (and ``cp -a`` copies it out): directories
+    without write bits (vmlfs/fs/archive.py)."""
+    return {rel: (kind, mode & 0o7555 if kind == "d" else mode, *rest) for rel, (kind, mode, *rest) in listing.items()}
+
+
 def deep_tree(home: Path, depth: int, name: bytes = b"d") -> bytes:
     """Directories ``name`` nested ``depth`` levels below ``home``, made relative to directory fds
     (so any depth works), with a file, a symlink and a hardlink pair at the bottom; returns the
