@@ -21,7 +21,7 @@ from vmlfs.errors import (
 )
 from vmlfs.fs import layout
 from vmlfs.fs.control import Jobs, check_partial, parse_request
-from vmlfs.fs.inodes import ROOT_INODE, InodeTable
+from vmlfs.fs.inodes import RECENT, ROOT_INODE, InodeTable
 from vmlfs.fs.layout import Kind
 from vmlfs.fs.files import ControlHandle
 from vmlfs.fs.state import MountState
@@ -64,15 +64,45 @@ def test_inode_table_numbers_ranges_and_forget():
     assert t.number(("other",)) >= base + 100  # ranges never overlap later numbers
 
     class N:
-        ino = base + 5
+        def __init__(self, ino: int) -> None:
+            self.ino = ino
 
-    node = N()
-    assert t.remember(node) is node and t.remember(N()) is node  # the live object wins
-    t.forget(node.ino, 1)
-    assert t.get(node.ino) is node
-    t.forget(node.ino, 1)
+    virtual = N(t.number(("info", "e", "ts")))
+    assert t.remember(virtual) is virtual and t.remember(N(virtual.ino)) is virtual  # the live object wins
+    t.forget(virtual.ino, 1)
+    assert t.get(virtual.ino) is virtual
+    t.forget(virtual.ino, 1)
     with pytest.raises(NotFound):
-        t.get(node.ino)
+        t.get(virtual.ino)
+
+
+def test_archive_nodes_are_not_held_for_the_kernel_but_built_again_from_their_number():
+    t = InodeTable()
+    base = t.range(("archive", "e", "ts"), 10 * RECENT)
+    built: list[tuple] = []
+
+    class N:
+        def __init__(self, ino: int) -> None:
+            self.ino = ino
+
+    def resolve(key, number):
+        built.append((key, number))
+        return N(base + number)
+
+    with pytest.raises(NotFound):  # no resolver yet: an archive number is unknown until one is set
+        t.get(base + 1)
+    t.resolver = resolve
+    first = N(base + 1)
+    assert t.remember(first) is first and t.remember(N(base + 1)) is first and t.get(base + 1) is first
+    for i in range(2, 3 * RECENT):  # an ls -lR: far more lookups than the table keeps
+        t.remember(N(base + i))
+    assert not t._live and len(t._recent) == RECENT and not t._counts  # nothing is held for the kernel
+    again = t.get(base + 1)  # long evicted: built from its tree row, by number
+    assert again.ino == base + 1 and built == [(("archive", "e", "ts"), 1)]
+    assert t.cached(base + 1) is again and t.get(base + 1) is again and len(built) == 1
+    t.forget(base + 1, 5)  # the kernel's forgets of archive nodes change nothing
+    with pytest.raises(NotFound):
+        t.get(base + 10 * RECENT)  # past the range: nobody's number
 
 
 @pytest.mark.parametrize("text", [b"bogus", b"full full", b"; rm -rf /", b"$(id)", b"../x", b"FULL", b"full\0", b"x" * 100])

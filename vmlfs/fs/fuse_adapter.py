@@ -79,6 +79,12 @@ class FuseOperations(pyfuse3.Operations):
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    async def _node(self, inode: int) -> Any:
+        """The node of ``inode``: from memory if held or recent, else built again in a worker thread
+        (an archive node the table let go of: vmlfs.fs.inodes)."""
+        node = self.table.cached(inode)
+        return node if node is not None else await self._run(self.table.get, inode)
+
     def _new_fh(self) -> int:
         fh, self._next_fh = self._next_fh, self._next_fh + 1
         return fh
@@ -107,18 +113,18 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent = self.table.get(parent_inode)
+        parent = await self._node(parent_inode)
         node = await self._run(parent.lookup, bytes(name))
         return self._entry(self.table.remember(node))
 
     @fuse_boundary
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self.table.get(inode))
+        return self._entry(await self._node(inode))
 
     @fuse_boundary
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = self.table.get(inode)
+        node = await self._node(inode)
         work = await self._run(functools.partial(
             node.setattr, ctx.uid, times=fields.update_atime or fields.update_mtime,
             truncate=fields.update_size and attr.st_size == 0,
@@ -129,7 +135,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._run(self.table.get(inode).readlink)
+        return await self._run((await self._node(inode)).readlink)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for inode, count in inode_list:  # must not raise: no request to answer
@@ -150,7 +156,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        listing = await self._run(self.table.get(inode).listing)
+        listing = await self._run((await self._node(inode)).listing)
         fh = self._new_fh()
         self._listings[fh] = listing
         return fh
@@ -176,7 +182,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        node = self.table.get(inode)
+        node = await self._node(inode)
         fh = self._new_fh()
         if flags & os.O_ACCMODE != os.O_RDONLY:
             self._handles[fh] = await self._run(node.open_write, ctx.uid)

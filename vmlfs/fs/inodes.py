@@ -19,10 +19,18 @@ How numbers are chosen (docs/mount.md, "Inode numbers"):
   therefore computed, not stored: a node the kernel forgot and looks up again
   gets the same number without the table having remembered it.
 
-The table keeps a node object only while the kernel holds a reference to it
-(lookup count > 0, see :meth:`remember` and :meth:`forget`); the root is
-pinned. This keeps memory proportional to what the kernel caches, not to the
-size of the store.
+What the table holds (memory must not grow with what the kernel has looked
+up: an ``ls -lR`` of a million-file backup makes the kernel hold a million
+inodes):
+
+* A *virtual* node object is kept while the kernel holds a reference to it
+  (lookup count > 0, see :meth:`remember` and :meth:`forget`); the root is
+  pinned. There are a handful per backup.
+* An *archive* node is never counted or held for the kernel: its number says
+  which backup and which tree row it is, so :meth:`get` builds it again from
+  the row (:attr:`resolver`, one indexed query) whenever the kernel names a
+  number it still holds. Only the :data:`RECENT` most recently used archive
+  nodes are kept, so a ``stat`` after a ``lookup`` costs no query.
 
 Thread-safe: model calls run in worker threads while ``forget`` arrives on the
 event loop.
@@ -30,12 +38,15 @@ event loop.
 
 from __future__ import annotations
 
+import bisect
 import threading
-from typing import Hashable, Protocol
+from collections import OrderedDict
+from typing import Callable, Hashable, Protocol
 
 from vmlfs.errors import NotFound
 
 ROOT_INODE = 1
+RECENT = 4096  # archive nodes kept built: a directory page's worth of readdirplus, and then some
 
 
 class HasInode(Protocol):
@@ -51,6 +62,11 @@ class InodeTable:
         self._live: dict[int, HasInode] = {}
         self._counts: dict[int, int] = {}
         self._pinned: set[int] = set()
+        self._bases: list[int] = []  # starts of the archive ranges, ascending (numbers only grow)
+        self._range_of: dict[int, tuple[Hashable, int]] = {}  # base -> (key, size)
+        self._recent: OrderedDict[int, HasInode] = OrderedDict()
+        self.resolver: Callable[[Hashable, int], HasInode] | None = None
+        """Builds the archive node numbered ``base + i`` of range ``key`` from tree row ``i`` (may block)."""
 
     def number(self, key: Hashable) -> int:
         """The inode number of a virtual node, allocated on first use."""
@@ -68,7 +84,18 @@ class InodeTable:
             if base is None:
                 base = self._ranges[key] = self._next
                 self._next += size
+                self._bases.append(base)
+                self._range_of[base] = (key, size)
             return base
+
+    def _archive(self, ino: int) -> tuple[Hashable, int] | None:
+        """(range key, number within it) if ``ino`` is an archive node's. Caller holds the lock."""
+        at = bisect.bisect_right(self._bases, ino) - 1
+        if at < 0:
+            return None
+        base = self._bases[at]
+        key, size = self._range_of[base]
+        return (key, ino - base) if ino - base < size else None
 
     def pin(self, node: HasInode) -> None:
         """Keep ``node`` for the whole mount (the root, which the kernel never looks up or forgets)."""
@@ -81,9 +108,16 @@ class InodeTable:
 
         Call exactly once per reply that hands an inode to the kernel (lookup,
         each readdirplus entry accepted). An object already live for the same
-        number is kept, so state cached on it survives.
+        number is kept, so state cached on it survives. Archive nodes are not
+        counted: they go to the recent ones, and are built again when needed.
         """
         with self._lock:
+            if node.ino not in self._live and self._archive(node.ino) is not None:
+                node = self._recent.setdefault(node.ino, node)
+                self._recent.move_to_end(node.ino)
+                if len(self._recent) > RECENT:
+                    self._recent.popitem(last=False)
+                return node
             live = self._live.setdefault(node.ino, node)
             self._counts[node.ino] = self._counts.get(node.ino, 0) + 1
             return live
@@ -99,9 +133,21 @@ class InodeTable:
             if ino not in self._pinned:
                 self._live.pop(ino, None)
 
-    def get(self, ino: int) -> HasInode:
+    def cached(self, ino: int) -> HasInode | None:
+        """The node if it is held or recent (from memory, never blocks), else None."""
         with self._lock:
-            node = self._live.get(ino)
-        if node is None:
+            node = self._live.get(ino) or self._recent.get(ino)
+            if node is not None and ino in self._recent:
+                self._recent.move_to_end(ino)
+            return node
+
+    def get(self, ino: int) -> HasInode:
+        """The node numbered ``ino``: held, recent, or an archive node built again (may block)."""
+        node = self.cached(ino)
+        if node is not None:
+            return node
+        with self._lock:
+            where = self._archive(ino)
+        if where is None or self.resolver is None:
             raise NotFound(f"inode {ino} is not known (forgotten or never looked up)")
-        return node
+        return self.remember(self.resolver(*where))

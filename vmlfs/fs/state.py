@@ -62,6 +62,7 @@ class MountState:
         self.readahead = ReadAhead(*store.readahead) if store.readahead else ReadAhead()
         self.root = RootDir(self)
         self.table.pin(self.root)
+        self.table.resolver = self._archive_node
         # While mounted, gc keeps what it moves aside from a forgotten backup this mount may be reading.
         self._lease = store.take_lease()
 
@@ -155,6 +156,13 @@ class MountState:
             if data is None:
                 data = self._backups[(entry, ts)] = BackupData(self, entry, ts)
             return data
+
+    def _archive_node(self, key: Hashable, number: int) -> FsNode:
+        """The archive node the inode table numbered ``number`` in range ``key`` (("archive", entry, ts)),
+        built again from its tree row: the table does not hold the nodes the kernel looked up."""
+        _, entry, ts = key  # type: ignore[misc]
+        data = self.backup(entry, ts)
+        return data.node(data.manifest().get(number))
 
     # ArchiveSource ---------------------------------------------------------------------
 
