@@ -6,12 +6,13 @@ import click
 
 from vmlfs.app.backups import BackupRequest, take_backup
 from vmlfs.app.inspect import backups_of, directory_of, verify_backups
+from vmlfs.app.cvmfs import guest_root_url, restore_cvmfs_cache
 from vmlfs.app.restore import restore_backup
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
 from vmlfs.cli.progress import BackupProgress, byte_bar
-from vmlfs.errors import CorruptData
+from vmlfs.errors import CorruptData, InvalidRequest
 
 
 def _say(line: str) -> None:
@@ -28,18 +29,22 @@ def _say(line: str) -> None:
 @click.option("--vm-snapshot/--no-vm-snapshot", default=None, help="Also take a libvirt snapshot (vmlfs-<TS>) of the entry's domain [the entry's default].")
 @click.option("--consistent/--no-consistent", default=None, help="Hold the entry's domain still during the backup: freeze its file systems through the guest agent, or pause it (local guests only) [the entry's default].")
 @click.option("--strict-release", is_flag=True, help="Refuse if the guest's CernVM release differs from the entry's.")
+@click.option("--with-cvmfs-cache/--without-cvmfs-cache", "cvmfs_cache", default=None, help="Also capture the guest's CernVM-FS cache; objects any earlier backup stored are not stored again [the entry's default].")
+@click.option("--cvmfs-cache-base", metavar="PATH", help="The guest's CernVM-FS cache base [the entry's, else CVMFS_CACHE_BASE of the guest's /etc/cvmfs, else /mnt/.rw/cvmfs-cache].")
 @libvirt_options
 @pass_context
 def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: str | None,
            accept_new_host_key: bool, retries: int | None, vm_snapshot: bool | None, consistent: bool | None,
-           strict_release: bool, libvirt_uri: str, insecure: bool) -> None:
+           strict_release: bool, cvmfs_cache: bool | None, cvmfs_cache_base: str | None, libvirt_uri: str,
+           insecure: bool) -> None:
     """Take a backup of entry NAME.
 
     Example: vmlfs backup higgs --kind differential
     """
     session = ctx.session(accept_new_host_key=accept_new_host_key, libvirt_uri=libvirt_uri, insecure=insecure)
     request = BackupRequest(kind=kind, checksum=checksum, env_file=env_file, vm_snapshot=vm_snapshot,
-                            consistent=consistent, retries=retries, strict_release=strict_release)
+                            consistent=consistent, retries=retries, strict_release=strict_release,
+                            cvmfs_cache=cvmfs_cache, cvmfs_cache_base=cvmfs_cache_base)
     progress = BackupProgress(ctx.show_progress)
     try:
         meta = take_backup(session, name, request, progress=progress, on_retry=_say,
@@ -58,6 +63,10 @@ def backup(ctx: Context, name: str, kind: str | None, checksum: bool, env_file: 
             f" stored {humanize.size(meta.layer['size'])} in {humanize.duration(meta.duration_s)}"
             + (f", VM snapshot {meta.vm_snapshot}" if meta.vm_snapshot else "")
         )
+        if meta.cvmfs is not None:
+            c = meta.cvmfs
+            click.echo(f"CernVM-FS cache {c['base']}: {c['objects']} objects ({humanize.size(c['bytes'])}),"
+                       f" {c['stored_objects']} new ({humanize.size(c['stored_bytes'])}), stored {humanize.size(c['layer']['size'])}")
 
 
 @cli.command("list")
@@ -107,20 +116,34 @@ def ls(ctx: Context, ref: str, path: str) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
 @guest_options
 @click.option("--strict-release", is_flag=True, help="TARGET over SSH: refuse if the guest's CernVM release differs from the backup's.")
+@click.option("--with-cvmfs-cache", is_flag=True, help="TARGET over SSH as root: also put the backup's CernVM-FS cache into the guest's cache base (stop autofs, unpack, owner cvmfs, reload).")
+@click.option("--cvmfs-cache-into", metavar="LOCATION", help="Put the backup's CernVM-FS cache into this directory (it becomes the cache base: LOCATION/shared/...) or ssh://root@host[:port][/base].")
 @pass_context
 def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwrite: bool, accept_new_host_key: bool,
-            strict_release: bool) -> None:
+            strict_release: bool, with_cvmfs_cache: bool, cvmfs_cache_into: str | None) -> None:
     """Restore a backup (or PATHS inside it) into the directory TARGET (or ssh://[user@]host[:port]/path).
 
     Example: vmlfs restore higgs@latest /tmp/old-home analysis/fit.C
     """
+    if with_cvmfs_cache and cvmfs_cache_into is None:
+        if not target.startswith("ssh://"):
+            raise InvalidRequest("--with-cvmfs-cache puts the cache into an SSH guest; for a directory use --cvmfs-cache-into DIR")
+        cvmfs_cache_into = guest_root_url(target)
     session = ctx.session(accept_new_host_key=accept_new_host_key)
     bar = byte_bar(ctx.show_progress, "restored")
     try:
         done = restore_backup(session, ref, target, paths, overwrite=overwrite, strict_release=strict_release,
                               on_bytes=bar.update)
+        cache = (restore_cvmfs_cache(session, f"{done.entry}@{done.ts}", cvmfs_cache_into, on_bytes=bar.update)
+                 if cvmfs_cache_into is not None else None)
     finally:
         bar.close()
+    if cache is not None:
+        for note in cache.notes:
+            _say(f"warning: {note}")
+        if not ctx.quiet:
+            click.echo(f"restored the CernVM-FS cache of {done.entry}@{done.ts} into {cache.where}:"
+                       f" {cache.report.files} files, {humanize.size(cache.report.bytes)}")
     report = done.report
     if done.warning:
         _say(f"warning: {done.warning}")

@@ -5,12 +5,14 @@ what the records of the store name — trees, their checkpoints, blobs and the
 layers those trees point into — and everything else under ``objects/`` is
 garbage. With every entry locked (no backup runs meanwhile):
 
-1. **Repack.** A live layer whose file bytes are more than ``threshold``
+1. **Repack.** A live layer of a home tree whose file bytes are more than ``threshold``
    dead (no live tree points at them) is copied, live members only, into a
    new layer; every tree pointing into it is rewritten to point at the new
    one (new tree objects: stored objects never change), and each record
    naming such a tree is replaced by one naming the new tree. A crash in
-   between leaves records on old and new trees, both complete.
+   between leaves records on old and new trees, both complete. Layers of
+   CernVM-FS cache parts are not repacked: one stays whole while any kept
+   cache listing points into it.
 2. **Sweep.** Marking again, uploads left under a temporary name by a crash
    are removed and each unnamed object is moved aside to
    ``objects/garbage/<unix ms>.<kind>+<name>``: step one of deleting it. A
@@ -107,6 +109,18 @@ def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) 
                 finally:
                     tree.close()
             live.layers |= views[key]
+            part = record.meta.cvmfs
+            if part is not None:  # the cache part: its tree, its layer, and the older layers its tree reuses
+                live.trees.add(part["tree"]["sha256"])
+                live.layers.add(part["layer"]["sha256"])
+                key = (part["tree"]["sha256"], None)
+                if key not in views:
+                    tree = store.open_cvmfs_tree(entry, record.timestamp)
+                    try:
+                        views[key] = tree.layers()
+                    finally:
+                        tree.close()
+                live.layers |= views[key]
     return live
 
 

@@ -6,6 +6,7 @@
     /entries/<entry>/<ts>/home/...              the backed-up home (archive nodes)
     /entries/<entry>/<ts>/{env.txt,history.txt} files of the backup directory
     /entries/<entry>/<ts>/info.json             kind, base, release, times, counts, sizes
+    /entries/<entry>/<ts>/cvmfs-cache.txt       the CernVM-FS cache part's summary (if it has one)
     /entries/<entry>/latest -> <ts>             the newest backup
     /entries/<entry>/control/{snapshot,status,vm-snapshot}  per-entry control
     /entries/<entry>/vm/{<snapshot>.xml,tree}   the libvirt snapshots of the entry's domain (if it names one)
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from vmlfs.engine.cvmfs import summary_lines
 from vmlfs.engine.model import BackupMeta
 
 ENTRIES, CONTROL, LATEST, HOME, INFO = "entries", "control", "latest", "home", "info.json"
+CVMFS_CACHE = "cvmfs-cache.txt"
 SNAPSHOT, STATUS, VM_SNAPSHOT, VM_REVERT, PROVISION = "snapshot", "status", "vm-snapshot", "vm-revert", "provision"
 PRUNE, PRUNE_PREVIEW = "prune", "prune-preview"
 VM, TREE = "vm", "tree"
@@ -44,6 +47,7 @@ class Kind(Enum):
     VM_DIR = "vm directory"
     HOME = "backed-up home"
     INFO = "info.json"
+    CVMFS_CACHE = "cvmfs-cache.txt"
     BACKUP_FILE = "file of the backup directory"
     SNAPSHOT = "control/snapshot"
     STATUS = "control/status"
@@ -87,6 +91,8 @@ def entry_layout(timestamps: list[str], has_domain: bool = False) -> list[Slot]:
 def backup_layout(meta: BackupMeta) -> list[Slot]:
     slots = [Slot(name, Kind.BACKUP_FILE, name) for name in BACKUP_FILES if name in meta.files]
     slots += [Slot(HOME, Kind.HOME), Slot(INFO, Kind.INFO)]
+    if meta.cvmfs is not None:  # a summary, never the objects: a cache is 100,000 hash-named files
+        slots.append(Slot(CVMFS_CACHE, Kind.CVMFS_CACHE))
     return sorted(slots, key=lambda s: s.name)
 
 
@@ -156,4 +162,13 @@ def info_json(meta: BackupMeta) -> bytes:
         "warnings": list(meta.warnings),
         "vm_snapshot": meta.vm_snapshot,
     }
+    if meta.cvmfs is not None:
+        doc["cvmfs_cache"] = {k: meta.cvmfs[k] for k in ("base", "objects", "bytes", "stored_objects", "stored_bytes",
+                                                         "repositories")}
     return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def cvmfs_cache_txt(meta: BackupMeta) -> bytes:
+    """The content of ``cvmfs-cache.txt``: objects, bytes and repositories of the backup's cache part."""
+    assert meta.cvmfs is not None  # backup_layout offers the file only then
+    return "".join(line + "\n" for line in summary_lines(meta.cvmfs)).encode()
