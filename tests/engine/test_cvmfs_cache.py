@@ -42,6 +42,20 @@ def layer_path(v: Vmlfs, part: dict) -> Path:
     return v.store / "objects" / "layers" / f"{part['layer']['sha256']}.tar.zst"
 
 
+def two_vms(v: Vmlfs, tmp_path: Path, common: dict[str, bytes], only1: dict[str, bytes], only2: dict[str, bytes],
+            repositories2: tuple[str, ...] = ("atlas.cern.ch", "sft.cern.ch")) -> Path:
+    """Entries vm1 and vm2 whose guests' caches share ``common``, each backed up once with its cache
+    (vm1 first); returns vm2's ``shared/``."""
+    root1, home1 = guest_root(tmp_path, "vm1", CERNVM4)
+    root2, home2 = guest_root(tmp_path, "vm2", CERNVM4)
+    make_cache(root1 / "mnt/.rw/cvmfs-cache", common | only1)
+    shared2 = make_cache(root2 / "mnt/.rw/cvmfs-cache", common | only2, repositories=repositories2)
+    for name, root, home in (("vm1", root1, home1), ("vm2", root2, home2)):
+        v.run("entry", "add", name, "--guest", str(home), "--cvmfs-root", str(root), "--with-cvmfs-cache")
+        v.run("backup", name)
+    return shared2
+
+
 def test_the_cache_base_comes_from_the_configuration_in_cvmfs_order() -> None:
     assert cache_base([]) == (CERNVM4_BASE, [])
     files = [("/etc/cvmfs/default.conf", b"CVMFS_CACHE_BASE=/var/lib/cvmfs\n"),
@@ -106,15 +120,8 @@ def test_an_entry_default_and_a_cache_base_named_instead_of_configured(vmlfs: Vm
 
 
 def test_a_second_entry_stores_no_object_an_earlier_backup_stored(vmlfs: Vmlfs, tmp_path: Path) -> None:
-    shared_objects = objects(900)
-    root1, home1 = guest_root(tmp_path, "vm1", CERNVM4)
-    root2, home2 = guest_root(tmp_path, "vm2", CERNVM4)
-    make_cache(root1 / "mnt/.rw/cvmfs-cache", shared_objects | objects(100, salt=b"vm1"))
     new = objects(100, salt=b"vm2")
-    shared2 = make_cache(root2 / "mnt/.rw/cvmfs-cache", shared_objects | new, repositories=("cms.cern.ch",))
-    for name, root, home in (("vm1", root1, home1), ("vm2", root2, home2)):
-        vmlfs.run("entry", "add", name, "--guest", str(home), "--cvmfs-root", str(root), "--with-cvmfs-cache")
-        vmlfs.run("backup", name)
+    shared2 = two_vms(vmlfs, tmp_path, objects(900), objects(100, salt=b"vm1"), new, ("cms.cern.ch",))
     first, second = cvmfs_part(vmlfs, "vm1"), cvmfs_part(vmlfs, "vm2")
     new_bytes = sum(map(len, new.values()))
     assert second["objects"] == 1000 and second["stored_objects"] == 100 and second["stored_bytes"] == new_bytes
@@ -134,14 +141,7 @@ def test_a_second_entry_stores_no_object_an_earlier_backup_stored(vmlfs: Vmlfs, 
 
 
 def test_gc_keeps_objects_a_kept_backup_of_another_entry_needs_and_frees_the_rest(vmlfs: Vmlfs, tmp_path: Path) -> None:
-    common = objects(300)
-    root1, home1 = guest_root(tmp_path, "vm1", CERNVM4)
-    root2, home2 = guest_root(tmp_path, "vm2", CERNVM4)
-    make_cache(root1 / "mnt/.rw/cvmfs-cache", common)
-    shared2 = make_cache(root2 / "mnt/.rw/cvmfs-cache", common | objects(20, salt=b"vm2"))
-    for name, root, home in (("vm1", root1, home1), ("vm2", root2, home2)):
-        vmlfs.run("entry", "add", name, "--guest", str(home), "--cvmfs-root", str(root), "--with-cvmfs-cache")
-        vmlfs.run("backup", name)
+    shared2 = two_vms(vmlfs, tmp_path, objects(300), {}, objects(20, salt=b"vm2"))
     first, second = cvmfs_part(vmlfs, "vm1"), cvmfs_part(vmlfs, "vm2")
     assert second["stored_objects"] == 20  # the 300 common ones live in vm1's layer
     vmlfs.run("entry", "remove", "vm1", "--yes")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Vmlfs
-from tests.cvmfs_cache import cached_files, make_cache, objects
-from tests.engine.test_cvmfs_cache import CERNVM4, guest_root
+from tests.cvmfs_cache import cached_files, objects
+from tests.engine.test_cvmfs_cache import two_vms
 from tests.s3.conftest import S3Server, keys
 
 pytestmark = pytest.mark.s3
@@ -18,14 +18,7 @@ pytestmark = pytest.mark.s3
 def test_cache_parts_on_s3_share_objects_and_survive_gc(any_vmlfs: Vmlfs, any_s3: S3Server, s3_store: str,
                                                         tmp_path: Path) -> None:
     v = any_vmlfs
-    common = objects(200)
-    root1, home1 = guest_root(tmp_path, "vm1", CERNVM4)
-    root2, home2 = guest_root(tmp_path, "vm2", CERNVM4)
-    make_cache(root1 / "mnt/.rw/cvmfs-cache", common)
-    shared2 = make_cache(root2 / "mnt/.rw/cvmfs-cache", common | objects(10, salt=b"vm2"))
-    for name, root, home in (("vm1", root1, home1), ("vm2", root2, home2)):
-        v.run("entry", "add", name, "--guest", str(home), "--cvmfs-root", str(root), "--with-cvmfs-cache")
-        v.run("backup", name)
+    shared2 = two_vms(v, tmp_path, objects(200), {}, objects(10, salt=b"vm2"))
     out = v.run("backup", "vm2").stdout.decode()
     assert "210 objects" in out and "0 new" in out
     v.run("entry", "remove", "vm1", "--yes")

@@ -154,7 +154,6 @@ class _Capture:
     tree: ManifestWriter
     ts: str
     known: dict[bytes, Node]
-    where: str
     ids: dict[bytes, int] = field(default_factory=dict)  # accepted directories and queued files -> node id
     rows: list[Node] = field(default_factory=list)  # written in id order at the end: the same cache, the same tree
     next_id: int = ROOT_ID
@@ -280,7 +279,7 @@ def capture(source: CvmfsSource, known: dict[bytes, Node], work: Path, ts: str, 
     tree = ManifestWriter(work / CVMFS_TREE)
     report = ScanReport()
     with raw:
-        c = _Capture(LayerWriter(raw, threads=threads), tree, ts, known, where)
+        c = _Capture(LayerWriter(raw, threads=threads), tree, ts, known)
         try:
             for entry in checked_scan(source.guest.scan(CACHE_RULES, report), where):
                 _accept(c, entry)
