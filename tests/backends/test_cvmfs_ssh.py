@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from tests.cvmfs_cache import NEVER, cached_files, make_cache, objects
 from tests.engine.test_cvmfs_cache import CERNVM4, guest_root
 from vmlfs.backends.cvmfs_guest import CacheSteps
 from vmlfs.backends.local_store import LocalStore
-from vmlfs.errors import PermissionDenied
 from vmlfs.backends.ssh_url import remote_command
+from vmlfs.errors import PermissionDenied
 
 
 def _no_cvmfs_client_here() -> None:
@@ -37,7 +38,9 @@ def test_an_ssh_guest_cache_into_an_ssh_store_and_back_into_a_guest_as_root(vmlf
     root, home = guest_root(tmp_path, config=CERNVM4)
     shared = make_cache(root / "mnt/.rw/cvmfs-cache", objects(500))
     vmlfs.run("entry", "add", "e1", "--guest", sshd.url(str(home)), "--cvmfs-root", str(root), "--with-cvmfs-cache")
+    t0 = time.monotonic()
     out = vmlfs.run("backup", "e1")
+    print(f"SSH guest, SSH store: backup with a 500-object cache in {time.monotonic() - t0:.2f} s")
     assert "CernVM-FS cache /mnt/.rw/cvmfs-cache: 500 objects" in out.stdout.decode() and "warning" not in out.stderr.decode()
     part = vmlfs.record("e1", vmlfs.backups("e1")[-1])["cvmfs"]
     assert part["objects"] == 500 and part["repositories"] == ["atlas.cern.ch", "sft.cern.ch"]

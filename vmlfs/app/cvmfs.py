@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 from vmlfs.app.refs import resolve_backup
 from vmlfs.app.session import Session
-from vmlfs.backends.connect import HostKeys, cvmfs_steps, is_ssh, open_guest_at, parse_guest_url
+from vmlfs.backends.connect import (
+    HostKeys,
+    cvmfs_steps,
+    is_ssh,
+    open_guest_at,
+    parse_guest_url,
+)
 from vmlfs.engine.cvmfs import CvmfsSource, cache_base, read_config
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import RestoreReport, restore_tree

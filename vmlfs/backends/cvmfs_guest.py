@@ -15,7 +15,7 @@ is skipped and said so, never failed over; not being root fails at once.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import SeekableReader

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, ManifestWriter, Node
@@ -53,13 +53,13 @@ SHOWN_REFUSALS = 5
 
 
 def summary_lines(part: dict) -> list[str]:
-    """What ``cvmfs-cache.txt`` of the mount and ``vmlfs info`` say about a backup's cache part."""
+    """What ``cvmfs-cache.txt`` of the mount says about a backup's cache part, one line each."""
     repos = part["repositories"]
     return [f"cache base: {part['base']}",
             f"objects: {part['objects']}",
             f"bytes: {part['bytes']}",
-            f"stored by this backup: {part['stored_objects']} objects, {part['stored_bytes']} bytes"
-            " (the rest was stored by earlier backups)",
+            (f"stored by this backup: {part['stored_objects']} objects, {part['stored_bytes']} bytes"
+             " (the rest was stored by earlier backups)"),
             f"repositories: {' '.join(repos) if repos else '-'}"]
 
 
