@@ -53,6 +53,11 @@ def test_an_ssh_guest_cache_into_an_ssh_store_and_back_into_a_guest_as_root(vmlf
     assert f"into {sshd.url(str(new_base))}: 502 files" in done.stdout.decode(), done.stdout.decode()
     assert cached_files(new_base / "shared") == cached_files(shared)
     assert not any((new_base / "shared" / never).exists() for never in NEVER)
+    # A user other than root is refused before the home is written; without a user the guest's steps check.
+    nonroot = vmlfs.run("restore", "e1", sshd.url(str(tmp_path / "other home")).replace("root@", "physicist@"),
+                        "--with-cvmfs-cache", check=False)
+    assert nonroot.returncode == 2 and "needs root, not physicist" in nonroot.stderr.decode()
+    assert not (tmp_path / "other home").exists()
     # --with-cvmfs-cache means the SSH target's guest at the recorded base; a directory target must say where.
     plain = vmlfs.run("restore", "e1", str(tmp_path / "local"), "--with-cvmfs-cache", check=False)
     assert plain.returncode == 2 and "--cvmfs-cache-into DIR" in plain.stderr.decode()

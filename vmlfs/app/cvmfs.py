@@ -79,6 +79,7 @@ def put_cache(store: StoreLayout, entry: str, ts: str, target: str, keys: HostKe
     """Unpack ``entry@ts``'s cache part into ``target``: a local directory (it becomes the cache base:
     ``target/shared/...``), or ``ssh://root@host[:port][/base]`` (the base recorded in the backup
     unless the URL names one), with the root steps around it."""
+    check_cache_target(target)
     part = store.meta(entry, ts).cvmfs
     tree = store.open_cvmfs_tree(entry, ts)
     try:
@@ -96,6 +97,16 @@ def put_cache(store: StoreLayout, entry: str, ts: str, target: str, keys: HostKe
         return CacheRestored(entry, ts, f"{steps.description.removesuffix(url.path)}{base}", report, notes)
     finally:
         tree.close()
+
+
+def check_cache_target(target: str) -> None:
+    """Refuse an SSH cache target that names a user other than root, before anything is written
+    (without a user, the guest's steps check that the login is root)."""
+    if is_ssh(target):
+        user = parse_guest_url(target).user
+        if user not in (None, "root"):
+            raise InvalidRequest(f"the CernVM-FS cache belongs to the cvmfs user: putting it into a guest needs root, not {user}",
+                                 hint="use ssh://root@HOST for the cache (provisioning logs in as root by itself)")
 
 
 def guest_root_url(url: str) -> str:

@@ -256,8 +256,9 @@ def _wants_cache(store: StoreLayout, target: Target, asked: bool | None) -> bool
     """Whether to put the backup's CernVM-FS cache into the new VM; asked for a cache it lacks: refused before anything starts."""
     part = store.meta(target.entry.name, target.ts).cvmfs if target.entry and target.ts else None
     if asked and part is None:
-        raise NotFound(f"{target.entry.name if target.entry else target.release}@{target.ts} has no CernVM-FS cache part",
-                       hint="provision without --with-cvmfs-cache, or from a backup taken with it")
+        what = f"{target.entry.name}@{target.ts} has no CernVM-FS cache part" if target.entry and target.ts else \
+            "there is no backup to take a CernVM-FS cache from"
+        raise NotFound(what, hint="provision without --with-cvmfs-cache, or from a backup taken with it")
     return part is not None and asked is not False
 
 

@@ -23,7 +23,7 @@ from vmlfs.backends.ssh_guest import check_exit
 from vmlfs.backends.ssh_restore import restore_to_guest
 from vmlfs.backends.ssh_runner import Runner
 from vmlfs.engine.restore import RestoreReport
-from vmlfs.errors import PermissionDenied
+from vmlfs.errors import PermissionDenied, VmlfsError
 
 NOT_ROOT = 6
 BEFORE = """set -e
@@ -67,11 +67,17 @@ class CacheSteps:
                 on_bytes: Callable[[int], None] = lambda n: None) -> tuple[RestoreReport, list[str]]:
         """Stop autofs, unpack into ``base``/shared, chown to cvmfs, start autofs, reload; (report, notes)."""
         stopped = "autofs-stopped" in self._script(BEFORE, base)
+        after = (AFTER, base, "yes" if stopped else "no")
         try:
             report = restore_to_guest(manifest, open_layer, self.runner, f"{base}/shared", overwrite=True,
                                       on_bytes=on_bytes)
-        finally:
-            said = self._script(AFTER, base, "yes" if stopped else "no")
+        except BaseException:
+            try:  # autofs back as it was; the unpacking's error is the one to report
+                self._script(*after)
+            except VmlfsError:
+                pass
+            raise
+        said = self._script(*after)
         return report, [SKIPPED[word] for word in said if word in SKIPPED]
 
     def close(self) -> None:

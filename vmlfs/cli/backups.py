@@ -6,7 +6,7 @@ import click
 
 from vmlfs.app.backups import BackupRequest, take_backup
 from vmlfs.app.inspect import backups_of, directory_of, verify_backups
-from vmlfs.app.cvmfs import guest_root_url, restore_cvmfs_cache
+from vmlfs.app.cvmfs import check_cache_target, guest_root_url, restore_cvmfs_cache
 from vmlfs.app.restore import restore_backup
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
@@ -129,6 +129,8 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
         if not target.startswith("ssh://"):
             raise InvalidRequest("--with-cvmfs-cache puts the cache into an SSH guest; for a directory use --cvmfs-cache-into DIR")
         cvmfs_cache_into = guest_root_url(target)
+    if cvmfs_cache_into is not None:
+        check_cache_target(cvmfs_cache_into)  # before the home is written, not after
     session = ctx.session(accept_new_host_key=accept_new_host_key)
     bar = byte_bar(ctx.show_progress, "restored")
     try:
@@ -138,12 +140,6 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
                  if cvmfs_cache_into is not None else None)
     finally:
         bar.close()
-    if cache is not None:
-        for note in cache.notes:
-            _say(f"warning: {note}")
-        if not ctx.quiet:
-            click.echo(f"restored the CernVM-FS cache of {done.entry}@{done.ts} into {cache.where}:"
-                       f" {cache.report.files} files, {humanize.size(cache.report.bytes)}")
     report = done.report
     if done.warning:
         _say(f"warning: {done.warning}")
@@ -152,10 +148,18 @@ def restore(ctx: Context, ref: str, target: str, paths: tuple[str, ...], overwri
             f"restored {done.entry}@{done.ts} into {target}: {report.files} files, {report.dirs} directories,"
             f" {report.symlinks} symlinks, {report.hardlinks} hardlinks, {humanize.size(report.bytes)}"
         )
-    if report.damaged:
-        for line in report.damaged:
+    damaged = list(report.damaged)
+    if cache is not None:
+        for note in cache.notes:
+            _say(f"warning: {note}")
+        if not ctx.quiet:
+            click.echo(f"restored the CernVM-FS cache of {done.entry}@{done.ts} into {cache.where}:"
+                       f" {cache.report.files} files, {humanize.size(cache.report.bytes)}")
+        damaged += [f"CernVM-FS cache: {line}" for line in cache.report.damaged]
+    if damaged:
+        for line in damaged:
             _say(f"damaged, not restored: {line}")
-        raise CorruptData(f"{len(report.damaged)} damaged files were not restored", hint=f"run 'vmlfs verify {done.entry}@{done.ts}'")
+        raise CorruptData(f"{len(damaged)} damaged files were not restored", hint=f"run 'vmlfs verify {done.entry}@{done.ts}'")
 
 
 @cli.command("verify")
