@@ -1,6 +1,7 @@
 """The CernVM-FS cache over SSH: captured from an SSH guest through the agent (configuration read
 there too) into an SSH store, put back into a guest as root with the documented steps (stop
-autofs, unpack, owner cvmfs, reload), and refused at once for a user that is not root."""
+autofs, unpack, owner cvmfs, reload), refused at once for a user that is not root; and a hostile
+agent's names: impossible ones refuse the backup, names that are no objects are refused one line each."""
 
 from __future__ import annotations
 
@@ -13,13 +14,19 @@ import pytest
 
 from tests.backends.conftest import Sshd
 from tests.backends.fake_runner import LocalProcess, RecordingRunner
+from tests.backends.hostile_agent import Rec, ScriptedRunner, listing
 from tests.conftest import Vmlfs
 from tests.cvmfs_cache import NEVER, cached_files, make_cache, objects
 from tests.engine.test_cvmfs_cache import CERNVM4, guest_root
 from vmlfs.backends.cvmfs_guest import CacheSteps
+from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
+from vmlfs.backends.ssh_guest import SshGuest
 from vmlfs.backends.ssh_url import remote_command
-from vmlfs.errors import PermissionDenied
+from vmlfs.engine.backup import run_backup
+from vmlfs.engine.cvmfs import CvmfsSource
+from vmlfs.engine.model import EntryConfig
+from vmlfs.errors import GuestError, PermissionDenied
 
 
 def _no_cvmfs_client_here() -> None:
@@ -81,3 +88,42 @@ def test_the_steps_refuse_at_once_without_root_and_name_the_way(tmp_path: Path) 
     assert len(runner.argvs) == 1 and runner.argvs[0][:2] == ["sh", "-c"], "nothing unpacked, nothing else run"
     assert runner.argvs[0][-1] == str(tmp_path / "base"), "the cache base is an argv element, never shell text"
     assert not (tmp_path / "base").exists()
+
+
+def _hostile_cache_backup(tmp_path: Path, records: list[Rec]):
+    store = LocalStore(tmp_path / "s")
+    if "e" not in store.entry_names():
+        store.add_entry(EntryConfig("e", str(tmp_path)))
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    cache = CvmfsSource(SshGuest(ScriptedRunner(listing(records)), "/var/lib/cvmfs/shared"), "/var/lib/cvmfs")
+    return store, lambda: run_backup(store, store.load_entry("e"), LocalGuest(home), cvmfs=cache)
+
+
+OBJ = b"0123456789abcdef0123456789abcdef012345"  # 38 hex digits: a name the client could have made
+
+
+@pytest.mark.parametrize("bad", [b"00/..", b"00/a\0b", b"00/x/../../etc/passwd", b"00//" + OBJ])
+def test_a_hostile_agent_s_impossible_names_refuse_the_whole_backup(tmp_path: Path, bad: bytes) -> None:
+    store, backup = _hostile_cache_backup(tmp_path, [Rec(b""), Rec(b"00"), Rec(bad, b"f", size=3)])
+    with pytest.raises(GuestError, match="invalid record"):
+        backup()
+    assert store.backups("e") == [], "nothing committed"
+
+
+def test_a_hostile_agent_s_names_that_are_no_objects_are_refused_and_left_out(tmp_path: Path) -> None:
+    records = [Rec(b""), Rec(b"00"), Rec(b"00/" + OBJ[:-1] + b"\n", b"f", size=3), Rec(b"00/" + OBJ, b"f", size=3),
+               Rec(b"00/" + OBJ + b"-sha256", b"f", size=3), Rec(b"00/x" + OBJ[1:], b"l", target=b"/etc/shadow"),
+               Rec(b"cvmfschecksum.-rf", b"f", size=3), Rec(b"cvmfschecksum.atlas.cern.ch", b"f", size=3),
+               Rec(b"gg"), Rec(b"gg/" + OBJ, b"f", size=3)]
+    store, backup = _hostile_cache_backup(tmp_path, records)
+    meta = backup()
+    refused = [w for w in meta.warnings if "refused" in w]
+    assert len(refused) == 4 and all(len(w.splitlines()) == 1 for w in refused), refused  # gg/: never descended into
+    assert "refused shared/00/" + OBJ[:-1].decode() + "\\n (not an object name" in refused[0]
+    assert f"cvmfs cache: refused shared/00/{OBJ.decode()}-sha256 (not an object name (a hash)); left out" in refused
+    assert any(f"refused shared/00/x{OBJ[1:].decode()} (not a regular file)" in w for w in refused)
+    assert meta.cvmfs is not None and meta.cvmfs["objects"] == 1 and meta.cvmfs["repositories"] == ["atlas.cern.ch"]
+    tree = store.open_cvmfs_tree("e", meta.timestamp)
+    assert sorted(b"/".join(p) for p, n in tree.walk() if n.is_file) == [b"00/" + OBJ, b"cvmfschecksum.atlas.cern.ch"]
+    tree.close()

@@ -187,7 +187,7 @@ def _accept(c: _Capture, e: ScanEntry) -> None:
     if e.path and parent not in c.ids:  # below something refused: never looked at
         return
     depth = e.path.count(b"/") + 1 if e.path else 0
-    shown = f"shared/{os.fsdecode(e.path)}"
+    shown = "shared/" + repr(e.path)[2:-1]  # a guest's name may hold a newline or any byte: one line, escaped
     if e.type == DIR and (depth == 0 or (depth == 1 and SUBDIR.fullmatch(name))):
         node = _node(c, e, c.ids[parent] if e.path else 0, name)
         c.ids[e.path] = node.id
