@@ -14,8 +14,13 @@ import pytest
 
 from tests.conftest import Vmlfs
 from tests.cvmfs_cache import NEVER, cached_files, make_cache, objects
-from vmlfs.engine.cvmfs import CERNVM4_BASE, cache_base
-from vmlfs.errors import InvalidRequest
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.backends.local_store import LocalStore
+from vmlfs.engine.backup import run_backup
+from vmlfs.engine.cvmfs import CERNVM4_BASE, CvmfsSource, cache_base
+from vmlfs.engine.guest import FileChanged
+from vmlfs.engine.model import EntryConfig
+from vmlfs.errors import GuestError, InvalidRequest
 
 
 def guest_root(tmp_path: Path, name: str = "root", config: dict[str, str] | None = None) -> tuple[Path, Path]:
@@ -195,3 +200,46 @@ def test_a_cache_part_damaged_in_the_store_is_found_by_verify(vmlfs: Vmlfs, tmp_
     layer.write_bytes(bytes(data))
     out = vmlfs.run("verify", check=False)
     assert out.returncode == 7 and "(cvmfs cache): layer" in out.stdout.decode(), out.stdout.decode()
+
+
+class _Unreadable(LocalGuest):
+    """A cache as a backup user sees it who may not read some objects (as root every file is readable,
+    so the EACCES an open() would give is played here, at the same place LocalGuest reports it)."""
+
+    def __init__(self, shared: Path, unreadable: set[bytes], unlistable: bool = False) -> None:
+        super().__init__(shared)
+        self.unreadable, self.unlistable = unreadable, unlistable
+
+    def _chunks(self, entry):  # type: ignore[no-untyped-def]
+        if entry.path in self.unreadable:
+            raise FileChanged(f"{entry.path.decode()}: cannot open (Permission denied)")
+        yield from super()._chunks(entry)
+
+    def _children(self, rel, rules, report):  # type: ignore[no-untyped-def]
+        if self.unlistable and rel == b"":
+            report.unreadable += 1
+            report.warn("cannot list .: Permission denied; its contents are left out")
+            return iter(())
+        return super()._children(rel, rules, report)
+
+
+def test_files_the_backup_user_cannot_read_are_one_warning_and_an_unlistable_cache_an_error(tmp_path: Path) -> None:
+    cache = objects(30)
+    shared = make_cache(tmp_path / "cvmfs", cache)
+    home = tmp_path / "home"
+    home.mkdir()
+    store = LocalStore(tmp_path / "store")
+    store.add_entry(EntryConfig("e", str(home)))
+    locked = sorted(name.encode() for name in cache)[:3]
+    meta = run_backup(store, store.load_entry("e"), LocalGuest(home),
+                      cvmfs=CvmfsSource(_Unreadable(shared, set(locked)), "/var/lib/cvmfs"))
+    said = [w for w in meta.warnings if w.startswith("cvmfs cache:")]
+    assert said == [f"cvmfs cache: 3 paths the backup user cannot read were left out (first: {locked[0].decode()}:"
+                    " cannot open (Permission denied)); the cache belongs to the cvmfs user: back up as root"
+                    " or give the backup user read access"], said
+    assert meta.cvmfs is not None and meta.cvmfs["objects"] == 27
+    with pytest.raises(GuestError, match=r"cannot read the CernVM-FS cache /var/lib/cvmfs/shared on .*: Permission denied$") as err:
+        run_backup(store, store.load_entry("e"), LocalGuest(home),
+                   cvmfs=CvmfsSource(_Unreadable(shared, set(), unlistable=True), "/var/lib/cvmfs"))
+    assert "back up as root" in (err.value.hint or "")
+    assert len(store.backups("e")) == 1, "nothing committed"
