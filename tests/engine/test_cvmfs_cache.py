@@ -118,6 +118,7 @@ def test_an_entry_default_and_a_cache_base_named_instead_of_configured(vmlfs: Vm
         "cache": True, "root": str(root), "cache_base": "/srv/cvmfs"}
     vmlfs.run("backup", "e1")
     assert cvmfs_part(vmlfs, "e1")["objects"] == 10
+    assert vmlfs.run("list", "e1").stdout.decode().rstrip().endswith("cvmfs:10")
     vmlfs.run("backup", "e1", "--without-cvmfs-cache")
     assert "cvmfs" not in vmlfs.record("e1", vmlfs.backups("e1")[-1])
     bad = vmlfs.run("entry", "edit", "e1", "--cvmfs-root", "relative/dir", check=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from vmlfs.app.backups import BackupRequest, take_backup
-from vmlfs.app.inspect import backups_of, directory_of, verify_backups
 from vmlfs.app.cvmfs import check_cache_target, guest_root_url, restore_cvmfs_cache
+from vmlfs.app.inspect import backups_of, directory_of, verify_backups
 from vmlfs.app.restore import restore_backup
 from vmlfs.cli import humanize
 from vmlfs.cli.main import cli
@@ -86,6 +86,7 @@ def list_backups(ctx: Context, name: str) -> None:
             f"{m.timestamp}  {m.kind:<12} {m.base or '-':<16} {m.stats['files']:>8} files"
             f"  {humanize.size(m.layer['size']):>10}  {humanize.duration(m.duration_s):>9}"
             + (f"  vm:{m.vm_snapshot}" if m.vm_snapshot else "")
+            + (f"  cvmfs:{m.cvmfs['objects']}" if m.cvmfs else "")
             + ("  protected" if record.protected else "")
             + (f"  TIMES? {anomaly}" if (anomaly := record.anomaly()) else "")
         )
