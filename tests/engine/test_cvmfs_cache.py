@@ -164,6 +164,27 @@ def test_gc_keeps_objects_a_kept_backup_of_another_entry_needs_and_frees_the_res
     assert not (vmlfs.store / "objects" / "trees" / f"{second['tree']['sha256']}.sqlite").exists()
 
 
+def test_gc_repacks_a_cache_layer_mostly_dead_keeping_only_the_objects_still_listed(vmlfs: Vmlfs, tmp_path: Path) -> None:
+    kept, dropped = objects(60), objects(140, salt=b"evicted")
+    shared2 = two_vms(vmlfs, tmp_path, kept, dropped, {})  # vm2 lists only what vm1 stored: all in vm1's layer
+    first, second = cvmfs_part(vmlfs, "vm1"), cvmfs_part(vmlfs, "vm2")
+    assert second["stored_objects"] == 0
+    vmlfs.run("entry", "remove", "vm1", "--yes")
+    vmlfs.run("gc", "--grace", "0")
+    assert not layer_path(vmlfs, first).exists(), "70 % dead: repacked, the old layer freed"
+    after = cvmfs_part(vmlfs, "vm2")
+    assert after["tree"] != second["tree"] and after["layer"] == second["layer"]
+    repacked = [p for p in (vmlfs.store / "objects" / "layers").iterdir()
+                if p.name[:-8] not in (second["layer"]["sha256"], vmlfs.record("vm2", vmlfs.backups("vm2")[0])["layer"]["sha256"])]
+    assert len(repacked) == 1 and sum(map(len, kept.values())) < repacked[0].stat().st_size < first["layer"]["size"] / 2
+    members = subprocess.run(["tar", "--zstd", "-tf", str(repacked[0])], capture_output=True, text=True, check=True).stdout.split()
+    checksums = ["shared/cvmfschecksum.atlas.cern.ch", "shared/cvmfschecksum.sft.cern.ch"]  # vm1's, the same bytes
+    assert sorted(members) == sorted([f"shared/{name}" for name in kept] + checksums)
+    assert "ok: 1 backups" in vmlfs.run("verify").stdout.decode()
+    vmlfs.run("restore", "vm2", str(tmp_path / "home2"), "--cvmfs-cache-into", str(tmp_path / "cache"))
+    assert cached_files(tmp_path / "cache" / "shared") == cached_files(shared2)
+
+
 def test_names_from_the_guest_that_are_not_objects_are_refused_one_line_each(vmlfs: Vmlfs, tmp_path: Path) -> None:
     root, home = guest_root(tmp_path, config=CERNVM4)
     shared = make_cache(root / "mnt/.rw/cvmfs-cache", objects(5))

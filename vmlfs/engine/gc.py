@@ -5,14 +5,15 @@ what the records of the store name — trees, their checkpoints, blobs and the
 layers those trees point into — and everything else under ``objects/`` is
 garbage. With every entry locked (no backup runs meanwhile):
 
-1. **Repack.** A live layer of a home tree whose file bytes are more than ``threshold``
+1. **Repack.** A live layer whose file bytes are more than ``threshold``
    dead (no live tree points at them) is copied, live members only, into a
    new layer; every tree pointing into it is rewritten to point at the new
    one (new tree objects: stored objects never change), and each record
    naming such a tree is replaced by one naming the new tree. A crash in
-   between leaves records on old and new trees, both complete. Layers of
-   CernVM-FS cache parts are not repacked: one stays whole while any kept
-   cache listing points into it.
+   between leaves records on old and new trees, both complete. The layers
+   of CernVM-FS cache parts are repacked the same way (their trees are
+   rewritten, the record's ``cvmfs.tree`` re-pointed), members named
+   ``shared/...`` as the backup wrote them.
 2. **Sweep.** Marking again, uploads left under a temporary name by a crash
    are removed and each unnamed object is moved aside to
    ``objects/garbage/<unix ms>.<kind>+<name>``: step one of deleting it. A
@@ -80,6 +81,7 @@ class _Live:
     blobs: set[str] = field(default_factory=set)
     layers: set[str] = field(default_factory=set)
     refs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (entry, ts) -> its tree reference
+    cvmfs_refs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (entry, ts) -> its cache listing's
 
 
 def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) -> _Live:
@@ -111,6 +113,7 @@ def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) 
             live.layers |= views[key]
             part = record.meta.cvmfs
             if part is not None:  # the cache part: its tree, its layer, and the older layers its tree reuses
+                live.cvmfs_refs[(entry, record.timestamp)] = {**part["tree"], "base": None}
                 live.trees.add(part["tree"]["sha256"])
                 live.layers.add(part["layer"]["sha256"])
                 key = (part["tree"]["sha256"], None)
@@ -216,7 +219,9 @@ def _repack(store: StoreLayout, live: _Live, threshold: float, only: str | None,
             say: Callable[[str], None]) -> None:
     ranges: dict[str, dict[int, tuple[int, MemberInfo]]] = {}  # layer -> offset -> (size, member)
     seen: set[tuple] = set()
-    for (entry, ts), ref in live.refs.items():
+    trees = [(key, ref, b"") for key, ref in live.refs.items()]
+    trees += [(key, ref, b"shared/") for key, ref in live.cvmfs_refs.items()]  # cache members as the backup named them
+    for (entry, ts), ref, prefix in trees:
         key = (ref["sha256"], (ref["base"] or {}).get("sha256"))
         if key in seen or (only is not None and entry != only):
             continue
@@ -225,7 +230,7 @@ def _repack(store: StoreLayout, live: _Live, threshold: float, only: str | None,
         try:
             for node in tree.files_in_layer_order():
                 if node.data_offset not in ranges.setdefault(node.layer, {}):
-                    path = b"/".join(tree.path_of(node))
+                    path = prefix + b"/".join(tree.path_of(node))
                     ranges[node.layer][node.data_offset] = (node.size, MemberInfo(
                         path, "f", node.mode, node.uid, node.gid, node.uname, node.gname, node.size, node.mtime_ns))
         finally:
@@ -296,6 +301,14 @@ def _repoint(store: StoreLayout, live: _Live, moves: list[tuple[str, int, str, i
         meta.manifest = new_ref
         faults.step("gc-repoint")
         store.replace_record(entry, meta)
+    for (entry, ts), ref in sorted(live.cvmfs_refs.items()):
+        top = rewritten(ref["sha256"], None, False)
+        if top is not None:
+            meta = store.meta(entry, ts)  # read again: its home tree may have been re-pointed just now
+            assert meta.cvmfs is not None
+            meta.cvmfs["tree"] = top
+            faults.step("gc-repoint")
+            store.replace_record(entry, meta)
 
 
 def _digest(path: Path) -> tuple[str, int]:
