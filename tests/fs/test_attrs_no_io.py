@@ -11,7 +11,11 @@ import stat
 
 import pytest
 
+from tests.cvmfs_cache import make_cache, objects
 from tests.fs.conftest import make_store
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.engine.backup import run_backup
+from vmlfs.engine.cvmfs import CvmfsSource
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.app.session import Session
@@ -82,6 +86,9 @@ def recorded(tmp_path):
     s.store().add_entry(EntryConfig("vm1", str(s.home), domain="cvm"))
     s.backup()
     s.backup()  # an incremental too: its files read their base's layer
+    shared = make_cache(tmp_path / "cvmfs", objects(3))  # and one with a CernVM-FS cache part (cvmfs-cache.txt)
+    run_backup(s.store(), s.store().load_entry("vm1"), LocalGuest(s.home),
+               cvmfs=CvmfsSource(LocalGuest(shared), "/var/lib/cvmfs"))
     calls: list[str] = []
     store = Recording(s.store(), "store", calls)
     vm = FakeVm()

@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tree_listing
+from tests.cvmfs_cache import cached_files, make_cache, objects
 from tests.fs.conftest import make_guest, needs_fuse
 from tests.provision.conftest import RELEASE, FakeBoot
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import run_backup
+from vmlfs.engine.cvmfs import CvmfsSource
 
 pytestmark = [pytest.mark.sshd, pytest.mark.libvirtd, pytest.mark.slow]
 
@@ -91,6 +93,21 @@ def test_provision_restores_into_the_new_guest(tmp_path, client_home, fake_boot,
     assert "backing file: " in qemu and RELEASE in qemu and "virtual size: 20 GiB" in qemu
     entry = LocalStore(store).load_entry("e1")
     assert (entry.domain, entry.guest) == ("e1", url)  # the next backup reads the new guest
+
+
+def test_provision_puts_the_cvmfs_cache_back_as_root(tmp_path, client_home, fake_boot, release_repo, hypervisor,
+                                                    pool) -> None:
+    store, target, _ = setup_entry(tmp_path, fake_boot, pool)
+    base = tmp_path / "new guest" / "cvmfs-cache"  # the base the backup records: the stand-in guest is this host
+    shared = make_cache(tmp_path / "old-cvmfs", objects(40))
+    opened = LocalStore(store)
+    ts = run_backup(opened, opened.load_entry("e1"), LocalGuest(tmp_path / "src" / "home", release=RELEASE),
+                    cvmfs=CvmfsSource(LocalGuest(shared), str(base))).timestamp
+    fake_boot.watch(hypervisor[1] / "e1-config.iso")
+    done = vmlfs(store, "provision", f"e1@{ts}", "--repo", release_repo.url, "--ssh-timeout", "60")
+    assert f"CernVM-FS cache restored into ssh://root@127.0.0.1:{fake_boot.port}{base}: 42 files" in done.stderr, done.stderr
+    assert "the guest has no cvmfs user" in done.stderr  # this host is no CernVM-FS client: said, not failed
+    assert cached_files(base / "shared") == cached_files(shared)
 
 
 def test_as_new_entry_leaves_the_entry_as_it_was(tmp_path, client_home, fake_boot, release_repo, hypervisor, pool) -> None:

@@ -12,7 +12,9 @@ does. The orchestration around the engine's :func:`run_backup`:
 * retries: a dropped SSH connection (guest or store) starts over after a
   growing pause, nothing having been committed; a refused host key never
   retries;
-* ``prune_after``: the entry's stored keep rules applied once it committed.
+* ``prune_after``: the entry's stored keep rules applied once it committed;
+* the CernVM-FS cache (``cvmfs_cache``, the entry's ``cvmfs.cache`` by default):
+  the guest rooted at the cache, found by :func:`vmlfs.app.cvmfs.cvmfs_source`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmlfs.app.cvmfs import cvmfs_source
 from vmlfs.app.prune import PruneResult, plan_prune, prune
 from vmlfs.app.session import Session
 from vmlfs.backends.connect import is_ssh, open_guest
@@ -41,6 +44,9 @@ class BackupRequest:
     consistent: bool | None = None
     retries: int | None = None
     strict_release: bool = False
+    cvmfs_cache: bool | None = None
+    cvmfs_cache_base: str | None = None
+    """The guest's CernVM-FS cache base, instead of the entry's or its configuration's."""
 
 
 def _vm_hook(session: Session, cfg: EntryConfig, snapshot: bool, consistent: bool):
@@ -70,13 +76,15 @@ def take_backup(session: Session, name: str, request: BackupRequest = BackupRequ
     around = _vm_hook(session, cfg, defaults.vm_snapshot if request.vm_snapshot is None else request.vm_snapshot,
                       defaults.consistent if request.consistent is None else request.consistent)
     options = BackupOptions(kind=request.kind, checksum=request.checksum)
+    with_cache = cfg.cvmfs.cache if request.cvmfs_cache is None else request.cvmfs_cache
     for attempt in range(retries + 1):
-        guest = None
+        guest = cache = None
         try:
             guest = open_guest(cfg, session.guest_keys, env_file=request.env_file)
             if request.strict_release:
                 check_release(cfg.release, guest.release(), strict=True)
-            meta = run_backup(store, cfg, guest, options, progress=progress, around=around)
+            cache = cvmfs_source(cfg, session.guest_keys, request.cvmfs_cache_base) if with_cache else None
+            meta = run_backup(store, cfg, guest, options, progress=progress, around=around, cvmfs=cache)
             break
         except ConnectionFailed as exc:
             if isinstance(exc, HostKeyRejected) or attempt == retries:
@@ -85,8 +93,9 @@ def take_backup(session: Session, name: str, request: BackupRequest = BackupRequ
             time.sleep(min(2 ** attempt, 30))
             store = session.reopen_store()  # the dropped connection may have been the store's
         finally:
-            if guest is not None:
-                guest.close()
+            for opened in (guest, cache.guest if cache is not None else None):
+                if opened is not None:
+                    opened.close()
     if cfg.prune is not None and cfg.prune.prune_after:
         on_prune(prune(session, plan_prune(session, [name])))
     return meta

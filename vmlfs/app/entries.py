@@ -32,6 +32,7 @@ def check_entry(cfg: EntryConfig) -> EntryConfig:
     settings = VmSettings.from_entry(cfg.vm)
     if settings.ssh is not None:
         ssh_endpoint(settings.ssh)
+    cfg.cvmfs.check()
     return cfg
 
 
@@ -41,11 +42,12 @@ def add_entry(session: Session, cfg: EntryConfig) -> EntryConfig:
 
 
 def edit_entry(session: Session, name: str, changes: dict[str, Any], vm: dict[str, Any],
-               backup: dict[str, Any]) -> EntryConfig:
+               backup: dict[str, Any], cvmfs: dict[str, Any] | None = None) -> EntryConfig:
     """Change the given fields of entry ``name`` (None values in ``vm`` remove a setting), validated as a whole."""
     store = session.store()
     cfg = store.load_entry(name)
     settings = {k: v for k, v in {**cfg.vm, **vm}.items() if v is not None}
-    edited = check_entry(replace(cfg, **changes, vm=settings, backup=replace(cfg.backup, **backup)))
+    edited = check_entry(replace(cfg, **changes, vm=settings, backup=replace(cfg.backup, **backup),
+                                 cvmfs=replace(cfg.cvmfs, **(cvmfs or {}))))
     store.save_entry(edited)
     return edited

@@ -19,6 +19,10 @@ show progress. The steps:
 5. compare the backup's release with the guest's, detected by the same probe
    a backup uses (a warning; ``strict_release`` refuses before anything is
    written), and restore the backup into the guest over SSH, as its user;
+   then its CernVM-FS cache part, if it has one (``with_cvmfs_cache`` None;
+   True requires one, False skips it), over SSH as root (the ConfigDrive lets
+   root in with the user's key) with the steps of :mod:`vmlfs.app.cvmfs`,
+   before anything in the new VM mounts CernVM-FS from an empty cache;
 6. record the new guest: on the entry (domain, SSH URL, ``vm.ssh``), or on a
    new entry (``as_new_entry``), and its host key in ``~/.ssh/known_hosts``.
 
@@ -47,6 +51,7 @@ from typing import Any
 
 from vmlfs import hypervisor as hv
 from vmlfs.app.refs import resolve_backup, split_ref
+from vmlfs.app.cvmfs import put_cache
 from vmlfs.app.restore import restore_into_ssh
 from vmlfs.app.session import Session
 from vmlfs.backends import known_hosts
@@ -183,7 +188,8 @@ class Provisioned:
 
 
 def provision(session: Session, target: Target, *, strict_release: bool = False, ssh_timeout: float = SSH_TIMEOUT,
-              report: Report = log.info, locate: Locate | None = None, as_new_entry: str | None = None) -> Provisioned:
+              report: Report = log.info, locate: Locate | None = None, as_new_entry: str | None = None,
+              with_cvmfs_cache: bool | None = None) -> Provisioned:
     """Create, start and fill a domain for ``target`` (see the module docstring for the steps),
     through the session's libvirt connection and image repository."""
     store = session.store()
@@ -211,6 +217,7 @@ def provision(session: Session, target: Target, *, strict_release: bool = False,
     if target.entry is not None and target.ts is not None:
         env = backup_environment(store, target.entry.name, target.ts)
         account = guest_account(store, target.entry.name, target.ts, user, path, env)
+    with_cache = _wants_cache(store, target, with_cvmfs_cache)
     report(f"fetching CernVM {target.release}")
     image = images.fetch(target.release, repo=session.image_repo)
     dom = None
@@ -240,7 +247,7 @@ def provision(session: Session, target: Target, *, strict_release: bool = False,
                 else (lambda: ssh_endpoint(settings.ssh)) if settings.ssh else (lambda: hv.domain_address(dom)))
         console = f"{target.domain}-console.log"
         host, port = wait_for_ssh(find, ssh_timeout, lambda: hv.watch_running(dom, lambda: hv.volume_tail(pool, console)))
-        done = _fill(store, target, host, port, host_public, user, path, strict_release, report)
+        done = _fill(store, target, host, port, host_public, user, path, strict_release, report, with_cache)
         recorded = _record(store, target, as_new_entry, host, port, user, path, forward)
         trusted = known_hosts.trust(host, port, host_public)
         report(f"{target.domain}'s host key (the one vmlfs gave it) is now trusted in {trusted}")
@@ -252,8 +259,18 @@ def provision(session: Session, target: Target, *, strict_release: bool = False,
     return replace(done, recorded=recorded)
 
 
+def _wants_cache(store: StoreLayout, target: Target, asked: bool | None) -> bool:
+    """Whether to put the backup's CernVM-FS cache into the new VM; asked for a cache it lacks: refused before anything starts."""
+    part = store.meta(target.entry.name, target.ts).cvmfs if target.entry and target.ts else None
+    if asked and part is None:
+        what = f"{target.entry.name}@{target.ts} has no CernVM-FS cache part" if target.entry and target.ts else \
+            "there is no backup to take a CernVM-FS cache from"
+        raise NotFound(what, hint="provision without --with-cvmfs-cache, or from a backup taken with it")
+    return part is not None and asked is not False
+
+
 def _fill(store: StoreLayout, target: Target, host: str, port: int, host_public: str, user: str, path: str,
-          strict_release: bool, report: Report) -> Provisioned:
+          strict_release: bool, report: Report, with_cache: bool) -> Provisioned:
     """Restore the backup (if there is one) into the new guest, as its user, trusting only the injected key."""
     if target.entry is None or target.ts is None:
         report(f"{target.domain} is up at {host}:{port}; no backup to restore")
@@ -266,6 +283,13 @@ def _fill(store: StoreLayout, target: Target, host: str, port: int, host_public:
         # The home is new: only the account's skeleton files (.bashrc, .profile) are there to replace.
         restored, warning = restore_into_ssh(store, target.entry.name, target.ts, url, HostKeys(known_hosts=str(trusted)),
                                              recorded=recorded, strict_release=strict_release, overwrite=True)
+        if with_cache:
+            root = f"ssh://root@{'[' + host + ']' if ':' in host else host}:{port}"
+            report(f"putting the CernVM-FS cache of {target.entry.name}@{target.ts} into {root}")
+            cache = put_cache(store, target.entry.name, target.ts, root, HostKeys(known_hosts=str(trusted)))
+            for note in cache.notes:
+                report(f"warning: {note}")
+            report(f"CernVM-FS cache restored into {cache.where}: {cache.report.files} files")
     if warning:
         report(f"warning: {warning}")
     report(f"{target.domain} is up at {host}:{port} with {target.entry.name}@{target.ts}: {restored.files} files restored")

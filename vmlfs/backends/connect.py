@@ -86,6 +86,26 @@ def open_guest(cfg: EntryConfig, keys: HostKeys = HostKeys(), *, env_file: str |
     return LocalGuest(cfg.guest, env_file=env_file or cfg.env_file, release=cfg.release)
 
 
+def open_guest_at(cfg: EntryConfig, path: str, keys: HostKeys = HostKeys()) -> Guest:
+    """A guest rooted at the absolute ``path`` of the entry's guest machine instead of its home
+    (the CernVM-FS configuration and cache); NotFound if it is not a directory there."""
+    check_location(cfg.guest, "guest")
+    if is_ssh(cfg.guest):
+        from vmlfs.backends.ssh_guest import SshGuest
+
+        conn, target = ssh_session(cfg.guest, keys)
+        return SshGuest(conn, path, f"{target.display.removesuffix(target.path)}{path}")
+    return LocalGuest(path)
+
+
+def cvmfs_steps(url: str, keys: HostKeys = HostKeys()):
+    """The root steps around unpacking a CernVM-FS cache into the guest at ``url`` (cvmfs_guest.py)."""
+    from vmlfs.backends.cvmfs_guest import CacheSteps
+
+    conn, target = ssh_session(url, keys)
+    return CacheSteps(conn, target.display)
+
+
 def guest_release(url: str, keys: HostKeys = HostKeys()) -> str | None:
     """The CernVM release an SSH guest runs now (the probe a backup uses), or None if it cannot be told."""
     from vmlfs.backends.ssh_guest import SshGuest

@@ -11,7 +11,7 @@ from vmlfs.cli import json_out
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, pass_context
 from vmlfs.cli.prune import keep_rule_options, policy_from, rule_values
-from vmlfs.engine.model import BackupDefaults, EntryConfig
+from vmlfs.engine.model import BackupDefaults, CvmfsSettings, EntryConfig
 from vmlfs.engine.retention import StoredPolicy
 from vmlfs.errors import InvalidRequest, VmlfsError
 
@@ -34,6 +34,9 @@ def entry_settings(func: F) -> F:
         click.option("--vm-snapshot/--no-vm-snapshot", default=None, help="Backups take a libvirt snapshot of the domain alongside [no]."),
         click.option("--consistent/--no-consistent", default=None, help="Backups freeze (SSH guests) or pause (local guests) the domain [no]."),
         click.option("--retries", type=click.IntRange(0, 100), help="Backups reconnect and start over this many times if a connection drops [0]."),
+        click.option("--with-cvmfs-cache/--without-cvmfs-cache", "cvmfs_cache", default=None, help="Backups capture the guest's CernVM-FS cache (docs/cernvm.md) [no]."),
+        click.option("--cvmfs-root", metavar="DIR", help="The guest's root directory, where /etc/cvmfs and the cache base are looked up (a local guest's mounted disk) [/]."),
+        click.option("--cvmfs-cache-base", metavar="PATH", help="The guest's CernVM-FS cache base, instead of reading CVMFS_CACHE_BASE from its configuration."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -58,6 +61,10 @@ def _vm(memory: int | None, cpus: int | None, network: str | None, ssh: str | No
             if v is not None}
 
 
+def _cvmfs(cache: bool | None, root: str | None, base: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("cache", cache), ("root", root), ("cache_base", base)) if v is not None}
+
+
 def _backup(vm_snapshot: bool | None, consistent: bool | None, retries: int | None) -> dict[str, Any]:
     return {k: v for k, v in (("vm_snapshot", vm_snapshot), ("consistent", consistent), ("retries", retries)) if v is not None}
 
@@ -75,7 +82,8 @@ def entry() -> None:
 def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: tuple[str, ...],
         release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
         vm_network: str | None, vm_ssh: str | None, vm_pool: str | None, vm_snapshot: bool | None,
-        consistent: bool | None, retries: int | None, prune_after: bool | None, **rules: Any) -> None:
+        consistent: bool | None, retries: int | None, cvmfs_cache: bool | None, cvmfs_root: str | None,
+        cvmfs_cache_base: str | None, prune_after: bool | None, **rules: Any) -> None:
     """Add entry NAME backing up GUEST.
 
     Example: vmlfs entry add higgs --guest ssh://physicist@cvm/home/physicist --release 2021.05-1 --domain cvm
@@ -83,7 +91,8 @@ def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: 
     cfg = EntryConfig(name, guest, list(include), list(exclude), release, domain, env_file,
                       _vm(vm_memory, vm_cpus, vm_network, vm_ssh, vm_pool),
                       BackupDefaults(**_backup(vm_snapshot, consistent, retries)),
-                      _stored_policy(rule_values(rules), prune_after, None))
+                      _stored_policy(rule_values(rules), prune_after, None),
+                      CvmfsSettings(**_cvmfs(cvmfs_cache, cvmfs_root, cvmfs_cache_base)))
     add_entry(ctx.session(), cfg)
     click.echo(f"added entry {name} ({guest})")
 
@@ -97,8 +106,8 @@ def add(ctx: Context, name: str, guest: str, include: tuple[str, ...], exclude: 
 def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
          release: str | None, domain: str | None, env_file: str | None, vm_memory: int | None, vm_cpus: int | None,
          vm_network: str | None, vm_ssh: str | None, vm_pool: str | None, vm_snapshot: bool | None,
-         consistent: bool | None, retries: int | None, prune_after: bool | None, no_keep_rules: bool,
-         **rules: Any) -> None:
+         consistent: bool | None, retries: int | None, cvmfs_cache: bool | None, cvmfs_root: str | None,
+         cvmfs_cache_base: str | None, prune_after: bool | None, no_keep_rules: bool, **rules: Any) -> None:
     """Change settings of entry NAME; options not given keep their value.
 
     Example: vmlfs entry edit higgs --vm-snapshot --retries 2 --keep-daily 7 --keep-weekly 4 --prune-after
@@ -115,7 +124,7 @@ def edit(ctx: Context, name: str, guest: str | None, include: tuple[str, ...], e
     elif policy_from(values) is not None or prune_after is not None:
         changes["prune"] = _stored_policy(values, prune_after, ctx.store().load_entry(name).prune)
     edit_entry(ctx.session(), name, changes, _vm(vm_memory, vm_cpus, vm_network, vm_ssh, vm_pool),
-               _backup(vm_snapshot, consistent, retries))
+               _backup(vm_snapshot, consistent, retries), _cvmfs(cvmfs_cache, cvmfs_root, cvmfs_cache_base))
     click.echo(f"edited entry {name}")
 
 

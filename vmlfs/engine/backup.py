@@ -23,6 +23,7 @@ from typing import Protocol
 from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.manifest import DIR, FILE, ID, NAME, Manifest, ManifestWriter, Node
 from vmlfs.archive.trees import choose_stored, materialize
+from vmlfs.engine.cvmfs import CvmfsSource, capture, known_objects
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.engine.plan import (
@@ -374,14 +375,19 @@ class _Plan:
     work: Path
     options: BackupOptions
     base_meta: BackupMeta | None = None
+    cvmfs: CvmfsSource | None = None
+    cvmfs_known: dict = field(default_factory=dict)
+    """Every cache object a kept backup stored (read under this entry's lock: no gc runs meanwhile)."""
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     t0: float = field(default_factory=time.monotonic)
 
 
 def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: BackupOptions = BackupOptions(), *,
                progress: Progress | None = None,
-               around: Callable[[str], AbstractContextManager[str | None]] | None = None) -> BackupMeta:
-    """Take one backup of ``cfg`` from ``guest`` into ``store`` and commit it atomically.
+               around: Callable[[str], AbstractContextManager[str | None]] | None = None,
+               cvmfs: CvmfsSource | None = None) -> BackupMeta:
+    """Take one backup of ``cfg`` from ``guest`` into ``store`` and commit it atomically;
+    with ``cvmfs``, the guest's CernVM-FS cache too (:mod:`vmlfs.engine.cvmfs`).
 
     ``around(ts)``, if given, is entered once the backup's timestamp is chosen
     and held from the scan through the commit; its value is recorded as
@@ -399,7 +405,8 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: Back
         for note in notes:
             log.warning("%s: %s", cfg.name, note)
         ts = next_timestamp([r.timestamp for r in records], options.now)
-        plan = _Plan(cfg, guest, ts, kind, base_ts, None, store.new_work_dir(cfg.name, ts), options)
+        plan = _Plan(cfg, guest, ts, kind, base_ts, None, store.new_work_dir(cfg.name, ts), options, cvmfs=cvmfs,
+                     cvmfs_known=known_objects(store) if cvmfs is not None else {})
         try:
             if base_ts is not None:
                 try:
@@ -461,12 +468,16 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         builder.warnings.append(mismatch)
     stats = builder.stats.__dict__ | {"layer_members": layer.members, "layer_uncompressed": layer.uncompressed_bytes}
     tree = _stored_tree(plan)
+    cvmfs = None
+    if plan.cvmfs is not None:
+        cvmfs, notes = capture(plan.cvmfs, plan.cvmfs_known, work, plan.ts, plan.options.threads)
+        builder.warnings += notes
     return BackupMeta(
         timestamp=plan.ts, kind=plan.kind, base=plan.base_ts, started=plan.started.isoformat(timespec="milliseconds"),
         completed=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         duration_s=round(time.monotonic() - plan.t0, 3), guest=guest.description, release=release,
         stats=stats, layer={"size": layer.compressed_bytes, "sha256": layer.sha256},
-        manifest=tree, files=files, warnings=builder.warnings,
+        manifest=tree, files=files, warnings=builder.warnings, cvmfs=cvmfs,
     )
 
 

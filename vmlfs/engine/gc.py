@@ -10,7 +10,10 @@ garbage. With every entry locked (no backup runs meanwhile):
    new layer; every tree pointing into it is rewritten to point at the new
    one (new tree objects: stored objects never change), and each record
    naming such a tree is replaced by one naming the new tree. A crash in
-   between leaves records on old and new trees, both complete.
+   between leaves records on old and new trees, both complete. The layers
+   of CernVM-FS cache parts are repacked the same way (their trees are
+   rewritten, the record's ``cvmfs.tree`` re-pointed), members named
+   ``shared/...`` as the backup wrote them.
 2. **Sweep.** Marking again, uploads left under a temporary name by a crash
    are removed and each unnamed object is moved aside to
    ``objects/garbage/<unix ms>.<kind>+<name>``: step one of deleting it. A
@@ -41,7 +44,7 @@ from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.archive.trees import own_layers, rewrite
 from vmlfs.engine import faults
-from vmlfs.engine.objects import record_objects
+from vmlfs.engine.objects import backup_objects, trees_of
 from vmlfs.engine.store import OBJECT_KINDS, StoreLayout
 from vmlfs.engine.store_files import this_host
 from vmlfs.errors import CorruptData
@@ -79,6 +82,7 @@ class _Live:
     blobs: set[str] = field(default_factory=set)
     layers: set[str] = field(default_factory=set)
     refs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (entry, ts) -> its tree reference
+    cvmfs_refs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (entry, ts) -> its cache listing's
 
 
 def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) -> _Live:
@@ -93,18 +97,12 @@ def mark(store: StoreLayout, without: frozenset[tuple[str, str]] = frozenset()) 
             if record.meta is None:
                 raise CorruptData(f"gc stopped: {entry}@{record.timestamp} is unreadable ({record.error})",
                                   hint="repair or forget it first")
-            ref = record.meta.manifest
-            live.refs[(entry, record.timestamp)] = ref
-            for kind, digest in record_objects(record.meta):
+            meta, where = record.meta, f"{entry}@{record.timestamp}"
+            live.refs[(entry, record.timestamp)] = meta.manifest
+            if meta.cvmfs is not None:  # the cache part's listing, which gc repacks like a home tree
+                live.cvmfs_refs[(entry, record.timestamp)] = trees_of(meta)[1]
+            for kind, digest in backup_objects(lambda ref, where=where: store.open_tree(ref, where), meta, views):
                 getattr(live, kind).add(digest)
-            key = (ref["sha256"], (ref["base"] or {}).get("sha256"))
-            if key not in views:
-                tree = store.open_tree(ref, f"{entry}@{record.timestamp}")
-                try:
-                    views[key] = tree.layers()
-                finally:
-                    tree.close()
-            live.layers |= views[key]
     return live
 
 
@@ -200,7 +198,9 @@ def _repack(store: StoreLayout, live: _Live, threshold: float, only: str | None,
             say: Callable[[str], None]) -> None:
     ranges: dict[str, dict[int, tuple[int, MemberInfo]]] = {}  # layer -> offset -> (size, member)
     seen: set[tuple] = set()
-    for (entry, ts), ref in live.refs.items():
+    trees = [(key, ref, b"") for key, ref in live.refs.items()]
+    trees += [(key, ref, b"shared/") for key, ref in live.cvmfs_refs.items()]  # cache members as the backup named them
+    for (entry, ts), ref, prefix in trees:
         key = (ref["sha256"], (ref["base"] or {}).get("sha256"))
         if key in seen or (only is not None and entry != only):
             continue
@@ -209,7 +209,7 @@ def _repack(store: StoreLayout, live: _Live, threshold: float, only: str | None,
         try:
             for node in tree.files_in_layer_order():
                 if node.data_offset not in ranges.setdefault(node.layer, {}):
-                    path = b"/".join(tree.path_of(node))
+                    path = prefix + b"/".join(tree.path_of(node))
                     ranges[node.layer][node.data_offset] = (node.size, MemberInfo(
                         path, "f", node.mode, node.uid, node.gid, node.uname, node.gname, node.size, node.mtime_ns))
         finally:
@@ -280,6 +280,14 @@ def _repoint(store: StoreLayout, live: _Live, moves: list[tuple[str, int, str, i
         meta.manifest = new_ref
         faults.step("gc-repoint")
         store.replace_record(entry, meta)
+    for (entry, ts), ref in sorted(live.cvmfs_refs.items()):
+        top = rewritten(ref["sha256"], None, False)
+        if top is not None:
+            meta = store.meta(entry, ts)  # read again: its home tree may have been re-pointed just now
+            assert meta.cvmfs is not None
+            meta.cvmfs["tree"] = top
+            faults.step("gc-repoint")
+            store.replace_record(entry, meta)
 
 
 def _digest(path: Path) -> tuple[str, int]:

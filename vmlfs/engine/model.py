@@ -17,8 +17,8 @@ from vmlfs.engine.retention import StoredPolicy
 from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
 
 STORE_VERSION = "2.0"  # 2.0: layers and trees are shared objects (docs/FORMAT.md); 1.x is still read
-ENTRY_VERSION = "1.1"  # 1.1: backup defaults ("backup": {...}) and keep rules ("prune"); 1.0 readers ignore them
-BACKUP_VERSION = "2.0"  # 2.0: a record naming objects; 1.0: meta.json of a backup directory
+ENTRY_VERSION = "1.2"  # 1.1: backup defaults ("backup": {...}) and keep rules ("prune"); 1.2: "cvmfs"; older readers ignore them
+BACKUP_VERSION = "2.1"  # 2.0: a record naming objects; 2.1: the optional "cvmfs" part; 1.0: meta.json of a backup directory
 KINDS = ("full", "incremental", "differential")
 
 
@@ -96,6 +96,37 @@ class BackupDefaults:
         return cls(**doc)
 
 
+@dataclass(frozen=True)
+class CvmfsSettings:
+    """Whether an entry's backups capture the guest's CernVM-FS cache, and where to find it.
+
+    ``root`` is the guest's root directory as the backup sees it (``/`` for an SSH guest; a
+    local-directory guest's file system, e.g. a mounted guest disk): the configuration is read
+    at ``<root>/etc/cvmfs`` and the cache at ``<root><cache base>``. ``cache_base`` names the
+    cache base on the guest instead of reading it from the configuration."""
+
+    cache: bool = False
+    root: str = "/"
+    cache_base: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "CvmfsSettings":
+        if not isinstance(doc, dict) or set(doc) - set(cls.__dataclass_fields__):
+            raise TypeError(f"cvmfs must be an object with keys {', '.join(cls.__dataclass_fields__)}")
+        if not isinstance(doc.get("cache", False), bool):
+            raise TypeError("cvmfs.cache must be true or false")
+        settings = cls(cache=doc.get("cache", False), root=_str(doc.get("root", "/")),
+                       cache_base=_opt_str(doc.get("cache_base")))
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for key in ("root", "cache_base"):
+            value = getattr(self, key)
+            if value is not None and (not value.startswith("/") or "\0" in value or "/../" in value + "/"):
+                raise InvalidRequest(f"cvmfs {key} {value!r} must be an absolute path on the guest, without '..'")
+
+
 @dataclass
 class EntryConfig:
     """One logbook: where its guest is, what to back up, and how."""
@@ -111,6 +142,7 @@ class EntryConfig:
     backup: BackupDefaults = field(default_factory=BackupDefaults)
     prune: StoredPolicy | None = None
     """The entry's keep rules for ``vmlfs prune NAME`` (and after every backup if it says so)."""
+    cvmfs: CvmfsSettings = field(default_factory=CvmfsSettings)
 
     def to_json(self) -> bytes:
         doc = {**asdict(self), "prune": self.prune.to_doc() if self.prune is not None else None}
@@ -132,6 +164,7 @@ class EntryConfig:
                 vm=_object(doc.get("vm") or {}),
                 backup=BackupDefaults.from_doc(doc.get("backup", {})),
                 prune=StoredPolicy.from_doc(doc["prune"]) if doc.get("prune") is not None else None,
+                cvmfs=CvmfsSettings.from_doc(doc.get("cvmfs", {})),
             )
         except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
             raise CorruptData(f"{where}: malformed entry ({exc})") from None
@@ -156,16 +189,22 @@ class BackupMeta:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     vm_snapshot: str | None = None
+    cvmfs: dict[str, Any] | None = None
+    """The CernVM-FS cache part, if captured: {base, layer, tree, objects, bytes, stored_objects,
+    stored_bytes, repositories} (docs/FORMAT.md, "The cvmfs part")."""
     version: str = BACKUP_VERSION
 
     def to_json(self) -> bytes:
-        return dump_json({"format": "vmlfs-backup", **asdict(self)})
+        doc = asdict(self)
+        if doc["cvmfs"] is None:  # absent, as in every record before 2.1
+            del doc["cvmfs"]
+        return dump_json({"format": "vmlfs-backup", **doc})
 
     def summary(self) -> dict[str, Any]:
         """What a user wants to know about the backup, with stable keys: the mount's info.json and
         ``vmlfs list --json``."""
         stats = self.stats
-        return {
+        doc: dict[str, Any] = {
             "timestamp": self.timestamp,
             "kind": self.kind,
             "base": self.base,
@@ -185,6 +224,10 @@ class BackupMeta:
             "warnings": list(self.warnings),
             "vm_snapshot": self.vm_snapshot,
         }
+        if self.cvmfs is not None:
+            doc["cvmfs_cache"] = {k: self.cvmfs[k] for k in ("base", "objects", "bytes", "stored_objects", "stored_bytes",
+                                                             "repositories")}
+        return doc
 
     @property
     def major(self) -> int:
@@ -238,9 +281,26 @@ class BackupMeta:
                     names.digest(part["sha256"])
             if not isinstance(meta.warnings, list) or not all(isinstance(w, str) for w in meta.warnings):
                 raise TypeError("warnings must be a list of strings")
+            if meta.cvmfs is not None:
+                _check_cvmfs(meta.cvmfs)
         except (TypeError, ValueError, InvalidRequest) as exc:
             raise CorruptData(f"{where}: malformed backup metadata ({exc})") from None
         return meta
+
+
+def _check_cvmfs(part: Any) -> None:
+    if not isinstance(part, dict):
+        raise TypeError("cvmfs must be an object")
+    for key in ("layer", "tree"):
+        ref = part.get(key)
+        if not isinstance(ref, dict) or not isinstance(ref.get("sha256"), str) or not _count(ref.get("size")):
+            raise TypeError(f"cvmfs.{key} needs a sha256 string and a size")
+        names.digest(ref["sha256"])
+    for key in ("objects", "bytes", "stored_objects", "stored_bytes"):
+        if not _count(part.get(key)):
+            raise TypeError(f"cvmfs.{key} must be a non-negative integer")
+    _str(part.get("base"))
+    _str_list(part.get("repositories"))
 
 
 def _number(value: Any) -> bool:

@@ -26,6 +26,8 @@ from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.engine import faults
 from vmlfs.engine.store_files import (  # noqa: F401  (the layout's names, re-exported for its users)
     BACKUP_FILES,
+    CVMFS_LAYER,
+    CVMFS_TREE,
     GARBAGE,
     LAYER,
     LEASES,
@@ -338,6 +340,13 @@ class StoreLayout(StoreFiles):
         """A local, checked path of one tree object (gc rewrites trees from it)."""
         return self._tree_file(self._object_rel("trees", digest), digest, where)
 
+    def open_cvmfs_tree(self, entry: str, ts: str) -> Manifest:
+        """The listing of a backup's CernVM-FS cache part (NotFound if it has none), checked like any tree."""
+        part = self.meta(entry, ts).cvmfs
+        if part is None:
+            raise NotFound(f"{entry}@{ts} has no CernVM-FS cache part", hint="take one with 'vmlfs backup --with-cvmfs-cache'")
+        return self.open_tree({**part["tree"], "base": None}, f"{entry}@{ts} (cvmfs cache)")
+
     def open_layer(self, entry: str, name: str) -> SeekableReader:
         """A layer by the name a tree gives it: a backup's timestamp (format 1) or the object's sha256."""
         if self.format < 2:
@@ -366,6 +375,9 @@ class StoreLayout(StoreFiles):
             self._put(work / MANIFEST, object_path("trees", meta.manifest["sha256"]))
             for name, record in meta.files.items():
                 self._put(work / name, object_path("blobs", record["sha256"]))
+            if meta.cvmfs is not None:
+                self._put(work / CVMFS_LAYER, object_path("layers", meta.cvmfs["layer"]["sha256"]))
+                self._put(work / CVMFS_TREE, object_path("trees", meta.cvmfs["tree"]["sha256"]))
             faults.step("commit-record")
             self._create(record_path(entry, ts), meta.to_json())
         except FileExistsError:

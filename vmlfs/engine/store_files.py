@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 STORE_FILE = "vmlfs-store.json"
 LAYER, MANIFEST, META = "layer.tar.zst", "manifest.sqlite", "meta.json"
+CVMFS_LAYER, CVMFS_TREE = "cvmfs-layer.tar.zst", "cvmfs-tree.sqlite"  # a backup's CernVM-FS cache part, in its work dir
 BACKUP_FILES = ("env.txt", "history.txt", META)  # the small files read_backup_file serves
 #: Format-2 object kinds and their file name endings (docs/FORMAT.md, "Store layout").
 OBJECT_KINDS = {"layers": ".tar.zst", "trees": ".sqlite", "blobs": ""}

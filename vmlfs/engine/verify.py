@@ -9,7 +9,8 @@ restore would refuse; every layer its files point into hashes to its name
 seek table; every regular file's bytes, read through the frames (zstd frame
 checksums and sizes checked), match the sha256 in the tree. A layer or byte
 range already verified for one backup is not read again for the next one that
-shares it.
+shares it. A backup's CernVM-FS cache part (its tree and the layers it points
+into) is checked the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from vmlfs.archive.manifest import Manifest
 from vmlfs.engine.model import BackupMeta
 from vmlfs.engine.store import LAYER, MANIFEST, StoreLayout
 from vmlfs.engine.content import Layers, file_chunks
@@ -88,7 +90,13 @@ class _Verifier:
             problem = self._layer_problem(entry, layer)
             if problem:
                 self._problem(where, problem)
-        self._files(entry, ts, where)
+        self._files(entry, ts, where, lambda: self.store.open_manifest(entry, ts))
+        if self.store.format >= 2 and meta.cvmfs is not None:
+            cache = f"{where} (cvmfs cache)"
+            problem = self._layer_problem(entry, meta.cvmfs["layer"]["sha256"])
+            if problem:
+                self._problem(cache, problem)
+            self._files(entry, ts, cache, lambda: self.store.open_cvmfs_tree(entry, ts))
         if len(self.report.problems) > before:
             self.report.damaged_backups.append(where)
 
@@ -100,13 +108,14 @@ class _Verifier:
                     for name, record in [(MANIFEST, meta.manifest), *meta.files.items()]]
         tree = meta.manifest
         objects = [("tree", "trees", tree), *([("checkpoint tree", "trees", tree["base"])] if tree["base"] else []),
-                   *((name, "blobs", record) for name, record in meta.files.items())]
+                   *((name, "blobs", record) for name, record in meta.files.items()),
+                   *([("cvmfs cache tree", "trees", meta.cvmfs["tree"])] if meta.cvmfs else [])]
         return [(name, lambda kind=kind, record=record: store.object_digest(kind, record["sha256"]), record)
                 for name, kind, record in objects]
 
-    def _files(self, entry: str, ts: str, where: str) -> None:
+    def _files(self, entry: str, ts: str, where: str, open_tree: Callable[[], Manifest]) -> None:
         try:
-            manifest = self.store.open_manifest(entry, ts)
+            manifest = open_tree()
         except VmlfsError as exc:
             self._problem(where, str(exc))
             return

@@ -14,7 +14,7 @@ from __future__ import annotations
 import stat
 from abc import abstractmethod
 from functools import partial
-from typing import Hashable
+from typing import Callable, Hashable
 
 from vmlfs.engine.model import BackupMeta
 from vmlfs.errors import NotFound, PermissionDenied, ReadOnly, VmlfsError
@@ -57,13 +57,15 @@ class BackupFile(VirtualNode):
 
 
 class InfoFile(VirtualNode):
-    """``info.json``: what a user wants to know about one backup, generated from its metadata."""
+    """``info.json`` (what a user wants to know about one backup) or ``cvmfs-cache.txt`` (the summary
+    of its CernVM-FS cache part), generated from its metadata by ``render``."""
 
     immutable = True
 
-    def __init__(self, ctx: MountContext, entry: str, ts: str, meta: BackupMeta, mtime_ns: int) -> None:
-        super().__init__(ctx, ("backup-file", entry, ts, layout.INFO))
-        self.content, self.mtime_ns = layout.info_json(meta), mtime_ns
+    def __init__(self, ctx: MountContext, entry: str, ts: str, meta: BackupMeta, mtime_ns: int,
+                 name: str = layout.INFO, render: Callable[[BackupMeta], bytes] = layout.info_json) -> None:
+        super().__init__(ctx, ("backup-file", entry, ts, name))
+        self.content, self.mtime_ns = render(meta), mtime_ns
 
     def attrs(self) -> Attrs:
         return self.owned_attrs(stat.S_IFREG | 0o444, len(self.content), self.mtime_ns, FOREVER)

@@ -7,6 +7,7 @@
     /entries/<entry>/<ts>/{env.txt,history.txt} files of the backup directory
     /entries/<entry>/<ts>/info.json             kind, base, release, times, counts, sizes
     /entries/<entry>/<ts>/changes.txt           what changed since the backup before it
+    /entries/<entry>/<ts>/cvmfs-cache.txt       the CernVM-FS cache part's summary (if it has one)
     /entries/<entry>/latest -> <ts>             the newest backup
     /entries/<entry>/versions/<path>/           each distinct version of <path> (fs/versions.py)
     /entries/<entry>/control/{snapshot,status,vm-snapshot}  per-entry control
@@ -26,9 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from vmlfs.engine.cvmfs import summary_lines
 from vmlfs.engine.model import BackupMeta
 
 ENTRIES, CONTROL, LATEST, HOME, INFO, CHANGES = "entries", "control", "latest", "home", "info.json", "changes.txt"
+CVMFS_CACHE = "cvmfs-cache.txt"
 SNAPSHOT, STATUS, VM_SNAPSHOT, VM_REVERT, PROVISION = "snapshot", "status", "vm-snapshot", "vm-revert", "provision"
 PRUNE, PRUNE_PREVIEW = "prune", "prune-preview"
 VM, TREE, VERSIONS = "vm", "tree", "versions"
@@ -48,6 +51,7 @@ class Kind(Enum):
     HOME = "backed-up home"
     INFO = "info.json"
     CHANGES = "changes.txt"
+    CVMFS_CACHE = "cvmfs-cache.txt"
     BACKUP_FILE = "file of the backup directory"
     SNAPSHOT = "control/snapshot"
     STATUS = "control/status"
@@ -92,6 +96,8 @@ def entry_layout(timestamps: list[str], has_domain: bool = False) -> list[Slot]:
 def backup_layout(meta: BackupMeta) -> list[Slot]:
     slots = [Slot(name, Kind.BACKUP_FILE, name) for name in BACKUP_FILES if name in meta.files]
     slots += [Slot(HOME, Kind.HOME), Slot(INFO, Kind.INFO), Slot(CHANGES, Kind.CHANGES)]
+    if meta.cvmfs is not None:  # a summary, never the objects: a cache is 100,000 hash-named files
+        slots.append(Slot(CVMFS_CACHE, Kind.CVMFS_CACHE))
     return sorted(slots, key=lambda s: s.name)
 
 
@@ -142,3 +148,9 @@ def backup_time_ns(meta: BackupMeta) -> int:
 def info_json(meta: BackupMeta) -> bytes:
     """The content of ``info.json``: what a user wants to know about one backup (:meth:`BackupMeta.summary`)."""
     return (json.dumps(meta.summary(), indent=2) + "\n").encode()
+
+
+def cvmfs_cache_txt(meta: BackupMeta) -> bytes:
+    """The content of ``cvmfs-cache.txt``: objects, bytes and repositories of the backup's cache part."""
+    assert meta.cvmfs is not None  # backup_layout offers the file only then
+    return "".join(line + "\n" for line in summary_lines(meta.cvmfs)).encode()

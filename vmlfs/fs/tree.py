@@ -170,6 +170,8 @@ NODE_KINDS: dict[Kind, NodeFactory] = {
     Kind.HOME: lambda parent, slot: parent.ctx.home(parent.entry, parent.ts),
     Kind.INFO: lambda parent, slot: InfoFile(parent.ctx, parent.entry, parent.ts, parent.meta, parent.mtime_ns),
     Kind.CHANGES: lambda parent, slot: ChangesFile(parent.ctx, parent.entry, parent.ts, parent.mtime_ns),
+    Kind.CVMFS_CACHE: lambda parent, slot: InfoFile(parent.ctx, parent.entry, parent.ts, parent.meta, parent.mtime_ns,
+                                                    slot.name, layout.cvmfs_cache_txt),
     Kind.BACKUP_FILE: lambda parent, slot: BackupFile(parent.ctx, parent.entry, parent.ts, slot.name,
                                                       parent.file_size(slot.name), parent.mtime_ns),
     Kind.SNAPSHOT: lambda parent, slot: SnapshotFile(parent.ctx, parent.entry),
