@@ -132,3 +132,27 @@ def test_members_are_depth_first_in_full_and_incremental_layers(tmp_path: Path, 
     meta = run_backup(store, cfg, LocalGuest(home), BackupOptions(kind="incremental"))
     inc = _members(store.object_file("layers", meta.layer["sha256"]))
     assert inc == [b"a/f3", b"a/ro", b"a/ro/new", b"c/deep/er", b"c/deep/er/g9"]
+
+
+@pytest.mark.parametrize(("tool", "locale"), [("gnu-tar", "C.UTF-8"), ("gnu-tar", "C"), ("bsdtar", "C.UTF-8")])
+def test_names_that_are_not_utf8_come_back_as_their_bytes(tmp_path: Path, tool: str, locale: str) -> None:
+    """Marked ``hdrcharset=BINARY``: bsdtar exits 0 and GNU tar only says it does not know the keyword.
+    (bsdtar in the C locale cannot convert the valid UTF-8 name to ASCII, as for any pax archive.)"""
+    argv = _tool(tool)
+    home = tmp_path / "g"
+    home.mkdir()
+    raw = os.fsencode(home)
+    os.mkdir(raw + b"/d\xff")
+    for name in (b"caf\xe9.txt", b"d\xff/inner", b"long-" + b"\xfe" * 120, "utf8-café-ü".encode()):
+        with open(raw + b"/" + name, "wb") as f:
+            f.write(name)
+    os.symlink(b"\xfe-target", raw + b"/link")
+    os.symlink(b"caf\xe9.txt", raw + b"/link-\xe9")
+    _, _, layer = _backup(tmp_path, home)
+    out = tmp_path / "x"
+    out.mkdir()
+    done = subprocess.run([*argv, str(layer)], cwd=out, capture_output=True, env=dict(os.environ, LC_ALL=locale))
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines() if b"unknown extended header keyword 'hdrcharset'" not in line]
+    assert noise == []
+    assert tree_listing(out) == tree_listing(home)
