@@ -7,6 +7,7 @@ or a protocol slip shows up here.
 
 from __future__ import annotations
 
+import ast
 import os
 import shlex
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from tests.backends.fake_runner import RecordingRunner
 from tests.cli.test_backup_cycle import build_guest
 from vmlfs.backends.local_guest import LocalGuest
-from vmlfs.backends.ssh_guest import SshGuest, agent_argv
+from vmlfs.backends.ssh_guest import AGENT_SOURCE, SshGuest, agent_argv
 from vmlfs.backends.ssh_url import SshTarget, parse_ssh_url, remote_command
 from vmlfs.engine.guest import FileChanged, ScanReport
 from vmlfs.engine.rules import Rules
@@ -157,3 +158,9 @@ def test_a_login_shell_that_hangs_is_cut_off_with_a_clear_error(shell_home: Path
     monkeypatch.setattr(ssh_guest, "ENV_TIMEOUT", 1.0)
     with pytest.raises(GuestError, match="printed no environment within 1 s"):
         SshGuest(RecordingRunner(), str(shell_home)).environment()
+
+
+def test_the_agent_and_the_code_it_carries_are_python36() -> None:
+    """What goes to the guest (the agent after vmlfs/engine/holes.py) parses as the oldest python3 a CernVM has."""
+    assert AGENT_SOURCE.startswith('"""Sparse files') and "def main(argv)" in AGENT_SOURCE
+    ast.parse(AGENT_SOURCE, feature_version=(3, 6))

@@ -137,7 +137,8 @@ def test_gnu_tar_and_zstd_read_every_layer(vmlfs: Vmlfs, guest: Path, tmp_path: 
         layer = vmlfs.layer_file("e", ts)
         subprocess.run(["zstd", "-t", "-q", str(layer)], check=True)
         listing = subprocess.run(["tar", "--zstd", "-tvf", str(layer)], check=True, capture_output=True)
-        assert listing.stderr == b""
+        # the guest's non-UTF-8 name is marked hdrcharset=BINARY, a keyword GNU tar only reports it does not know
+        assert set(listing.stderr.splitlines()) <= {b"tar: Ignoring unknown extended header keyword 'hdrcharset'"}
     full_layer = vmlfs.layer_file("e", vmlfs.backups("e")[0])
     out = tmp_path / "tar-x"
     out.mkdir()

@@ -75,6 +75,17 @@ def _owner(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
+_BINARY = _pax_record(b"hdrcharset", b"BINARY")
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _clip(value: bytes, width: int) -> bytes:
     return value if _ascii_fits(value, width) else value[:width].decode("ascii", "ignore").encode()
 
@@ -84,9 +95,10 @@ def _header(info: MemberInfo) -> bytes:
 
     pax records carry: names and link targets over 100 bytes or not ASCII,
     nanosecond mtimes, ids or sizes too large for octal fields, long or
-    non-ASCII owners. Names that are not UTF-8 go in as raw bytes, as GNU tar
-    writes and reads them (it warns about POSIX's ``hdrcharset`` keyword, so we
-    do not emit it; Python's tarfile falls back to surrogateescape).
+    non-ASCII owners. When one of those strings is not UTF-8, POSIX's
+    ``hdrcharset=BINARY`` says the member's strings are raw bytes: bsdtar
+    otherwise fails converting them, and GNU tar, which reads them raw anyway,
+    only warns that it does not know the keyword.
     Written by hand because :mod:`tarfile` costs ~100 µs a member.
     """
     path = info.path + b"/" if info.type == "d" else info.path
@@ -118,6 +130,8 @@ def _header(info: MemberInfo) -> bytes:
     )
     if not records:
         return main
+    if not (path + target + uname + gname).isascii() and not all(_utf8(v) for v in (path, target, uname, gname)):
+        records.insert(0, _BINARY)
     pax = b"".join(records)
     return _pax_block(len(pax)) + pax + _ZEROS[: -len(pax) % BLOCK] + main
 

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
+from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import GuestError, NotFound
 
@@ -112,7 +113,7 @@ class LocalGuest:
             yield entry
 
     def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:
-        """The file's bytes, checked against the scan by one fstat after reading.
+        """The file's bytes (its holes not read), checked against the scan by one fstat after reading.
 
         O_NONBLOCK keeps a file replaced by a FIFO from hanging the open; the
         fstat then sees it is no longer a regular file of the scanned size and
@@ -125,12 +126,11 @@ class LocalGuest:
             raise FileChanged(f"{name}: cannot open ({exc.strerror})") from None
         try:
             remaining = entry.size
-            while remaining > 0:
-                chunk = os.read(fd, min(CHUNK, remaining))
-                if not chunk:
-                    raise FileChanged(f"{name}: shrank while it was read")
+            for chunk in read_with_holes(fd, entry.size, CHUNK):
                 remaining -= len(chunk)
                 yield chunk
+            if remaining:
+                raise FileChanged(f"{name}: shrank while it was read")
             st = os.fstat(fd)
         except OSError as exc:
             raise FileChanged(f"{name}: cannot read ({exc.strerror})") from None

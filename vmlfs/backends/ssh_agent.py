@@ -1,8 +1,8 @@
 """vmlfs guest agent: sent to the guest and run there as ``python3 -c <this file> MODE ROOT [FLAGS]``
 (with ``PYTHONCOERCECLOCALE=0``, so Python adds no LC_CTYPE to the environment it passes on).
 
-It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` reads this file's text and sends
-it as one argv element, so it must stay stdlib-only and run on the oldest python3 a CernVM guest
+It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` sends this file's text, after that
+of vmlfs/engine/holes.py, as one argv element, so both must stay stdlib-only and run on the oldest python3 a CernVM guest
 has (3.6: no walrus, no ``X | Y``). Tests run it locally as a subprocess. ROOT ('' = home, '~/x' =
 below home) arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
 
@@ -26,6 +26,9 @@ import os
 import stat
 import struct
 import sys
+
+if __name__ != "__main__":  # imported by a linter or a test; on the guest this text follows holes.py's
+    from vmlfs.engine.holes import read_with_holes, write_with_holes
 
 ENTRY = struct.Struct("<cIIIIQqqQQII")  # type mode uid gid nlink size mtime ctime dev ino pathlen targetlen
 NAME = struct.Struct("<cII")  # b'U'/b'G' id namelen | b'S'/b'R' pathlen msglen
@@ -183,16 +186,17 @@ def send_files(root, inp, out, digest_only):
             h = hashlib.sha256() if digest_only else None
             out.write(b"O" if h is None else b"")
             remaining, problem = size, None
-            while remaining > 0:
-                data = os.read(fd, min(CHUNK, remaining))
-                if not data:
-                    problem = "shrank while it was read"
-                    data = bytes(min(CHUNK, remaining))  # keep the promised length; the trailer says it is void
+            for data in read_with_holes(fd, size, CHUNK):
                 if h is None:
                     out.write(data)
                 else:
                     h.update(data)
                 remaining -= len(data)
+            if remaining:
+                problem = "shrank while it was read"
+            while h is None and remaining > 0:  # keep the promised length; the trailer says it is void
+                out.write(bytes(min(CHUNK, remaining)))
+                remaining -= min(CHUNK, remaining)
             st = os.fstat(fd)
             if problem is None and (st.st_size != size or st.st_mtime_ns != mtime):
                 problem = "changed while it was read"
@@ -307,13 +311,10 @@ class Applier:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = self.replace(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
         try:
-            remaining = size
+            remaining, block = size, os.fstat(fd).st_blksize
             while remaining > 0:
                 data = read_exact(inp, min(CHUNK, remaining))
-                if data.count(0) == len(data):
-                    os.lseek(fd, len(data), os.SEEK_CUR)  # a hole: the file stays sparse
-                else:
-                    os.write(fd, data)
+                write_with_holes(fd, data, size - remaining, block)
                 remaining -= len(data)
             os.ftruncate(fd, size)
             verdict = read_exact(inp, 1)

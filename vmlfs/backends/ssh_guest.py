@@ -30,7 +30,9 @@ from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import AlreadyExists, GuestError, NotFound, UnsafePath
 
-AGENT_SOURCE = resources.files("vmlfs.backends").joinpath("ssh_agent.py").read_text(encoding="utf-8")
+AGENT_SOURCE = "".join(  # the agent uses vmlfs/engine/holes.py, which it cannot import on the guest
+    resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    for package, name in (("vmlfs.engine", "holes.py"), ("vmlfs.backends", "ssh_agent.py")))
 ENTRY = struct.Struct("<cIIIIQqqQQII")
 NAME = struct.Struct("<cII")
 REQUEST = struct.Struct("<IQq")

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +26,7 @@ from vmlfs.archive.trees import choose_stored, materialize
 from vmlfs.engine.cvmfs import CvmfsSource, capture, known_objects
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.model import BackupMeta, EntryConfig
+from vmlfs.engine.pack import Packer, Stats, member
 from vmlfs.engine.plan import (
     choose_base,
     content_unchanged,
@@ -36,15 +37,13 @@ from vmlfs.engine.plan import (
 from vmlfs.engine.rules import Rules
 from vmlfs.engine.scan_check import checked_scan
 from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
-from vmlfs.errors import CorruptData, InvalidRequest, write_failed
+from vmlfs.errors import CorruptData, GuestError, InvalidRequest, write_failed
 from vmlfs.release.detect import check_release
 
 log = logging.getLogger(__name__)
 
-SMALL_FILE = 4 << 20  # read whole into memory: hash before deciding to store
 BATCH_FILES = 4096  # changed files handed to the guest per bulk read
 BATCH_BYTES = 256 << 20
-EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 
 class Progress(Protocol):
@@ -61,32 +60,26 @@ class NoProgress:
 
 
 @dataclass
-class Stats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes: int = 0
-    unchanged_files: int = 0
-    packed_files: int = 0
-    packed_bytes: int = 0
-    deduplicated_files: int = 0
-    changed_while_read: int = 0
-    skipped_special: int = 0
-    unreadable: int = 0
-
-
-def _member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
-    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target)
-
-
-@dataclass
 class _Pending:
-    """A file waiting to be read, with the base row it replaces (if any) and its hardlinks."""
+    """A file waiting to be read, with the base row it replaces (if any); once packed, whether
+    this layer got a member for it, or that it was left out (changed while read)."""
 
     node: Node
     entry: ScanEntry
     base: Node | None
-    followers: list[tuple[Node, ScanEntry, Node | None]] = field(default_factory=list)
+    in_layer: bool = False
+    dropped: bool = False
+
+
+@dataclass
+class _Follower:
+    """A hardlink whose group's first file is read in this backup: it takes that file's outcome
+    at its own place in the layer (members stay in scan order, whichever batch read the file)."""
+
+    node: Node
+    entry: ScanEntry
+    base: Node | None
+    leader: _Pending
 
 
 @dataclass
@@ -112,11 +105,10 @@ class _Builder:
         self.progress, self.checksum = progress, checksum
         self.stats = Stats()
         self.warnings: list[str] = []
-        self.pending: list[_Pending] = []
-        self.pending_bytes = 0
-        self.stored: dict[bytes, tuple[int, bytes]] = {}  # sha256 -> (offset, path) in this layer
-        self.big_sizes: set[int] = set()
-        self.leaders: dict[tuple[int, int], _Pending | Node] = {}
+        self.queue: list[_Pending | _Follower | MemberInfo] = []
+        self.queued_bytes = 0
+        self.packer = Packer(ts, guest, base, layer, self.stats)
+        self.leaders: dict[tuple[int, int], _Pending | Node] = {}  # (dev, ino) -> first file: read, or unchanged
         self.group_sizes: dict[int, int] = {}
 
     def run(self, rules: Rules) -> None:
@@ -169,7 +161,7 @@ class _Builder:
             else:
                 self.stats.symlinks += 1
             if entry.path and not metadata_unchanged(entry, base_node.as_row() if base_node is not None else None):
-                self.layer.add(_member(entry.path, entry.type, entry, entry.target))
+                self._put(member(entry.path, entry.type, entry, entry.target))
             self._emit(node, base_node)
         while stack:
             self._close_dir(stack.pop())
@@ -211,7 +203,7 @@ class _Builder:
                 node.link_group = lead_id
                 self.group_sizes[lead_id] += 1
                 if isinstance(leader, _Pending):
-                    leader.followers.append((node, entry, base_node))
+                    self._put(_Follower(node, entry, base_node, leader))
                 else:
                     node.sha256, node.layer, node.data_offset = leader.sha256, leader.layer, leader.data_offset
                     node.nlink = leader.nlink
@@ -231,105 +223,71 @@ class _Builder:
         pending = _Pending(node, entry, base_node)
         if entry.nlink > 1:
             self.leaders[(entry.dev, entry.ino)] = pending
-        self.pending.append(pending)
-        self.pending_bytes += entry.size
-        if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+        self.queued_bytes += entry.size
+        self._put(pending)
+
+    def _put(self, item: _Pending | _Follower | MemberInfo) -> None:
+        """Queue a layer member behind the files still waiting to be read.
+
+        The layer gets its members in scan order (depth first, a directory
+        before its contents and its contents before anything else), because
+        that is the order in which ``tar -x`` sets a directory's times and
+        mode right: it sets them when the first member outside the directory
+        comes (docs/FORMAT.md, "Member order").
+        """
+        if not self.queue and not isinstance(item, _Pending):
+            self._add(item)
+            return
+        self.queue.append(item)
+        if len(self.queue) >= BATCH_FILES or self.queued_bytes >= BATCH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
-        batch, self.pending, self.pending_bytes = self.pending, [], 0
-        by_entry = {id(p.entry): p for p in batch}
-        for entry, chunks in self.guest.read_many(p.entry for p in batch):
-            item = by_entry[id(entry)]
-            try:
-                stored = self._pack(item.node, entry, chunks)
-            except FileChanged as exc:
-                self.stats.changed_while_read += 1
-                self.warnings.append(f"{exc}; left out of this backup")
-                log.warning("%s; left out of this backup", exc)
-                if self.leaders.get((entry.dev, entry.ino)) is item:
-                    del self.leaders[(entry.dev, entry.ino)]
-                self._drop(item.node, item.base)
-                for node, _, base_node in item.followers:
-                    self._drop(node, base_node)
+        queue, self.queue, self.queued_bytes = self.queue, [], 0
+        reads = self.guest.read_many(item.entry for item in queue if isinstance(item, _Pending))
+        for item in queue:
+            if not isinstance(item, _Pending):
+                self._add(item)
                 continue
-            self._emit(item.node, item.base)
-            for node, follower, base_node in item.followers:
-                node.sha256, node.layer, node.data_offset = item.node.sha256, item.node.layer, item.node.data_offset
-                node.nlink = item.node.nlink
-                if stored:
-                    self.layer.add(_member(follower.path, "h", follower, entry.path))
-                self._emit(node, base_node)
-            self.progress.packed(1, entry.size)
-        for item in batch:
-            if item.entry.nlink > 1 and self.leaders.get((item.entry.dev, item.entry.ino)) is item:
-                self.leaders[(item.entry.dev, item.entry.ino)] = item.node
+            entry, chunks = next(reads)
+            if entry is not item.entry:
+                raise GuestError(f"{self.guest.description} returned files out of order")
+            self._read(item, chunks)
+        next(reads, None)  # let the guest finish its bulk read
 
-    def _known(self, digest: bytes) -> tuple[str, int] | None:
-        if digest in self.stored:
-            return self.ts, self.stored[digest][0]
-        if self.base is not None:
-            hit = self.base.by_hash(digest)
-            if hit is not None and hit.layer is not None and hit.data_offset is not None:
-                return hit.layer, hit.data_offset
-        return None
+    def _add(self, item: _Follower | MemberInfo) -> None:
+        if isinstance(item, MemberInfo):
+            self.layer.add(item)
+        else:
+            self._follow(item)
 
-    def _pack(self, node: Node, entry: ScanEntry, chunks) -> bool:
-        """Store a file's bytes unless already stored; return whether this layer got a member."""
-        if entry.size <= SMALL_FILE:
-            data = b"".join(chunks)
-            digest = hashlib.sha256(data).digest()
-            return self._place(node, entry, digest, data)
-        has_peer = entry.size in self.big_sizes or (self.base is not None and self.base.same_size_exists(entry.size))
-        self.big_sizes.add(entry.size)
-        if has_peer:
-            digest = self.guest.digest(entry)
-            if self._known(digest) is not None:
-                chunks.close()
-                return self._place(node, entry, digest, None)
-        offset = self.layer.begin_file(_member(entry.path, "f", entry))
-        h = hashlib.sha256()
-        written = 0
+    def _read(self, item: _Pending, chunks: Iterator[bytes]) -> None:
+        entry = item.entry
         try:
-            for chunk in chunks:
-                self.layer.write(chunk)
-                h.update(chunk)
-                written += len(chunk)
-        except FileChanged:
-            # The header promised entry.size bytes: pad so the tar stays well-formed.
-            # The manifest will not list this member (docs/FORMAT.md, "dead members").
-            remaining = entry.size - written
-            while remaining > 0:
-                self.layer.write(bytes(min(remaining, 1 << 20)))
-                remaining -= min(remaining, 1 << 20)
-            self.layer.end_file()
-            raise
-        self.layer.end_file()
-        self._record(node, entry, h.digest(), offset)
-        return True
+            item.in_layer = self.packer.pack(item.node, entry, chunks)
+        except FileChanged as exc:
+            self.stats.changed_while_read += 1
+            self.warnings.append(f"{exc}; left out of this backup")
+            log.warning("%s; left out of this backup", exc)
+            if self.leaders.get((entry.dev, entry.ino)) is item:
+                del self.leaders[(entry.dev, entry.ino)]
+            item.dropped = True
+            self._drop(item.node, item.base)
+            return
+        self._emit(item.node, item.base)
+        self.progress.packed(1, entry.size)
 
-    def _place(self, node: Node, entry: ScanEntry, digest: bytes, data: bytes | None) -> bool:
-        known = self._known(digest)
-        if known is not None:
-            node.sha256, (node.layer, node.data_offset) = digest, known
-            self.stats.deduplicated_files += 1
-            if digest in self.stored:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
-                self.layer.add(_member(entry.path, "h", entry, self.stored[digest][1]))
-                return True
-            return False
-        if entry.size == 0:
-            node.sha256 = EMPTY_SHA256
-            self.layer.add(_member(entry.path, "f", entry))
-            return True
-        assert data is not None
-        self._record(node, entry, digest, self.layer.add_file(_member(entry.path, "f", entry), data))
-        return True
-
-    def _record(self, node: Node, entry: ScanEntry, digest: bytes, offset: int) -> None:
-        node.sha256, node.layer, node.data_offset = digest, self.ts, offset
-        self.stored.setdefault(digest, (offset, entry.path))
-        self.stats.packed_files += 1
-        self.stats.packed_bytes += entry.size
+    def _follow(self, item: _Follower) -> None:
+        lead = item.leader
+        if lead.dropped:
+            self._drop(item.node, item.base)
+            return
+        node = item.node
+        node.sha256, node.layer, node.data_offset = lead.node.sha256, lead.node.layer, lead.node.data_offset
+        node.nlink = lead.node.nlink
+        if lead.in_layer:
+            self.layer.add(member(item.entry.path, "h", item.entry, lead.entry.path))
+        self._emit(node, item.base)
 
 
 def _file_record(path: Path) -> dict[str, object]:

@@ -18,7 +18,8 @@ from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
 
 STORE_VERSION = "2.0"  # 2.0: layers and trees are shared objects (docs/FORMAT.md); 1.x is still read
 ENTRY_VERSION = "1.2"  # 1.1: backup defaults ("backup": {...}) and keep rules ("prune"); 1.2: "cvmfs"; older readers ignore them
-BACKUP_VERSION = "2.1"  # 2.0: a record naming objects; 2.1: the optional "cvmfs" part; 1.0: meta.json of a backup directory
+BACKUP_VERSION = "2.1"  # 2.1: layer members depth first (docs/FORMAT.md) and the optional "cvmfs" part; 2.0: a record
+# naming objects; 1.0: meta.json of a backup directory
 KINDS = ("full", "incremental", "differential")
 
 

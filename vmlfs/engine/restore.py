@@ -21,6 +21,7 @@ from vmlfs import names
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.engine.content import Layers, file_chunks
+from vmlfs.engine.holes import write_with_holes
 from vmlfs.engine.tree_check import LinkGroups
 from vmlfs.errors import AlreadyExists, CorruptData, NotFound, UnsafePath, VmlfsError
 
@@ -187,11 +188,11 @@ class _Restorer:
         self.report.files += 1
 
     def _write_content(self, fd: int, node: Node) -> None:
+        block = os.fstat(fd).st_blksize
+        pos = 0
         for chunk in file_chunks(self.layers, node):
-            if chunk.count(0) == len(chunk):  # all zeros: leave a hole, the file stays sparse
-                os.lseek(fd, len(chunk), os.SEEK_CUR)
-            else:
-                os.write(fd, chunk)
+            write_with_holes(fd, chunk, pos, block)
+            pos += len(chunk)
             self.on_bytes(len(chunk))
         os.ftruncate(fd, node.size)
         self.report.bytes += node.size

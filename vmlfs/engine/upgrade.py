@@ -29,9 +29,11 @@ from typing import Callable
 from vmlfs.archive.manifest import Manifest
 from vmlfs.archive.trees import choose_stored, rewrite
 from vmlfs.engine import faults
-from vmlfs.engine.model import BACKUP_VERSION, STORE_VERSION, BackupMeta
+from vmlfs.engine.model import STORE_VERSION, BackupMeta
 from vmlfs.engine.store import LAYER, StoreLayout
 from vmlfs.errors import CorruptData
+
+CONVERTED_VERSION = "2.0"  # a converted record keeps its format-1 layer: directories before files (docs/FORMAT.md)
 
 
 @dataclass
@@ -114,7 +116,7 @@ def _convert_entry(store: StoreLayout, entry: str, report: UpgradeReport, dry_ru
                 checkpoint = (Manifest(full, f"{entry}@{ts}"), digest)
             tree = {"sha256": digest, "size": size, "base": None if not is_delta else
                     {"sha256": checkpoint[1], "size": Path(checkpoint[0].path).stat().st_size}}  # type: ignore[index]
-            new = dataclasses.replace(meta, version=BACKUP_VERSION, layer={"size": meta.layer["size"],
+            new = dataclasses.replace(meta, version=CONVERTED_VERSION, layer={"size": meta.layer["size"],
                                       "sha256": meta.layer["sha256"]}, manifest=tree)
             store.replace_record(entry, BackupMeta.from_json(new.to_json(), f"{entry}@{ts}"))
             report.trees_after += size

@@ -1,0 +1,114 @@
+"""Packing one file's bytes into a backup's layer, unless they are already stored.
+
+A small file is read whole and hashed before deciding; a large one is
+hashed first only when another file of its size exists (the only way it can
+be a copy), else streamed straight into the layer. A copy within the layer
+becomes a tar hardlink, so ``tar -x`` of a full layer gives every file; a
+copy in an older layer is pointed at by the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from vmlfs.archive.layer import LayerWriter, MemberInfo
+from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.engine.guest import FileChanged, Guest, ScanEntry
+
+SMALL_FILE = 4 << 20  # read whole into memory: hash before deciding to store
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
+
+
+@dataclass
+class Stats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    unchanged_files: int = 0
+    packed_files: int = 0
+    packed_bytes: int = 0
+    deduplicated_files: int = 0
+    changed_while_read: int = 0
+    skipped_special: int = 0
+    unreadable: int = 0
+
+
+def member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
+    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target)
+
+
+class Packer:
+    """Stores file contents in one layer, remembering what it holds (by sha256) for deduplication."""
+
+    def __init__(self, ts: str, guest: Guest, base: Manifest | None, layer: LayerWriter, stats: Stats) -> None:
+        self.ts, self.guest, self.base, self.layer, self.stats = ts, guest, base, layer, stats
+        self.stored: dict[bytes, tuple[int, bytes]] = {}  # sha256 -> (offset, path) in this layer
+        self.big_sizes: set[int] = set()
+
+    def _known(self, digest: bytes) -> tuple[str, int] | None:
+        if digest in self.stored:
+            return self.ts, self.stored[digest][0]
+        if self.base is not None:
+            hit = self.base.by_hash(digest)
+            if hit is not None and hit.layer is not None and hit.data_offset is not None:
+                return hit.layer, hit.data_offset
+        return None
+
+    def pack(self, node: Node, entry: ScanEntry, chunks) -> bool:
+        """Store a file's bytes unless already stored; return whether this layer got a member."""
+        if entry.size <= SMALL_FILE:
+            data = b"".join(chunks)
+            digest = hashlib.sha256(data).digest()
+            return self._place(node, entry, digest, data)
+        has_peer = entry.size in self.big_sizes or (self.base is not None and self.base.same_size_exists(entry.size))
+        self.big_sizes.add(entry.size)
+        if has_peer:
+            digest = self.guest.digest(entry)
+            if self._known(digest) is not None:
+                chunks.close()
+                return self._place(node, entry, digest, None)
+        offset = self.layer.begin_file(member(entry.path, "f", entry))
+        h = hashlib.sha256()
+        written = 0
+        try:
+            for chunk in chunks:
+                self.layer.write(chunk)
+                h.update(chunk)
+                written += len(chunk)
+        except FileChanged:
+            # The header promised entry.size bytes: pad so the tar stays well-formed.
+            # The manifest will not list this member (docs/FORMAT.md, "dead members").
+            remaining = entry.size - written
+            while remaining > 0:
+                self.layer.write(bytes(min(remaining, 1 << 20)))
+                remaining -= min(remaining, 1 << 20)
+            self.layer.end_file()
+            raise
+        self.layer.end_file()
+        self._record(node, entry, h.digest(), offset)
+        return True
+
+    def _place(self, node: Node, entry: ScanEntry, digest: bytes, data: bytes | None) -> bool:
+        known = self._known(digest)
+        if known is not None:
+            node.sha256, (node.layer, node.data_offset) = digest, known
+            self.stats.deduplicated_files += 1
+            if digest in self.stored:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
+                self.layer.add(member(entry.path, "h", entry, self.stored[digest][1]))
+                return True
+            return False
+        if entry.size == 0:
+            node.sha256 = EMPTY_SHA256
+            self.layer.add(member(entry.path, "f", entry))
+            return True
+        assert data is not None
+        self._record(node, entry, digest, self.layer.add_file(member(entry.path, "f", entry), data))
+        return True
+
+    def _record(self, node: Node, entry: ScanEntry, digest: bytes, offset: int) -> None:
+        node.sha256, node.layer, node.data_offset = digest, self.ts, offset
+        self.stored.setdefault(digest, (offset, entry.path))
+        self.stats.packed_files += 1
+        self.stats.packed_bytes += entry.size
