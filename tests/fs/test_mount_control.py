@@ -238,6 +238,7 @@ def test_remounting_a_killed_mount_names_it_and_the_fix(tmp_path, mount_factory)
         return False
 
     wait_for(dead, 10)
+    time.sleep(1.1)  # past the root's attribute cache time: the kernel answers even a stat with ENOTCONN now
     done = m.vmlfs("mount", str(m.path), check=False)
     assert done.returncode == 2 and "not an empty directory" not in done.stderr
     assert "process serving it is gone" in done.stderr and f"vmlfs umount {m.path}" in done.stderr

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -46,8 +47,10 @@ def parse_options(values: tuple[str, ...]) -> bool:
 def check_mountpoint(mountpoint: str, store_root: Path | None) -> str:
     """The mountpoint's real path if it is an empty directory that does not hold the (local) store."""
     path = os.path.realpath(mountpoint)
-    try:
-        empty = os.path.isdir(path) and not os.listdir(path)
+    try:  # not os.path.isdir: it answers False for a dead FUSE mount (ENOTCONN), whose message is below
+        empty = stat.S_ISDIR(os.stat(path).st_mode) and not os.listdir(path)
+    except FileNotFoundError:
+        empty = False
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:  # a FUSE mount whose process died (SIGKILL, OOM) is still mounted
             raise InvalidRequest(
