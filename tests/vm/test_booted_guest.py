@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cvmfs_cache import make_cache
+from tests.cvmfs_cache import objects as cache_objects
 from tests.vm.conftest import USER, Guest
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -194,3 +196,43 @@ def test_the_mounts_control_files_back_up_snapshot_and_revert_the_real_guest(boo
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
         vmlfs(booted_guest, store, "entry", "edit", "cvm", "--no-vm-snapshot", "--no-consistent", check=False)
+
+
+CACHE_BASE = "/mnt/.rw/cvmfs-cache"  # CernVM 4's default: the guest has no /etc/cvmfs that says otherwise
+
+
+def test_the_cvmfs_cache_goes_back_into_the_guest_before_cvmfs_mounts(booted_guest: Guest, store, tmp_path) -> None:
+    """A client cache laid out as a real one, on the guest at CernVM 4's base: backed up with the home as
+    root, removed, then put back by restore as root, owned by the cvmfs account, every object and
+    checksum file byte-exact, nothing of what a backup must never take."""
+    local = make_cache(tmp_path / "cache", cache_objects(300))
+    packed = subprocess.run(["tar", "-C", str(local.parent), "-cf", "-", "--exclude=shared/cachemgr",
+                             "--exclude=shared/cvmfs_io.atlas.cern.ch", "shared"], capture_output=True, check=True).stdout
+    subprocess.run(["ssh", "-F", "none", "-p", str(booted_guest.port), "-i", str(booted_guest.client / ".ssh/id_ed25519"),
+                    "-o", f"UserKnownHostsFile={booted_guest.client / '.ssh/known_hosts'}", "-o", "BatchMode=yes",
+                    "root@127.0.0.1", f"mkdir -p {CACHE_BASE} && tar -C {CACHE_BASE} -xf - && mkfifo {CACHE_BASE}/shared/cachemgr"
+                    " && (getent passwd cvmfs >/dev/null || useradd -r -M -s /usr/sbin/nologin cvmfs)"],
+                   input=packed, check=True, timeout=120)  # a CernVM has the cvmfs account; this Debian guest gets one
+    url = f"ssh://root@127.0.0.1:{booted_guest.port}/home/{USER}"
+    vmlfs(booted_guest, store, "entry", "add", "cvmroot", "--guest", url, "--release", "2021.05-1", "--with-cvmfs-cache")
+    done = timed("vmlfs backup with the CernVM-FS cache (300 objects) as root",
+                 lambda: vmlfs(booted_guest, store, "backup", "cvmroot"))
+    assert "CernVM-FS cache /mnt/.rw/cvmfs-cache: 300 objects" in done.stdout + done.stderr, done.stdout + done.stderr
+    want = booted_guest.ssh(CACHE_LISTING, user="root").stdout
+    booted_guest.ssh(f"rm -rf {CACHE_BASE}/shared", user="root")
+
+    target = f"ssh://root@127.0.0.1:{booted_guest.port}/home/{USER}/restored-with-cache"
+    back = timed("vmlfs restore of the home and the CernVM-FS cache into the guest",
+                 lambda: vmlfs(booted_guest, store, "restore", "cvmroot", target, "--with-cvmfs-cache"))
+    assert "no cvmfs_config" in back.stderr and "no cvmfs user" not in back.stderr, back.stderr  # Debian has no client
+    assert booted_guest.ssh(CACHE_LISTING, user="root").stdout == want
+    owners = booted_guest.ssh(f"find {CACHE_BASE}/shared -printf '%u\\n' | sort -u", user="root").stdout.split()
+    assert owners == [b"cvmfs"]
+    never = booted_guest.ssh(f"cd {CACHE_BASE}/shared && ls -d cachedb cachemgr txn quarantaine 2>/dev/null",
+                             user="root", check=False).stdout
+    assert never == b""
+    booted_guest.ssh(f"rm -rf /home/{USER}/restored-with-cache {CACHE_BASE}", user="root")
+
+
+CACHE_LISTING = (f"cd {CACHE_BASE}/shared && find . -type f ! -name cachedb ! -path './txn/*' ! -path './quarantaine/*'"
+                 " ! -name 'lock.*' ! -name 'running.*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum")
