@@ -35,7 +35,7 @@ from vmlfs.errors import ConnectionFailed, NotFound, PermissionDenied
 MAX_ATTEMPTS = int(os.environ.get("VMLFS_S3_MAX_ATTEMPTS", "5"))
 #: boto3's upload_file switches to a multipart upload above this size (parts of this size, 4 in parallel).
 MULTIPART = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
-_MISSING = {"NoSuchKey", "404", "NotFound"}
+_MISSING = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
 _CONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
@@ -141,7 +141,8 @@ class S3Bucket:
 
     def upload(self, local: Path, key: str) -> None:
         """A local file as one object: multipart above :data:`MULTIPART`'s threshold. The object
-        appears only when the upload completes; an interrupted one leaves no key."""
+        appears only when the upload completes; an interrupted one leaves no key (a multipart one
+        leaves its parts, which gc aborts: :meth:`uploads`)."""
         try:
             self.client.upload_file(str(local), self.bucket, key, Config=MULTIPART)
         except boto3.exceptions.S3UploadFailedError as exc:
@@ -192,3 +193,22 @@ class S3Bucket:
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(exc, prefix) from None
         return keys, prefixes
+
+    def uploads(self, prefix: str) -> list[tuple[str, str, float]]:
+        """(key, upload id, when it was started, unix time) of every multipart upload under
+        ``prefix`` not yet completed or aborted: an interrupted one is invisible to a listing of
+        keys but keeps its parts (and their space) until it is aborted."""
+        found = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                found += [(u["Key"], u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, prefix) from None
+        return found
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload: its parts are deleted; one already gone is no error."""
+        try:
+            self._call("abort_multipart_upload", key, UploadId=upload_id)
+        except FileNotFoundError:  # NoSuchUpload: completed or aborted meanwhile
+            pass

@@ -9,10 +9,11 @@ What an object store changes, and why it is still safe without a server lock
   only once its upload completes, so there is no temporary name. A backup is
   committed by creating its record with ``If-None-Match: *``: two hosts never
   commit one name twice, and a backup whose upload broke off is never listed;
-  its objects are named by no record, and gc removes them after the grace
-  period. Before relying on it, the store checks once per process that the
-  server refuses a second conditional create (some servers ignore the header)
-  and refuses to write if it does not.
+  its objects are named by no record, and gc removes them (and aborts its
+  unfinished multipart upload) after the grace period. Before relying on it,
+  the store checks once per process that the server refuses a second
+  conditional create (some servers ignore the header) and refuses to write
+  if it does not.
 - "Directories" are key prefixes; a directory vmlfs creates is marked by an
   empty ``<dir>/`` key, created conditionally, so creating an entry twice
   fails as on a file system.
@@ -211,6 +212,18 @@ class S3Store(StoreLayout):
         removes one only when its marker goes last."""
         for key, _ in sorted(found, reverse=True):
             self.bucket.delete(key)
+
+    def abort_interrupted_uploads(self, started_before: float) -> int:
+        """Multipart uploads under ``objects/`` started before ``started_before``: invisible to
+        listings, their parts take space until aborted. gc holds every entry's lease, so no backup
+        uploads meanwhile; the grace period also spares a holder that lost its lease mid-upload
+        (and clocks that differ a little: the server stamps the start)."""
+        stale = [(key, upload) for key, upload, started in self.bucket.uploads(self._key("objects") + "/")
+                 if started < started_before]
+        for key, upload in stale:
+            log.info("aborting an interrupted upload: %s", key)
+            self.bucket.abort_upload(key, upload)
+        return len(stale)
 
     def _size(self, rel: str) -> int:
         return self.bucket.head(self._key(rel))[0]

@@ -171,6 +171,13 @@ class StoreFiles(ABC):
     def remove_leftover(self, kind: str, name: str) -> None:
         self._unlink(f"objects/{kind}/{name}")
 
+    def abort_interrupted_uploads(self, started_before: float) -> int:
+        """Abort the uploads into ``objects/`` a killed process left unfinished, of those started
+        before ``started_before`` (unix time); how many. Only gc calls it, holding every entry's
+        lock. A store that uploads under temporary names has none (those are
+        :meth:`leftover_uploads`); an object store's multipart uploads are."""
+        return 0
+
     def _garbage_names(self) -> list[str]:
         try:
             return self._listdir(GARBAGE)
