@@ -54,15 +54,28 @@ class RangedLayerReader(SeekableReader):
         return self._read_range(offset, length)
 
     def load_frames(self, indices: list[int]) -> None:
-        """The frames not cached yet, fetched with one read from the first to the last of them."""
-        todo = [i for i in indices if not self.is_cached(i)]
-        if len(todo) < 2:
-            return super().load_frames(todo)
-        t = self.table
-        base = t.c_offsets[todo[0]]
-        data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
-        for i in todo:
-            self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
+        """The frames not cached yet, fetched with one read from the first to the last of them.
+
+        Their single-flight locks are held meanwhile (taken in one order, so two fetches never wait
+        on each other): a read that needs one of these frames waits for this fetch instead of
+        fetching the frame again on its own."""
+        slots = sorted({i % len(self._loading) for i in indices})
+        held = []
+        try:
+            for slot in slots:
+                self._loading[slot].acquire()
+                held.append(slot)
+            todo = [i for i in indices if not self.is_cached(i)]
+            if not todo:
+                return
+            t = self.table
+            base = t.c_offsets[todo[0]]
+            data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
+            for i in todo:
+                self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
+        finally:
+            for slot in held:
+                self._loading[slot].release()
 
     def close(self) -> None:
         """Nothing to close: reads go through the store's connection."""

@@ -51,6 +51,10 @@ from vmlfs.errors import ConnectionFailed, CorruptData, InvalidRequest, ReadOnly
 log = logging.getLogger(__name__)
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 PREFIX_PART = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: Frames one read-ahead GET fetches. Each GET costs a round trip and botocore's per-request work
+#: (signing, endpoint rules): on SeaweedFS over loopback 1 MiB GETs cost the client 2.4 ms of CPU
+#: per MiB, 4 MiB GETs 0.7 ms, 8 MiB GETs 0.5 ms.
+FRAMES_PER_GET = 8
 READ_ATTEMPTS = 3  # a layer range whose body broke off is fetched again this often (botocore retries the rest)
 UNKNOWN_SPACE = 1 << 50  # an object store states no capacity; df shows 1 PiB free rather than a full disk
 
@@ -82,9 +86,8 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3Store(StoreLayout):
     """A vmlfs store under ``s3://BUCKET/PREFIX``."""
 
-    #: Each GET costs a round trip and boto3's per-request work: read-ahead fetches 4 frames per GET,
-    #: 16 frames ahead, 4 GETs at once.
-    readahead = (16, 4)
+    #: Read-ahead keeps 24 frames ahead, fetched FRAMES_PER_GET at a time by up to 4 threads.
+    readahead = (24, 4)
 
     def __init__(self, url: str, *, create: bool = True, cache: FrameCache | None = None,
                  endpoint: str | None = None) -> None:
@@ -245,7 +248,7 @@ class S3Store(StoreLayout):
             raise ReadFailed(f"{name}: {exc.message}") from None
         return RangedLayerReader(f"{self.description}/{rel}#{digest}", size, tail,
                                  lambda offset, length: self._read_range(key, offset, length, name),
-                                 cache=self.frame_cache, name=name, frames_per_fetch=4)
+                                 cache=self.frame_cache, name=name, frames_per_fetch=FRAMES_PER_GET)
 
     def _read_range(self, key: str, offset: int, length: int, name: str) -> bytes:
         """One ranged GET of whole frames; a body that broke off is fetched again (bounded)."""
