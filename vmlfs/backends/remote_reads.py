@@ -100,6 +100,16 @@ class _Tail(io.RawIOBase):
         return out
 
 
+def cached_tree_path(cache_dir: Path, digest: str) -> str | None:
+    """The tree ``digest`` if ``cache_dir`` holds it (marked as just used), else None."""
+    local = cache_dir / "trees" / f"{digest}.sqlite"
+    try:
+        os.utime(local)
+    except FileNotFoundError:
+        return None
+    return str(local)
+
+
 def cached_tree(cache_dir: Path, digest: str, where: str, download: Callable[[str], None]) -> str:
     """The tree ``digest`` from ``cache_dir``, downloaded with ``download(local_path)`` (which raises
     FileNotFoundError if the tree is missing) and checked against ``digest`` if not cached yet."""

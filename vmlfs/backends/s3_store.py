@@ -38,10 +38,11 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from vmlfs import names
 from vmlfs.archive.seekable import FrameCache, SeekableReader
-from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree
+from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path
 from vmlfs.backends.s3_client import ConditionFailed, S3Bucket
 from vmlfs.backends.s3_lease import S3Lease
 from vmlfs.engine.store import STORE_FILE, StoreLayout, entry_path
@@ -56,6 +57,7 @@ PREFIX_PART = re.compile(r"[A-Za-z0-9._-]{1,128}")
 #: per MiB, 4 MiB GETs 0.7 ms, 8 MiB GETs 0.5 ms.
 FRAMES_PER_GET = 8
 READ_ATTEMPTS = 3  # a layer range whose body broke off is fetched again this often (botocore retries the rest)
+T = TypeVar("T")
 UNKNOWN_SPACE = 1 << 50  # an object store states no capacity; df shows 1 PiB free rather than a full disk
 
 
@@ -234,29 +236,36 @@ class S3Store(StoreLayout):
     def _digest(self, rel: str) -> tuple[int, str]:
         return self.bucket.digest(self._key(rel))
 
+    def _cached_tree(self, digest: str) -> str | None:
+        return cached_tree_path(self.cache_dir, digest)
+
     def _tree_file(self, rel: str, digest: str, where: str) -> str:
-        return cached_tree(self.cache_dir, digest, where, lambda local: self.bucket.download(self._key(rel), local))
+        return cached_tree(self.cache_dir, digest, where,
+                           lambda local: self._again(lambda: self.bucket.download(self._key(rel), local), where))
 
     def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader:
+        """The seek table from the layer's tail: one GET, whose answer also gives the size."""
         key = self._key(rel)
         try:
-            size, _ = self.bucket.head(key)
-            tail = self.bucket.get(key, -min(size, TAIL)) if size else b""
+            tail, size = self._again(lambda: self.bucket.tail(key, TAIL), name)
         except FileNotFoundError:
             raise CorruptData(f"{name}: layer file is missing") from None
-        except ConnectionFailed as exc:
-            raise ReadFailed(f"{name}: {exc.message}") from None
         return RangedLayerReader(f"{self.description}/{rel}#{digest}", size, tail,
                                  lambda offset, length: self._read_range(key, offset, length, name),
                                  cache=self.frame_cache, name=name, frames_per_fetch=FRAMES_PER_GET)
 
     def _read_range(self, key: str, offset: int, length: int, name: str) -> bytes:
-        """One ranged GET of whole frames; a body that broke off is fetched again (bounded)."""
+        try:
+            return self._again(lambda: self.bucket.get(key, offset, length), name)
+        except FileNotFoundError:
+            raise CorruptData(f"{name}: layer file is missing") from None
+
+    def _again(self, fetch: Callable[[], T], name: str) -> T:
+        """``fetch()``, once more if the body broke off (botocore retried what came before the body),
+        at most READ_ATTEMPTS times; then ReadFailed (in a mount: EIO for that file only)."""
         for attempt in range(READ_ATTEMPTS):
             try:
-                return self.bucket.get(key, offset, length)
-            except FileNotFoundError:
-                raise CorruptData(f"{name}: layer file is missing") from None
+                return fetch()
             except ConnectionFailed as exc:
                 if attempt == READ_ATTEMPTS - 1:
                     raise ReadFailed(f"{name}: {exc.message}") from None

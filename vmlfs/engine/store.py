@@ -328,15 +328,15 @@ class StoreLayout(StoreFiles):
     def open_tree(self, ref: dict, where: str) -> Manifest:
         """A tree from its reference in a record: {sha256, size, base: {sha256, size} | None}."""
         base = ref.get("base")
-        path = self._tree_file(self._object_rel("trees", ref["sha256"]), ref["sha256"], where)
+        path = self.tree_path(ref["sha256"], where)
         if base is None:
             return Manifest(path, where)
-        base_path = self._tree_file(self._object_rel("trees", base["sha256"]), base["sha256"], where)
-        return Manifest(path, where, base=base_path, base_digest=base["sha256"])
+        return Manifest(path, where, base=self.tree_path(base["sha256"], where), base_digest=base["sha256"])
 
     def tree_path(self, digest: str, where: str = "gc") -> str:
-        """A local, checked path of one tree object (gc rewrites trees from it)."""
-        return self._tree_file(self._object_rel("trees", digest), digest, where)
+        """A local, checked path of one tree object (gc rewrites trees from it); a tree a remote
+        store cached is used without first asking the store where the object is (a round trip)."""
+        return self._cached_tree(digest) or self._tree_file(self._object_rel("trees", digest), digest, where)
 
     def open_layer(self, entry: str, name: str) -> SeekableReader:
         """A layer by the name a tree gives it: a backup's timestamp (format 1) or the object's sha256."""

@@ -125,6 +125,11 @@ class StoreFiles(ABC):
     def _tree_file(self, rel: str, digest: str, where: str) -> str:
         """A local path of the tree object ``rel``, its content checked against ``digest``."""
 
+    def _cached_tree(self, digest: str) -> str | None:
+        """The tree ``digest`` if it is on this machine already, checked when it was fetched (a
+        remote store's cache; its name is its hash, so never stale); None: ask :meth:`_tree_file`."""
+        return None
+
     @abstractmethod
     def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader: ...
 
