@@ -9,7 +9,7 @@ import time
 
 from vmlfs.archive.readahead import ReadAhead
 from vmlfs.archive.seekable import FrameCache, SeekableWriter
-from vmlfs.backends.remote_reads import TAIL, RangedLayerReader
+from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, seek_table_bytes
 
 
 def layer(mib: int) -> tuple[bytes, bytes]:
@@ -99,3 +99,10 @@ def test_a_read_of_a_frame_being_fetched_waits_for_that_fetch() -> None:
     assert r.read(2 << 20, 10) == plain[2 << 20:(2 << 20) + 10]
     fetch.join()
     assert len(reads) == 1 and r.frames_decompressed == 4, "the read was served by the group's fetch"
+
+
+def test_the_footer_says_how_long_the_seek_table_is() -> None:
+    _, blob = layer(3)
+    r = reader(blob, [], per_fetch=1)
+    assert seek_table_bytes(blob) == len(blob) - r.table.c_offsets[-1] == seek_table_bytes(blob[-100:])
+    assert seek_table_bytes(b"no footer here") == 0 == seek_table_bytes(b"")

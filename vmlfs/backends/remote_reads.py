@@ -18,11 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vmlfs.archive.seekable import FrameCache, SeekableReader, read_seek_table
+from vmlfs.archive.seekable import FOOTER, SEEKABLE_MAGIC, FrameCache, SeekableReader, read_seek_table
 from vmlfs.errors import CorruptData
 
 TREE_CACHE_BYTES = 2 << 30
 TAIL = 1 << 20  # bytes read from a layer's end for its seek table (1 MiB covers 100 000 frames)
+#: What a first read of a layer's end takes: the seek table of a layer of up to 8000 frames (8 GiB),
+#: read again up to TAIL for a bigger one (1 MiB each time would cost 80 ms on a 100 Mbit/s link).
+FIRST_TAIL = 64 << 10
 
 
 def cache_root(kind: str) -> Path:
@@ -79,6 +82,15 @@ class RangedLayerReader(SeekableReader):
 
     def close(self) -> None:
         """Nothing to close: reads go through the store's connection."""
+
+
+def seek_table_bytes(tail: bytes) -> int:
+    """How many bytes at the layer's end its seek table takes, by the footer ending ``tail``; 0 if
+    there is no footer (the reader then says what is wrong)."""
+    if len(tail) < FOOTER.size:
+        return 0
+    frames, descriptor, magic = FOOTER.unpack_from(tail, len(tail) - FOOTER.size)
+    return 8 + frames * (12 if descriptor & 0x80 else 8) + FOOTER.size if magic == SEEKABLE_MAGIC else 0
 
 
 class _Tail(io.RawIOBase):

@@ -42,7 +42,8 @@ from typing import Callable, TypeVar
 
 from vmlfs import names
 from vmlfs.archive.seekable import FrameCache, SeekableReader
-from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path
+from vmlfs.backends.remote_reads import (FIRST_TAIL, TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path,
+                                         seek_table_bytes)
 from vmlfs.backends.s3_client import ConditionFailed, S3Bucket
 from vmlfs.backends.s3_lease import S3Lease
 from vmlfs.engine.store import STORE_FILE, StoreLayout, entry_path
@@ -244,10 +245,14 @@ class S3Store(StoreLayout):
                            lambda local: self._again(lambda: self.bucket.download(self._key(rel), local), where))
 
     def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader:
-        """The seek table from the layer's tail: one GET, whose answer also gives the size."""
+        """The seek table from the layer's tail: one GET, whose answer also gives the size (a second
+        one for a table over FIRST_TAIL, bounded by TAIL whatever a damaged footer claims)."""
         key = self._key(rel)
         try:
-            tail, size = self._again(lambda: self.bucket.tail(key, TAIL), name)
+            tail, size = self._again(lambda: self.bucket.tail(key, FIRST_TAIL), name)
+            need = min(seek_table_bytes(tail), size, TAIL)
+            if len(tail) < need:
+                tail, size = self._again(lambda: self.bucket.tail(key, need), name)
         except FileNotFoundError:
             raise CorruptData(f"{name}: layer file is missing") from None
         return RangedLayerReader(f"{self.description}/{rel}#{digest}", size, tail,
