@@ -58,6 +58,8 @@ from vmlfs.errors import (
 )
 
 log = logging.getLogger(__name__)
+#: The directories every format-2 store has (besides entries/), made when it is created.
+STORE_DIRS = ("objects", *(f"objects/{kind}" for kind in OBJECT_KINDS), GARBAGE, LEASES)
 
 
 class StoreLayout(StoreFiles):
@@ -111,7 +113,7 @@ class StoreLayout(StoreFiles):
             self.make_object_dirs()
 
     def make_object_dirs(self) -> None:
-        for rel in ("objects", *(f"objects/{kind}" for kind in OBJECT_KINDS), GARBAGE, LEASES):
+        for rel in STORE_DIRS:
             if not self._exists(rel):
                 try:
                     self._mkdir(rel)
