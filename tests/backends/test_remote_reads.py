@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from vmlfs.archive.readahead import ReadAhead
 from vmlfs.archive.seekable import FrameCache, SeekableWriter, encode_seek_table, read_seek_table
-from vmlfs.backends.remote_reads import TAIL, RangedLayerReader
+from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, seek_table_bytes
 from vmlfs.errors import CorruptData
 
 
@@ -92,3 +93,50 @@ def entries_of(blob: bytes) -> tuple[bytes, list[tuple[int, int]]]:
     sizes = [(table.c_offsets[i + 1] - table.c_offsets[i], table.d_offsets[i + 1] - table.d_offsets[i])
              for i in range(table.frames)]
     return blob[:table.c_offsets[-1]], sizes
+
+
+def test_a_sequential_reader_s_read_ahead_fetches_a_group_per_request() -> None:
+    """Claims are renewed once per fetch's worth of frames, so every request after the first read's
+    fetches frames_per_fetch frames (renewed per frame, each would fetch one frame)."""
+    plain, blob = layer(40)
+    reads: list[tuple[int, int]] = []
+    r = reader(blob, reads, per_fetch=4)
+    ahead = ReadAhead(frames=8, workers=1)
+    cursor = ahead.cursor(r, 0, r.size)
+    for offset in range(0, 40 << 20, 128 << 10):  # a reader slower than the read-ahead
+        assert r.read(offset, 128 << 10) == plain[offset:offset + (128 << 10)]
+        started = cursor.after_read(offset, offset + (128 << 10))
+        deadline = time.monotonic() + 30
+        while not all(r.is_cached(i) for i in started) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    ahead.close()
+    sizes = [sum(1 for i in range(r.table.frames) if o <= r.table.c_offsets[i] < o + n) for o, n in reads]
+    assert sizes[0] == 1 and set(sizes[1:-1]) == {4} and sum(sizes) == 40, sizes
+
+
+def test_a_read_of_a_frame_being_fetched_waits_for_that_fetch() -> None:
+    plain, blob = layer(4)
+    reads: list[tuple[int, int]] = []
+    started = threading.Event()
+
+    def slow(offset: int, length: int) -> bytes:
+        reads.append((offset, length))
+        started.set()
+        time.sleep(0.3)
+        return blob[offset:offset + length]
+
+    r = RangedLayerReader("k#sha", len(blob), blob[-TAIL:], slow, cache=FrameCache(), name="layer", placed_dir=None,
+                          frames_per_fetch=4)
+    fetch = threading.Thread(target=r.load_frames, args=([0, 1, 2, 3],))
+    fetch.start()
+    started.wait(5)
+    assert r.read(2 << 20, 10) == plain[2 << 20:(2 << 20) + 10]
+    fetch.join()
+    assert len(reads) == 1 and r.frames_decompressed == 4, "the read was served by the group's fetch"
+
+
+def test_the_footer_says_how_long_the_seek_table_is() -> None:
+    _, blob = layer(3)
+    r = reader(blob, [], per_fetch=1)
+    assert seek_table_bytes(blob) == len(blob) - r.table.c_offsets[-1] == seek_table_bytes(blob[-100:])
+    assert seek_table_bytes(b"no footer here") == 0 == seek_table_bytes(b"")

@@ -13,8 +13,9 @@ of it:
   not claimed at all;
 * per open file, a :class:`Cursor` that tells sequential reads from seeks
   (the kernel's requests may overtake each other, so "sequential" allows two
-  frames of slack) and renews the claims once per frame the reader advances,
-  so most reads cost two comparisons.
+  frames of slack) and renews the claims once per frame the reader advances
+  (once per ``frames_per_fetch`` frames for a remote reader, so that each
+  renewal is one request of several frames), so most reads cost two comparisons.
 
 Nothing else looks at the seek table for read-ahead; the frames themselves
 come from :meth:`SeekableReader.frame`, with its single-flight loading and the
@@ -87,14 +88,17 @@ class Cursor:
     def __init__(self, owner: ReadAhead, reader: SeekableReader, start: int, size: int) -> None:
         self._owner, self._reader, self._start, self._size = owner, reader, start, size
         self._last_end = _NEVER  # a first read is not yet sequential
-        self._claimed_at = -FRAME_SIZE
+        self._claimed_at = _NEVER  # the first sequential read claims
 
     def after_read(self, offset: int, end: int) -> list[int]:
         """After a read of ``[offset, end)`` of the file: start decompressing the frames ahead
         of a sequential reader; return the frames started (none for a seek or a first read)."""
         sequential = abs(offset - self._last_end) <= 2 * FRAME_SIZE
         self._last_end = end
-        if not sequential or self._claimed_at <= end < self._claimed_at + FRAME_SIZE or end >= self._size:
+        # Renewed once per fetch's worth of frames: each renewal then claims that many frames at the
+        # far end of the window, which a remote reader fetches with one request (not one each).
+        step = FRAME_SIZE * max(1, self._reader.frames_per_fetch)
+        if not sequential or self._claimed_at <= end < self._claimed_at + step or end >= self._size:
             return []
         frames = self._owner.claim(self._reader, self._start + end - 1, self._start + self._size)
         self._claimed_at = end

@@ -18,12 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vmlfs.archive.seekable import FrameCache, SeekableReader, misplacing, read_seek_table
+from vmlfs.archive.seekable import FOOTER, SEEKABLE_MAGIC, FrameCache, SeekableReader, misplacing, read_seek_table
 from vmlfs.errors import CorruptData
 
 TREE_CACHE_BYTES = 2 << 30
 PLACE_FETCH = 16 << 20  # compressed bytes fetched per read while proving where a layer's frames are
 TAIL = 1 << 20  # bytes read from a layer's end for its seek table (1 MiB covers 100 000 frames)
+#: What a first read of a layer's end takes: the seek table of a layer of up to 8000 frames (8 GiB),
+#: read again up to TAIL for a bigger one (1 MiB each time would cost 80 ms on a 100 Mbit/s link).
+FIRST_TAIL = 64 << 10
 
 
 def cache_root(kind: str) -> Path:
@@ -53,7 +56,7 @@ class RangedLayerReader(SeekableReader):
         except CorruptData as exc:
             raise CorruptData(f"{name}: {exc}") from None
         self._setup(key, name, cache, table, size)
-        table_bytes = tail[-(17 + 12 * table.frames):]  # the whole table, whatever its entries' size
+        table_bytes = tail[-seek_table_bytes(tail):]  # the whole table
         self._proof = None if placed_dir is None else \
             placed_dir / hashlib.sha256(key.encode() + b"\0" + table_bytes).hexdigest()
         self._placed = _read_proof(self._proof, table.frames)
@@ -62,16 +65,29 @@ class RangedLayerReader(SeekableReader):
         return self._read_range(offset, length)
 
     def load_frames(self, indices: list[int]) -> None:
-        """The frames not cached yet, fetched with one read from the first to the last of them."""
-        todo = [i for i in indices if not self.is_cached(i)]
-        if len(todo) < 2:
-            return super().load_frames(todo)
-        self._check_placement(todo[0])
-        t = self.table
-        base = t.c_offsets[todo[0]]
-        data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
-        for i in todo:
-            self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
+        """The frames not cached yet, fetched with one read from the first to the last of them.
+
+        Their single-flight locks are held meanwhile (taken in one order, so two fetches never wait
+        on each other): a read that needs one of these frames waits for this fetch instead of
+        fetching the frame again on its own."""
+        slots = sorted({i % len(self._loading) for i in indices})
+        held = []
+        try:
+            for slot in slots:
+                self._loading[slot].acquire()
+                held.append(slot)
+            todo = [i for i in indices if not self.is_cached(i)]
+            if not todo:
+                return
+            self._check_placement(todo[0])
+            t = self.table
+            base = t.c_offsets[todo[0]]
+            data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
+            for i in todo:
+                self._decode(i, data[t.c_offsets[i] - base:t.c_offsets[i + 1] - base])
+        finally:
+            for slot in held:
+                self._loading[slot].release()
 
     def _place(self, start: int, index: int) -> None:
         t = self.table
@@ -120,6 +136,15 @@ def _write_proof(path: Path | None, placed: int) -> None:
         pass
 
 
+def seek_table_bytes(tail: bytes) -> int:
+    """How many bytes at the layer's end its seek table takes, by the footer ending ``tail``; 0 if
+    there is no footer (the reader then says what is wrong)."""
+    if len(tail) < FOOTER.size:
+        return 0
+    frames, descriptor, magic = FOOTER.unpack_from(tail, len(tail) - FOOTER.size)
+    return 8 + frames * (12 if descriptor & 0x80 else 8) + FOOTER.size if magic == SEEKABLE_MAGIC else 0
+
+
 class _Tail(io.RawIOBase):
     """The last bytes of a remote file, seekable by absolute offset (enough for the seek table)."""
 
@@ -137,6 +162,16 @@ class _Tail(io.RawIOBase):
         out = self.data[lo:lo + n if n >= 0 else None]
         self.pos += len(out)
         return out
+
+
+def cached_tree_path(cache_dir: Path, digest: str) -> str | None:
+    """The tree ``digest`` if ``cache_dir`` holds it (marked as just used), else None."""
+    local = cache_dir / "trees" / f"{digest}.sqlite"
+    try:
+        os.utime(local)
+    except FileNotFoundError:
+        return None
+    return str(local)
 
 
 def cached_tree(cache_dir: Path, digest: str, where: str, download: Callable[[str], None]) -> str:

@@ -35,7 +35,7 @@ from vmlfs.errors import ConnectionFailed, NotFound, PermissionDenied
 MAX_ATTEMPTS = int(os.environ.get("VMLFS_S3_MAX_ATTEMPTS", "5"))
 #: boto3's upload_file switches to a multipart upload above this size (parts of this size, 4 in parallel).
 MULTIPART = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
-_MISSING = {"NoSuchKey", "404", "NotFound"}
+_MISSING = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
 _CONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
@@ -103,32 +103,53 @@ class S3Bucket:
     # calls --------------------------------------------------------------------------------
 
     def get(self, key: str, start: int | None = None, length: int | None = None) -> bytes:
-        """The object, or ``length`` bytes of it from ``start`` (one ranged GET); a negative ``start``
-        without length is the object's last ``-start`` bytes."""
-        kwargs = {}
-        if start is not None and start < 0:
-            kwargs["Range"] = f"bytes={start}"
-        elif start is not None:
-            kwargs["Range"] = f"bytes={start}-{start + (length or 1) - 1}"
-        body = self._call("get_object", key, **kwargs)["Body"]
+        """The object, or ``length`` bytes of it from ``start`` (one ranged GET)."""
+        kwargs = {} if start is None else {"Range": f"bytes={start}-{start + (length or 1) - 1}"}
+        return self._body(self._call("get_object", key, **kwargs), key)
+
+    def tail(self, key: str, length: int) -> tuple[bytes, int]:
+        """(the object's last ``length`` bytes or all of a smaller one, its size) from one ranged GET:
+        the answer's Content-Range gives the size, so no HEAD is needed first."""
         try:
-            return body.read()
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:  # the connection died mid-body
-            raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
+            answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{length}")
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416:
+                return b"", 0  # an empty object has no last bytes
+            raise self._error(exc, key) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(exc, key) from None
+        span = answer.get("ContentRange")  # absent if the server sent the whole object
+        return self._body(answer, key), int(span.rpartition("/")[2]) if span else answer["ContentLength"]
 
     def get_tagged(self, key: str) -> tuple[bytes, str]:
         """The object and its ETag, from one GET (what a later ``If-Match`` refers to)."""
         answer = self._call("get_object", key)
+        return self._body(answer, key), answer["ETag"]
+
+    def _body(self, answer: dict, key: str) -> bytes:
         try:
-            return answer["Body"].read(), answer["ETag"]
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            return answer["Body"].read()
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:  # the connection died mid-body
             raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
 
+    def _chunks(self, key: str):
+        """The object's bytes in pieces of 1 MiB, from one GET (never whole in memory)."""
+        chunks = self._call("get_object", key)["Body"].iter_chunks(1 << 20)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except (botocore.exceptions.BotoCoreError, OSError) as exc:
+                raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
+            if chunk is None:
+                return
+            yield chunk
+
     def download(self, key: str, local: str) -> None:
-        try:
-            self.client.download_file(self.bucket, key, local)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(exc, key) from None
+        """The object into the file ``local`` by one streamed GET (a transfer manager would ask for
+        its size first: one more round trip, for the small objects trees are)."""
+        with open(local, "wb") as f:
+            for chunk in self._chunks(key):
+                f.write(chunk)
 
     def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         """One PUT (readers see the old or the new object, never half); its ETag."""
@@ -141,7 +162,8 @@ class S3Bucket:
 
     def upload(self, local: Path, key: str) -> None:
         """A local file as one object: multipart above :data:`MULTIPART`'s threshold. The object
-        appears only when the upload completes; an interrupted one leaves no key."""
+        appears only when the upload completes; an interrupted one leaves no key (a multipart one
+        leaves its parts, which gc aborts: :meth:`uploads`)."""
         try:
             self.client.upload_file(str(local), self.bucket, key, Config=MULTIPART)
         except boto3.exceptions.S3UploadFailedError as exc:
@@ -171,14 +193,10 @@ class S3Bucket:
 
     def digest(self, key: str) -> tuple[int, str]:
         """(size, sha256 hex) of an object, streamed (never whole in memory)."""
-        body = self._call("get_object", key)["Body"]
         h, size = hashlib.sha256(), 0
-        try:
-            for chunk in body.iter_chunks(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise ConnectionFailed(f"{self.where}/{key}: the download broke off ({type(exc).__name__})") from None
+        for chunk in self._chunks(key):
+            h.update(chunk)
+            size += len(chunk)
         return size, h.hexdigest()
 
     def listing(self, prefix: str, *, delimiter: str | None = "/") -> tuple[list[tuple[str, int]], list[str]]:
@@ -192,3 +210,22 @@ class S3Bucket:
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(exc, prefix) from None
         return keys, prefixes
+
+    def uploads(self, prefix: str) -> list[tuple[str, str, float]]:
+        """(key, upload id, when it was started, unix time) of every multipart upload under
+        ``prefix`` not yet completed or aborted: an interrupted one is invisible to a listing of
+        keys but keeps its parts (and their space) until it is aborted."""
+        found = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                found += [(u["Key"], u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(exc, prefix) from None
+        return found
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload: its parts are deleted; one already gone is no error."""
+        try:
+            self._call("abort_multipart_upload", key, UploadId=upload_id)
+        except FileNotFoundError:  # NoSuchUpload: completed or aborted meanwhile
+            pass

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from vmlfs import names
 from vmlfs.archive.seekable import FrameCache, SeekableReader
-from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree
+from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
 from vmlfs.backends.ssh_runner import ConnectionLost, SshConnection, SshOptions
 from vmlfs.backends.ssh_url import parse_ssh_url
@@ -177,6 +177,9 @@ class SshStore(StoreLayout):
     def _digest(self, rel: str) -> tuple[int, str]:
         """(size, sha256 hex) of a remote file, for verify (streamed, never whole in memory)."""
         return self.sftp.sha256(self._p(rel))
+
+    def _cached_tree(self, digest: str) -> str | None:
+        return cached_tree_path(self.cache_dir, digest)
 
     def _tree_file(self, rel: str, digest: str, where: str) -> str:
         """The tree from the local cache, downloaded (and checked against ``digest``) if missing."""

@@ -68,7 +68,8 @@ def gc_cmd(ctx: Context, name: str | None, repack_threshold: float, grace_s: flo
     click.echo(f"gc: moved aside {moved} ({humanize.size(report.discarded_bytes)});"
                f" repacked {report.repacked} layers ({humanize.size(report.repack_saved)} of dead file bytes);"
                f" deleted {report.purged} objects ({humanize.size(report.purged_bytes)} freed)"
-               + (f"; {report.held} kept for the grace period or a mount" if report.held else ""))
+               + (f"; {report.held} kept for the grace period or a mount" if report.held else "")
+               + (f"; aborted {report.aborted} interrupted uploads" if report.aborted else ""))
 
 
 @cli.group("store")

@@ -367,9 +367,11 @@ def run_backup(store: StoreLayout, cfg: EntryConfig, guest: Guest, options: Back
                      cvmfs_known=known_objects(store) if cvmfs is not None else {})
         try:
             if base_ts is not None:
+                # The base's record was just read with the others: not read again (on a remote
+                # store, each read is a round trip).
+                plan.base_meta = next(r.meta for r in records if r.timestamp == base_ts)
                 try:
-                    plan.base_meta = store.meta(cfg.name, base_ts)
-                    plan.base = store.open_manifest(cfg.name, base_ts)
+                    plan.base = store.open_tree(plan.base_meta.manifest, f"{cfg.name}@{base_ts}")
                 except CorruptData as exc:
                     raise CorruptData(f"the base backup is damaged: {exc}", hint="take a full backup with --kind full") from None
             with around(ts) if around is not None else nullcontext() as vm_snapshot:

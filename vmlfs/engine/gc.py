@@ -15,7 +15,8 @@ garbage. With every entry locked (no backup runs meanwhile):
    rewritten, the record's ``cvmfs.tree`` re-pointed), members named
    ``shared/...`` as the backup wrote them.
 2. **Sweep.** Marking again, uploads left under a temporary name by a crash
-   are removed and each unnamed object is moved aside to
+   are removed (on an object store: multipart uploads started more than
+   ``grace`` seconds ago are aborted) and each unnamed object is moved aside to
    ``objects/garbage/<unix ms>.<kind>+<name>``: step one of deleting it. A
    mount that still reads it (a backup forgotten while mounted) finds it there.
 3. **Purge.** Garbage moved aside at least ``grace`` seconds ago is deleted,
@@ -61,6 +62,7 @@ class GcReport:
     purged: int = 0
     purged_bytes: int = 0
     held: int = 0
+    aborted: int = 0  # interrupted multipart uploads (object stores)
     lines: list[str] = field(default_factory=list)
 
 
@@ -146,6 +148,7 @@ def collect(store: StoreLayout, *, threshold: float = 0.2, grace: float = 3600.0
                     store.discard(kind, digest, now)
                     report.discarded[kind] += 1
                     report.discarded_bytes += size
+        report.aborted = store.abort_interrupted_uploads(now - grace)
         _purge(store, grace, time.time() if now is None else now, report)
     return report
 

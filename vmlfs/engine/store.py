@@ -19,6 +19,7 @@ import os
 from abc import abstractmethod
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from vmlfs import names
 from vmlfs.archive.manifest import Manifest
@@ -60,6 +61,9 @@ from vmlfs.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: The directories every format-2 store has (besides entries/), made when it is created.
+STORE_DIRS = ("objects", *(f"objects/{kind}" for kind in OBJECT_KINDS), GARBAGE, LEASES)
 
 
 class StoreLayout(StoreFiles):
@@ -113,7 +117,7 @@ class StoreLayout(StoreFiles):
             self.make_object_dirs()
 
     def make_object_dirs(self) -> None:
-        for rel in ("objects", *(f"objects/{kind}" for kind in OBJECT_KINDS), GARBAGE, LEASES):
+        for rel in STORE_DIRS:
             if not self._exists(rel):
                 try:
                     self._mkdir(rel)
@@ -312,12 +316,25 @@ class StoreLayout(StoreFiles):
         """Where an object is: in place, or moved aside by gc and not yet removed (a mount
         that still reads a forgotten backup finds it there)."""
         rel = object_path(kind, digest)
-        if self._exists(rel):
-            return rel
+        return rel if self._exists(rel) else self._moved_aside(rel) or rel
+
+    def _moved_aside(self, rel: str) -> str | None:
         for name in self._garbage_names():
             if name.endswith("." + rel.replace("/", "+")):
                 return f"{GARBAGE}/{name}"
-        return rel
+        return None
+
+    def _open_object(self, kind: str, digest: str, open_at: Callable[[str], T]) -> T:
+        """``open_at(rel)`` of the object where it is, as :meth:`_object_rel` finds it, but tried
+        in place first: on a remote store, asking first would be one more round trip per open."""
+        rel = object_path(kind, digest)
+        try:
+            return open_at(rel)
+        except CorruptData:  # what a missing layer or tree is reported as (damaged ones too)
+            moved = self._moved_aside(rel)
+            if moved is None or self._exists(rel):
+                raise
+        return open_at(moved)
 
     def open_manifest(self, entry: str, ts: str) -> Manifest:
         """The backup's tree, every file of it checked against the sha256 its record names."""
@@ -330,15 +347,16 @@ class StoreLayout(StoreFiles):
     def open_tree(self, ref: dict, where: str) -> Manifest:
         """A tree from its reference in a record: {sha256, size, base: {sha256, size} | None}."""
         base = ref.get("base")
-        path = self._tree_file(self._object_rel("trees", ref["sha256"]), ref["sha256"], where)
+        path = self.tree_path(ref["sha256"], where)
         if base is None:
             return Manifest(path, where)
-        base_path = self._tree_file(self._object_rel("trees", base["sha256"]), base["sha256"], where)
-        return Manifest(path, where, base=base_path, base_digest=base["sha256"])
+        return Manifest(path, where, base=self.tree_path(base["sha256"], where), base_digest=base["sha256"])
 
     def tree_path(self, digest: str, where: str = "gc") -> str:
-        """A local, checked path of one tree object (gc rewrites trees from it)."""
-        return self._tree_file(self._object_rel("trees", digest), digest, where)
+        """A local, checked path of one tree object (gc rewrites trees from it); a tree a remote
+        store cached is used without first asking the store where the object is (a round trip)."""
+        return self._cached_tree(digest) or self._open_object("trees", digest,
+                                                              lambda rel: self._tree_file(rel, digest, where))
 
     def open_cvmfs_tree(self, entry: str, ts: str) -> Manifest:
         """The listing of a backup's CernVM-FS cache part (NotFound if it has none), checked like any tree."""
@@ -352,7 +370,8 @@ class StoreLayout(StoreFiles):
         if self.format < 2:
             digest = self.meta(entry, name).layer["sha256"]
             return self._layer_reader(backup_path(entry, name, LAYER), digest, f"layer of {entry}@{name}")
-        return self._layer_reader(self._object_rel("layers", name), name, f"layer {name[:12]} of {entry}")
+        where = f"layer {name[:12]} of {entry}"
+        return self._open_object("layers", name, lambda rel: self._layer_reader(rel, name, where))
 
     def object_digest(self, kind: str, digest: str) -> tuple[int, str]:
         """(size, sha256 hex) of an object as stored, for verify."""

@@ -126,6 +126,11 @@ class StoreFiles(ABC):
     def _tree_file(self, rel: str, digest: str, where: str) -> str:
         """A local path of the tree object ``rel``, its content checked against ``digest``."""
 
+    def _cached_tree(self, digest: str) -> str | None:
+        """The tree ``digest`` if it is on this machine already, checked when it was fetched (a
+        remote store's cache; its name is its hash, so never stale); None: ask :meth:`_tree_file`."""
+        return None
+
     @abstractmethod
     def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader: ...
 
@@ -171,6 +176,13 @@ class StoreFiles(ABC):
 
     def remove_leftover(self, kind: str, name: str) -> None:
         self._unlink(f"objects/{kind}/{name}")
+
+    def abort_interrupted_uploads(self, started_before: float) -> int:
+        """Abort the uploads into ``objects/`` a killed process left unfinished, of those started
+        before ``started_before`` (unix time); how many. Only gc calls it, holding every entry's
+        lock. A store that uploads under temporary names has none (those are
+        :meth:`leftover_uploads`); an object store's multipart uploads are."""
+        return 0
 
     def _garbage_names(self) -> list[str]:
         try:
