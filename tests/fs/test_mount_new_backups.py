@@ -8,6 +8,8 @@ import json
 import os
 import time
 
+import pytest
+
 from tests.fs.conftest import make_store, needs_fuse
 from tests.provision.test_mount_vm import wait_status
 from vmlfs.fs.layout import iso_ns
@@ -24,12 +26,18 @@ def wait_log(log, text: str, timeout: float = 10) -> bool:
     return text in log.read_text()
 
 
-@needs_fuse
-def test_a_backup_through_the_mount_shows_at_once(tmp_path, mount_factory) -> None:
+@pytest.fixture
+def mounted(tmp_path, mount_factory):
+    """A store with one backup of entry e1, mounted: (store setup, that backup, the mount, the entry's directory)."""
     s = make_store(tmp_path, big_mib=1)
     first = s.backup()
     m = mount_factory(s.store_path)
-    entry = m.entry()
+    return s, first, m, m.entry()
+
+
+@needs_fuse
+def test_a_backup_through_the_mount_shows_at_once(mounted) -> None:
+    s, first, m, entry = mounted
     assert os.stat(entry).st_mtime_ns == completed_ns(entry, first) == os.stat(m.path / "entries").st_mtime_ns
     assert os.readlink(entry / "latest") == first and first in os.listdir(entry)
 
@@ -44,11 +52,8 @@ def test_a_backup_through_the_mount_shows_at_once(tmp_path, mount_factory) -> No
 
 
 @needs_fuse
-def test_a_backup_or_forget_by_another_process_is_noticed_at_the_next_listing(tmp_path, mount_factory) -> None:
-    s = make_store(tmp_path, big_mib=1)
-    first = s.backup()
-    m = mount_factory(s.store_path)
-    entry = m.entry()
+def test_a_backup_or_forget_by_another_process_is_noticed_at_the_next_listing(mounted) -> None:
+    s, first, m, entry = mounted
     os.listdir(entry)
     second = s.backup()
     time.sleep(1.1)  # the entry directory's own cache time (SHORT), as a file manager's refresh would come later
