@@ -213,6 +213,7 @@ def test_the_cvmfs_cache_goes_back_into_the_guest_before_cvmfs_mounts(booted_gue
                     "root@127.0.0.1", f"mkdir -p {CACHE_BASE} && tar -C {CACHE_BASE} -xf - && mkfifo {CACHE_BASE}/shared/cachemgr"
                     " && (getent passwd cvmfs >/dev/null || useradd -r -M -s /usr/sbin/nologin cvmfs)"],
                    input=packed, check=True, timeout=120)  # a CernVM has the cvmfs account; this Debian guest gets one
+    booted_guest.ssh(STAND_INS, user="root", timeout=120)
     url = f"ssh://root@127.0.0.1:{booted_guest.port}/home/{USER}"
     vmlfs(booted_guest, store, "entry", "add", "cvmroot", "--guest", url, "--release", "2021.05-1", "--with-cvmfs-cache")
     done = timed("vmlfs backup with the CernVM-FS cache (300 objects) as root",
@@ -224,15 +225,37 @@ def test_the_cvmfs_cache_goes_back_into_the_guest_before_cvmfs_mounts(booted_gue
     target = f"ssh://root@127.0.0.1:{booted_guest.port}/home/{USER}/restored-with-cache"
     back = timed("vmlfs restore of the home and the CernVM-FS cache into the guest",
                  lambda: vmlfs(booted_guest, store, "restore", "cvmroot", target, "--with-cvmfs-cache"))
-    assert "no cvmfs_config" in back.stderr and "no cvmfs user" not in back.stderr, back.stderr  # Debian has no client
+    assert "no cvmfs" not in back.stderr, back.stderr
+    steps = booted_guest.ssh("cat /var/log/vmlfs-test-steps", user="root").stdout.decode().splitlines()
+    objects = len([line for line in want.splitlines() if b"cvmfschecksum" not in line])
+    assert steps == ["autofs started with 0 objects", "autofs stopped", "cvmfs_config umount",
+                     f"autofs started with {objects} objects", "cvmfs_config reload"], steps  # the documented order
     assert booted_guest.ssh(CACHE_LISTING, user="root").stdout == want
     owners = booted_guest.ssh(f"find {CACHE_BASE}/shared -printf '%u\\n' | sort -u", user="root").stdout.split()
     assert owners == [b"cvmfs"]
     never = booted_guest.ssh(f"cd {CACHE_BASE}/shared && ls -d cachedb cachemgr txn quarantaine 2>/dev/null",
                              user="root", check=False).stdout
     assert never == b""
-    booted_guest.ssh(f"rm -rf /home/{USER}/restored-with-cache {CACHE_BASE}", user="root")
+    booted_guest.ssh(f"systemctl stop autofs; rm -rf /home/{USER}/restored-with-cache {CACHE_BASE}"
+                     " /etc/systemd/system/autofs.service /usr/local/bin/cvmfs_config; systemctl daemon-reload", user="root")
 
 
+# The test image has no CernVM-FS client: autofs and cvmfs_config are stand-ins that log what they are asked,
+# autofs with the number of objects in the cache when it starts (a CernVM-FS mount would read them then); a
+# oneshot unit, so that systemctl start returns once it has logged.
+STAND_INS = r"""set -e
+: > /var/log/vmlfs-test-steps
+printf '#!/bin/sh\necho "cvmfs_config $*" >> /var/log/vmlfs-test-steps\n' > /usr/local/bin/cvmfs_config
+chmod 755 /usr/local/bin/cvmfs_config
+printf '%s\n' '[Service]' Type=oneshot RemainAfterExit=yes \
+  "ExecStart=/bin/sh -c 'echo \"autofs started with \$\$(find /mnt/.rw/cvmfs-cache/shared/?? -type f | wc -l) objects\" >> /var/log/vmlfs-test-steps'" \
+  "ExecStopPost=/bin/sh -c 'echo autofs stopped >> /var/log/vmlfs-test-steps'" > /etc/systemd/system/autofs.service
+systemctl daemon-reload
+mv /mnt/.rw/cvmfs-cache/shared /mnt/.rw/cvmfs-cache/shared.hold
+mkdir /mnt/.rw/cvmfs-cache/shared
+systemctl start autofs
+rmdir /mnt/.rw/cvmfs-cache/shared
+mv /mnt/.rw/cvmfs-cache/shared.hold /mnt/.rw/cvmfs-cache/shared
+"""
 CACHE_LISTING = (f"cd {CACHE_BASE}/shared && find . -type f ! -name cachedb ! -path './txn/*' ! -path './quarantaine/*'"
                  " ! -name 'lock.*' ! -name 'running.*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum")
