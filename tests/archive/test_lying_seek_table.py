@@ -27,6 +27,7 @@ from vmlfs.archive.seekable import (
     encode_seek_table,
     read_seek_table,
 )
+from vmlfs.archive.placement import PlacementProofs
 from vmlfs.backends.remote_reads import TAIL, RangedLayerReader
 from vmlfs.errors import CorruptData
 
@@ -65,7 +66,7 @@ def open_reader(path: Path, how: str) -> SeekableReader:
         return SeekableReader(path)
     blob = path.read_bytes()
     return RangedLayerReader("k#sha", len(blob), blob[-TAIL:], lambda o, n: blob[o:o + n], cache=FrameCache(),
-                             name=str(path), placed_dir=None)
+                             name=str(path), proofs=None)
 
 
 READERS = pytest.mark.parametrize("how", ["local", "ranged"])
@@ -144,6 +145,7 @@ def test_a_counterexample_random_tables_found(layer: Path, how: str) -> None:
 BOMB = r"""
 import sys
 from vmlfs.archive.seekable import SeekableReader
+from vmlfs.archive.placement import PlacementProofs
 from vmlfs.backends.remote_reads import TAIL, RangedLayerReader
 from vmlfs.errors import CorruptData
 try:
@@ -217,3 +219,31 @@ def test_damage_inside_a_frame_costs_that_frame_only_while_later_frames_can_be_p
             with pytest.raises(CorruptData, match="frame 1: its frame header is damaged"):
                 r.read(3 * FRAME, 10)
         assert r.read(0, 10) == data[:10]
+
+
+def test_a_local_reader_keeps_its_placement_proof_for_the_next_reader(tmp_path: Path) -> None:
+    """The walk of the frames before a read happens once per layer and table, not once per mount; a
+    layer file written again (another inode and time) or another table is walked again."""
+    data = os.urandom(40 * FRAME)
+    path = tmp_path / "layer.zst"
+    write_stream(path, data, frame_size=FRAME)
+    proofs = PlacementProofs(tmp_path / "proofs")
+    reads: list[int] = []
+
+    class Counting(SeekableReader):
+        def _read_compressed(self, offset: int, length: int) -> bytes:
+            reads.append(offset)
+            return super()._read_compressed(offset, length)
+
+    with Counting(path, proofs=proofs) as first:
+        assert first.read(39 * FRAME, 10) == data[39 * FRAME:39 * FRAME + 10]
+    walked, reads[:] = len(reads), []
+    assert walked > 39
+    with Counting(path, proofs=proofs) as second:
+        assert second.read(38 * FRAME, 10) == data[38 * FRAME:38 * FRAME + 10]
+    assert len(reads) == 1, "the proof was kept"
+    frames, sizes = entries(path)
+    sizes[0:2] = [(sizes[0][0] + sizes[1][0], sizes[0][1])]
+    rewrite(path, frames, sizes)  # another table (and another file): no proof for it
+    with Counting(path, proofs=proofs) as lying, pytest.raises(CorruptData, match="frame 0"):
+        lying.read(30 * FRAME, 10)

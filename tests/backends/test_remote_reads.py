@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vmlfs.archive.readahead import ReadAhead
+from vmlfs.archive.placement import PlacementProofs
 from vmlfs.archive.seekable import FrameCache, SeekableWriter, encode_seek_table, read_seek_table
 from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, seek_table_bytes
 from vmlfs.errors import CorruptData
@@ -38,7 +39,7 @@ def reader(blob: bytes, reads: list[tuple[int, int]], per_fetch: int = 1, placed
         return blob[offset:offset + length]
 
     return RangedLayerReader("k#sha", len(blob), blob[-TAIL:], read_range, cache=FrameCache(), name="layer",
-                             placed_dir=placed, frames_per_fetch=per_fetch)
+                             proofs=PlacementProofs(placed) if placed else None, frames_per_fetch=per_fetch)
 
 
 def test_read_ahead_fetches_adjacent_frames_with_one_read() -> None:
@@ -125,7 +126,7 @@ def test_a_read_of_a_frame_being_fetched_waits_for_that_fetch() -> None:
         time.sleep(0.3)
         return blob[offset:offset + length]
 
-    r = RangedLayerReader("k#sha", len(blob), blob[-TAIL:], slow, cache=FrameCache(), name="layer", placed_dir=None,
+    r = RangedLayerReader("k#sha", len(blob), blob[-TAIL:], slow, cache=FrameCache(), name="layer", proofs=None,
                           frames_per_fetch=4)
     fetch = threading.Thread(target=r.load_frames, args=([0, 1, 2, 3],))
     fetch.start()

@@ -37,7 +37,7 @@ def test_export_then_import_into_another_store_restores_each_backup(history, tmp
     v, _, stamps, copies = history
     bundle = tmp_path / "higgs.vmlfs"
     said = v.run("export", "higgs", str(bundle)).stdout.decode()
-    assert said.startswith(f"exported 3 backups of higgs (") and str(bundle) in said
+    assert said.startswith("exported 3 backups of higgs (") and str(bundle) in said
     with tarfile.open(bundle) as tar:  # a plain tar: its index first, its checksum last
         listed = tar.getnames()
     assert listed[0] == "vmlfs-bundle.json" and listed[-1] == "vmlfs-bundle.sha256"

@@ -30,18 +30,17 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import zstandard
 
+from vmlfs.archive.placement import PlacementProofs, misplacing
 from vmlfs.errors import CorruptData, write_failed
 
 SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
 FOOTER = struct.Struct("<IBI")
 ENTRY = struct.Struct("<II")
-FRAME_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528, little-endian: where a zstd frame starts
-FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX: magic, descriptor, window, dictionary id, content size
 FRAME_SIZE = 1 << 20
 READ_FRAME_LIMIT = 64 << 20
 """The largest frame a reader accepts (decompressed), 64 times what vmlfs writes. The format would
@@ -61,6 +60,9 @@ class SeekTable:
 
     c_offsets: tuple[int, ...]
     d_offsets: tuple[int, ...]
+    digest: str = ""
+    """The sha256 of the seek table's bytes: what a placement proof (:class:`~vmlfs.archive.placement.PlacementProofs`)
+    is made for."""
 
     @property
     def frames(self) -> int:
@@ -126,7 +128,7 @@ def read_seek_table(f: BinaryIO, file_size: int) -> SeekTable:
             f"frames add up to {c_offsets[-1]} bytes but the layer holds {file_size - table_size} before its seek table"
             " (truncated or extended)"
         )
-    return SeekTable(tuple(c_offsets), tuple(d_offsets))
+    return SeekTable(tuple(c_offsets), tuple(d_offsets), hashlib.sha256(raw).hexdigest())
 
 
 _local = threading.local()
@@ -169,41 +171,6 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
     if len(out) != expected_size:
         raise CorruptData(f"{where}: frame decompressed to {len(out)} bytes, expected {expected_size}")
     return out
-
-
-def misplacing(read: Callable[[int, int], bytes | memoryview], pos: int, end: int, size: int, *, last: bool) -> str | None:
-    """How the frame at ``pos`` contradicts its seek-table entry (``end``, ``size``), or None if it is
-    where the entry says; ``read(offset, length)`` gives the compressed bytes, ``last`` says the
-    frame is the last one (``end`` is then the end of the frames, which the table's total proves).
-
-    The frame's header must parse and declare ``size``: without it the decompressed offset of
-    every later frame is unknown. Its blocks must then end exactly at ``end``. A block header
-    that cannot be parsed is damage inside the frame, not a lie about it (an intact frame walked
-    from its real start always parses to its real end): the frame fails alone when it is read,
-    and the next frame is still placed if a frame starts exactly at ``end``.
-    """
-    head = read(pos, min(FRAME_HEADER_MAX, end - pos))
-    try:
-        params = zstandard.get_frame_parameters(head)
-        pos += zstandard.frame_header_size(head)
-    except zstandard.ZstdError:
-        return "its frame header is damaged"
-    if params.content_size != size:
-        return f"its header declares {params.content_size} bytes, the seek table {size}"
-    while True:
-        block = read(pos, 3)
-        value = int.from_bytes(block, "little")
-        kind, length = (value >> 1) & 3, value >> 3
-        if len(block) != 3 or kind == 3 or length > zstandard.BLOCKSIZE_MAX:
-            return None if last or bytes(read(end, 4)) == FRAME_MAGIC else "it is damaged and no frame starts where its entry ends"
-        pos += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
-        if pos > end:
-            return "its blocks run past the end the seek table gives it"
-        if value & 1:
-            break
-    if pos + (4 if params.has_checksum else 0) != end:
-        return "its blocks end before the end the seek table gives it"
-    return None
 
 
 class SeekableWriter:
@@ -325,7 +292,8 @@ class SeekableReader:
     misses), which tests use to prove a read touched only what it needed.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, cache: FrameCache | None = None, name: str = "") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, cache: FrameCache | None = None, name: str = "",
+                 proofs: PlacementProofs | None = None) -> None:
         self.path = os.fspath(path)
         name = name or self.path
         try:
@@ -335,15 +303,17 @@ class SeekableReader:
         except OSError as exc:
             raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
         try:
-            size = os.fstat(self._f.fileno()).st_size
-            table = read_seek_table(self._f, size)
+            st = os.fstat(self._f.fileno())
+            table = read_seek_table(self._f, st.st_size)
         except CorruptData as exc:
             self._f.close()
             raise CorruptData(f"{name}: {exc}") from None
-        self._setup(self.path, name, cache, table, size)
+        self._setup(self.path, name, cache, table, st.st_size, proofs, f"{self.path}:{st.st_size}:{st.st_ino}:{st.st_mtime_ns}")
 
-    def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable, file_size: int) -> None:
-        """State shared by every source of frames; ``key`` names the layer in the frame cache."""
+    def _setup(self, key: str, name: str, cache: FrameCache | None, table: SeekTable, file_size: int,
+               proofs: PlacementProofs | None, proof_key: str) -> None:
+        """State shared by every source of frames; ``key`` names the layer in the frame cache,
+        ``proof_key`` the layer file for placement proofs kept in ``proofs``."""
         self.path, self.name, self.table = key, name, table
         self.file_size = file_size
         """The layer file's size, seek table included (what a copy of the raw file reads: :meth:`raw`)."""
@@ -352,7 +322,9 @@ class SeekableReader:
         # Single flight: concurrent readers of one frame (kernel readahead) decompress it once.
         self._loading = [threading.Lock() for _ in range(16)]
         self.frames_decompressed = 0
-        self._placed = 0  # frames before this one are known to hold the sizes the seek table gives them
+        self._proofs, self._proof_key = proofs, proof_key
+        # Frames before this one are known to hold the sizes the seek table gives them.
+        self._placed = proofs.read(proof_key, table.digest, table.frames) if proofs is not None else 0
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         """Raw bytes of the layer file (a remote store reads them over SFTP instead)."""
@@ -406,6 +378,8 @@ class SeekableReader:
             self._place(start, index)
             with self._lock:
                 self._placed = max(self._placed, index)
+            if self._proofs is not None:
+                self._proofs.write(self._proof_key, self.table.digest, index)
 
     def _place(self, start: int, index: int) -> None:
         """Check frames ``start`` to ``index - 1`` from their headers (a few bytes each, never decompressed)."""

@@ -20,8 +20,10 @@ import threading
 from pathlib import Path
 
 from vmlfs import names
+from vmlfs.archive.placement import PlacementProofs
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.lock import EntryLock
+from vmlfs.backends.remote_reads import cache_root
 from vmlfs.engine.store import STORE_FILE, StoreLayout, backup_path, entry_path
 from vmlfs.errors import CorruptData, write_failed
 
@@ -72,6 +74,8 @@ class LocalStore(StoreLayout):
         self.root = Path(root).absolute()
         self.description = str(self.root)
         self.frame_cache = cache or FrameCache()
+        # Placement proofs of the layers (a cold read far into a big layer need not walk it at every mount).
+        self.proofs = PlacementProofs(cache_root("local") / hashlib.sha256(self.description.encode()).hexdigest()[:16])
         self._checked: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256 found
         self._checked_lock = threading.Lock()
         if create and not (self.root / STORE_FILE).exists():
@@ -174,7 +178,7 @@ class LocalStore(StoreLayout):
         return str(path)
 
     def _layer_reader(self, rel: str, digest: str, name: str) -> SeekableReader:
-        return SeekableReader(self.root / rel, cache=self.frame_cache, name=name)
+        return SeekableReader(self.root / rel, cache=self.frame_cache, name=name, proofs=self.proofs)
 
     def _local_path(self, rel: str) -> Path:
         return self.root / rel

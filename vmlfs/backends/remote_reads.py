@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vmlfs.archive.seekable import FOOTER, SEEKABLE_MAGIC, FrameCache, SeekableReader, misplacing, read_seek_table
+from vmlfs.archive.placement import PlacementProofs, misplacing
+from vmlfs.archive.seekable import FOOTER, SEEKABLE_MAGIC, FrameCache, SeekableReader, read_seek_table
 from vmlfs.errors import CorruptData
 
 TREE_CACHE_BYTES = 2 << 30
@@ -40,26 +41,19 @@ class RangedLayerReader(SeekableReader):
     Proving where the frames before a read are (:meth:`SeekableReader._check_placement`)
     needs the headers of every block of those frames, spread through them: a
     remote reader fetches those frames whole, in large reads, and walks their
-    headers without decompressing. The proof holds for the seek table it was
-    made for, whatever reads the layer later, so it is kept in ``placed_dir``
-    (the store's local cache) under the layer's key and the table's sha256: a
-    later reader of that layer, in this process or another mount, starts
-    where the last one stopped, and a layer whose table changed starts again.
+    headers without decompressing; the proof is kept in ``proofs`` (the
+    store's local cache) for later readers, as for a local layer.
     """
 
     def __init__(self, key: str, size: int, tail: bytes, read_range: Callable[[int, int], bytes], *,
-                 cache: FrameCache, name: str, placed_dir: Path | None, frames_per_fetch: int = 1) -> None:
+                 cache: FrameCache, name: str, proofs: PlacementProofs | None, frames_per_fetch: int = 1) -> None:
         self._read_range = read_range
         self.frames_per_fetch = frames_per_fetch
         try:
             table = read_seek_table(_Tail(tail, size), size)
         except CorruptData as exc:
             raise CorruptData(f"{name}: {exc}") from None
-        self._setup(key, name, cache, table, size)
-        table_bytes = tail[-seek_table_bytes(tail):]  # the whole table
-        self._proof = None if placed_dir is None else \
-            placed_dir / hashlib.sha256(key.encode() + b"\0" + table_bytes).hexdigest()
-        self._placed = _read_proof(self._proof, table.frames)
+        self._setup(key, name, cache, table, size, proofs, f"{key}:{size}")
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         return self._read_range(offset, length)
@@ -108,32 +102,9 @@ class RangedLayerReader(SeekableReader):
                 if problem:
                     raise CorruptData(f"{self.name} frame {j}: {problem} (so the frames after it cannot be placed)")
             first = last + 1
-        _write_proof(self._proof, index)
 
     def close(self) -> None:
         """Nothing to close: reads go through the store's connection."""
-
-
-def _read_proof(path: Path | None, frames: int) -> int:
-    """How many leading frames an earlier reader proved placed (0 if none, or if the record is unreadable)."""
-    try:
-        placed = int(path.read_text()) if path is not None else 0
-    except (OSError, ValueError):
-        return 0
-    return placed if 0 <= placed <= frames else 0
-
-
-def _write_proof(path: Path | None, placed: int) -> None:
-    """Record ``placed`` for later readers; a cache that cannot be written only costs them the walk again."""
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        tmp.write_text(str(placed))
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def seek_table_bytes(tail: bytes) -> int:

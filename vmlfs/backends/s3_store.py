@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from vmlfs import names
+from vmlfs.archive.placement import PlacementProofs
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.remote_reads import (FIRST_TAIL, TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path,
                                          seek_table_bytes)
@@ -100,6 +101,7 @@ class S3Store(StoreLayout):
         self.frame_cache = cache or FrameCache()
         key = hashlib.sha256(f"{self.bucket.endpoint}|{self.description}".encode()).hexdigest()[:16]
         self.cache_dir = cache_root("s3") / key
+        self.proofs = PlacementProofs(self.cache_dir / "placed")
         self._leases: dict[str, S3Lease] = {}
         self._conditional_checked = False
         self._create_or_check(create)
@@ -266,7 +268,7 @@ class S3Store(StoreLayout):
             raise CorruptData(f"{name}: layer file is missing") from None
         return RangedLayerReader(f"{self.description}/{rel}#{digest}", size, tail,
                                  lambda offset, length: self._read_range(key, offset, length, name),
-                                 cache=self.frame_cache, name=name, placed_dir=self.cache_dir / "placed",
+                                 cache=self.frame_cache, name=name, proofs=self.proofs,
                                  frames_per_fetch=FRAMES_PER_GET)
 
     def _read_range(self, key: str, offset: int, length: int, name: str) -> bytes:

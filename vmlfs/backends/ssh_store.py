@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from vmlfs import names
+from vmlfs.archive.placement import PlacementProofs
 from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.remote_reads import TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path
 from vmlfs.backends.ssh_guest import StreamReader, agent_argv
@@ -54,7 +55,7 @@ def remote_layer_reader(store: "SshStore", path: str, sha256: str, *, name: str)
         raise CorruptData(f"{name}: cannot open layer: {exc.strerror}") from None
     return RangedLayerReader(f"{store.description}/{path}#{sha256}", size, tail,
                              lambda offset, length: store.sftp.read_at(path, offset, length),
-                             cache=store.frame_cache, name=name, placed_dir=store.cache_dir / "placed")
+                             cache=store.frame_cache, name=name, proofs=store.proofs)
 
 
 class _RemoteLock:
@@ -104,6 +105,7 @@ class SshStore(StoreLayout):
         self.sftp = self.conn.sftp()
         key = hashlib.sha256(self.description.encode()).hexdigest()[:16]
         self.cache_dir = cache_root("ssh") / key
+        self.proofs = PlacementProofs(self.cache_dir / "placed")
         if create and not self.sftp.exists(self._p(STORE_FILE)):
             try:
                 self.sftp.makedirs(self._p(""))
