@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from vmlfs.archive import xattrs
+from vmlfs.archive import xattr_io, xattrs
 from vmlfs.archive.layer import MemberInfo, _header
 from vmlfs.errors import CorruptData
 
@@ -20,14 +20,14 @@ ACL = b"\x02\x00\x00\x00" + b"".join(struct.pack("<HHI", t, p, i) for t, p, i in
 
 def test_the_blob_is_canonical_and_round_trips() -> None:
     pairs = {b"user.b": b"2", b"user.a": b"\x00\xff", xattrs.ACL_ACCESS: ACL}
-    blob = xattrs.encode(pairs)
-    assert blob == xattrs.encode(dict(reversed(list(pairs.items()))))
+    blob = xattr_io.encode_xattrs(pairs)
+    assert blob == xattr_io.encode_xattrs(dict(reversed(list(pairs.items()))))
     assert xattrs.decode(blob) == sorted(pairs.items())
-    assert xattrs.encode({}) is None and xattrs.decode(None) == []
+    assert xattr_io.encode_xattrs({}) is None and xattrs.decode(None) == []
 
 
 @pytest.mark.parametrize("blob", [
-    xattrs.encode({b"user.a": b"1"})[:-1],                                  # truncated
+    xattr_io.encode_xattrs({b"user.a": b"1"})[:-1],                                  # truncated
     struct.pack("<BI", 6, 65537) + b"user.a" + b"x" * 65537,                # value over Linux's limit
     struct.pack("<BI", 6, 0) + b"user.b" + struct.pack("<BI", 6, 0) + b"user.a",  # out of order
     struct.pack("<BI", 6, 0) + b"user.a" + struct.pack("<BI", 6, 0) + b"user.a",  # duplicate
@@ -47,7 +47,7 @@ def test_acl_text_is_what_gnu_tar_writes() -> None:
 
 
 def test_a_member_carries_them_as_schily_records() -> None:
-    blob = xattrs.encode({b"user.k=v%": b"\xff\x00", xattrs.ACL_ACCESS: ACL, xattrs.CAPABILITY: b"\x01\x02"})
+    blob = xattr_io.encode_xattrs({b"user.k=v%": b"\xff\x00", xattrs.ACL_ACCESS: ACL, xattr_io.CAPABILITY: b"\x01\x02"})
     header = _header(MemberInfo(b"f", "f", 0o644, 0, 0, "root", "root", 0, 0, xattrs=blob))
     member = tarfile.open(fileobj=io.BytesIO(header + bytes(1024))).next()
     assert member is not None

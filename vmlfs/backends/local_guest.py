@@ -10,7 +10,7 @@ import stat
 from functools import lru_cache
 from typing import Iterable, Iterator
 
-from vmlfs.archive import xattrs
+from vmlfs.archive.xattr_io import read_xattrs
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
@@ -72,7 +72,7 @@ class LocalGuest:
         a frame switch per level for every entry."""
         root = entry_from_stat(b"", os.lstat(self.home))
         assert root is not None
-        root.xattrs = xattrs.read_local(self.home, report.warn)
+        root.xattrs = read_xattrs(self.home, report.warn)
         yield root
         todo: list[Iterator[ScanEntry]] = [self._children(b"", rules, report)]
         while todo:
@@ -112,7 +112,7 @@ class LocalGuest:
                 continue
             if check_rules and rules.excluded(path, entry.type == "d"):
                 continue
-            entry.xattrs = xattrs.read_local(child.path, report.warn)
+            entry.xattrs = read_xattrs(child.path, report.warn)
             yield entry
 
     def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:

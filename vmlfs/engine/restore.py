@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmlfs import names
-from vmlfs.archive import xattrs
+from vmlfs.archive.xattr_io import apply_xattrs
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.engine.content import Layers, file_chunks
@@ -213,7 +213,7 @@ class _Restorer:
         if self.as_root:
             os.fchown(fd, node.uid, node.gid)
         if node.xattrs is not None:
-            xattrs.apply(fd, node.xattrs, self._refused)
+            apply_xattrs(fd, node.xattrs, self._refused)
         os.fchmod(fd, node.mode & 0o7777)
         os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
 
