@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_xattrs import build, described, needs_root, needs_tools, supports_xattrs
+from tests.cli.test_xattrs import (
+    build,
+    described,
+    needs_root,
+    needs_tools,
+    supports_xattrs,
+)
 from tests.fs.conftest import StoreSetup, needs_fuse
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.model import EntryConfig
