@@ -109,7 +109,7 @@ def test_an_attribute_change_alone_makes_a_new_backup_keep_it(vmlfs: Vmlfs, home
 
 @needs_tools
 @needs_root
-def test_gnu_tar_restores_them_from_the_layer(vmlfs: Vmlfs, home: Path, tmp_path: Path) -> None:
+def test_gnu_tar_and_bsdtar_restore_them_from_the_layer(vmlfs: Vmlfs, home: Path, tmp_path: Path) -> None:
     """The layer's pax records are GNU tar's own: --xattrs --acls restores user.* and ACLs, and
     capabilities with --xattrs-include (GNU tar extracts only user.* by default)."""
     vmlfs.run("entry", "add", "e", "--guest", str(home))
@@ -119,6 +119,11 @@ def test_gnu_tar_restores_them_from_the_layer(vmlfs: Vmlfs, home: Path, tmp_path
     run("tar", "--zstd", "--xattrs", "--xattrs-include=*", "--acls", "-xf", vmlfs.layer_file("e", vmlfs.backups("e")[0]),
         "-C", out)
     assert described(out) == described(home)
+    if shutil.which("bsdtar") is not None:  # libarchive reads the same records, capabilities included
+        out = tmp_path / "bsdtar"
+        out.mkdir()
+        run("bsdtar", "--acls", "--xattrs", "-xf", vmlfs.layer_file("e", vmlfs.backups("e")[0]), "-C", out)
+        assert described(out) == described(home)
 
 
 @needs_tools
