@@ -95,7 +95,7 @@ def test_an_attribute_change_alone_makes_a_new_backup_keep_it(vmlfs: Vmlfs, home
     vmlfs.run("backup", "e")
     st = os.stat(home / "notes.txt")
     run("setfattr", "-n", "user.origin", "-v", "cms-run-2", home / "notes.txt")
-    run("setfacl", "-x", "g:55", home / "data")
+    run("setfacl", "-m", "u:4321:r-x", home / "data")
     os.utime(home / "notes.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
     vmlfs.run("backup", "e")
     first, second = vmlfs.backups("e")
@@ -104,6 +104,7 @@ def test_an_attribute_change_alone_makes_a_new_backup_keep_it(vmlfs: Vmlfs, home
     vmlfs.run("restore", f"e@{second}", str(new))
     assert os.getxattr(old / "notes.txt", "user.origin") == b"atlas-run-3"
     assert os.getxattr(new / "notes.txt", "user.origin") == b"cms-run-2"
+    assert "user:4321:r-x" in run("getfacl", "-n", new / "data") and "4321" not in run("getfacl", "-n", old / "data")
     assert described(new) == described(home)
 
 
