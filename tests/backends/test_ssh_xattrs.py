@@ -14,15 +14,8 @@ import pytest
 
 from tests.backends.conftest import Sshd
 from tests.backends.fake_runner import LocalProcess, RecordingRunner
-from tests.cli.test_xattrs import (
-    build,
-    described,
-    needs_root,
-    needs_tools,
-    run,
-    supports_xattrs,
-)
 from tests.conftest import Vmlfs
+from tests.xattr_guest import described, needs_root, needs_tools, run
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.backends.ssh_guest import SshGuest
@@ -40,34 +33,25 @@ class AsNobody(RecordingRunner):
         return super().start(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv])
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    if not supports_xattrs(tmp_path):
-        pytest.skip(f"{tmp_path} takes no user xattrs or ACLs")
-    home = tmp_path / "guest"
-    build(home)
-    return home
-
-
 @needs_tools
 @needs_root
-def test_the_agent_scans_what_the_local_guest_scans(home: Path) -> None:
-    local = list(LocalGuest(home).scan(Rules(), ScanReport()))
-    remote = list(SshGuest(RecordingRunner(), str(home)).scan(Rules(), ScanReport()))
+def test_the_agent_scans_what_the_local_guest_scans(xattr_home: Path) -> None:
+    local = list(LocalGuest(xattr_home).scan(Rules(), ScanReport()))
+    remote = list(SshGuest(RecordingRunner(), str(xattr_home)).scan(Rules(), ScanReport()))
     assert remote == local
     assert sum(e.xattrs is not None for e in remote) == 4  # notes.txt, data, data/inside (default ACL), ping-tool
 
 
 @needs_tools
 @needs_root
-def test_an_agent_that_cannot_set_capabilities_says_so_once_and_restores_the_rest(home: Path, tmp_path: Path) -> None:
+def test_an_agent_that_cannot_set_capabilities_says_so_once_and_restores_the_rest(xattr_home: Path, tmp_path: Path) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux) to run the agent as another user")
-    shutil.copy(home / "ping-tool", home / "data" / "second-tool")
-    run("setcap", "cap_net_raw+ep", home / "data" / "second-tool")
+    shutil.copy(xattr_home / "ping-tool", xattr_home / "data" / "second-tool")
+    run("setcap", "cap_net_raw+ep", xattr_home / "data" / "second-tool")
     store = LocalStore(tmp_path / "s")
-    store.add_entry(EntryConfig("e", str(home)))
-    ts = run_backup(store, EntryConfig("e", str(home)), LocalGuest(home)).timestamp
+    store.add_entry(EntryConfig("e", str(xattr_home)))
+    ts = run_backup(store, EntryConfig("e", str(xattr_home)), LocalGuest(xattr_home)).timestamp
     shared = Path(tempfile.mkdtemp(prefix="vmlfs-xattr-"))
     try:
         os.chown(shared, 65534, 65534)
@@ -88,14 +72,14 @@ def test_an_agent_that_cannot_set_capabilities_says_so_once_and_restores_the_res
 @pytest.mark.sshd
 @needs_tools
 @needs_root
-def test_ssh_backup_and_restore_keep_xattrs_acls_and_capabilities(vmlfs: Vmlfs, sshd: Sshd, home: Path, tmp_path: Path) -> None:
+def test_ssh_backup_and_restore_keep_xattrs_acls_and_capabilities(vmlfs: Vmlfs, sshd: Sshd, xattr_home: Path, tmp_path: Path) -> None:
     vmlfs.env = sshd.env(vmlfs.env)
-    vmlfs.run("entry", "add", "e", "--guest", sshd.url(str(home)))
+    vmlfs.run("entry", "add", "e", "--guest", sshd.url(str(xattr_home)))
     vmlfs.run("backup", "e")
     local = tmp_path / "here"
     vmlfs.run("restore", "e", str(local))
-    assert described(local) == described(home)
+    assert described(local) == described(xattr_home)
     remote = tmp_path / "there"
     vmlfs.run("restore", "e", sshd.url(str(remote)))
-    assert described(remote) == described(home)
+    assert described(remote) == described(xattr_home)
     assert "trusted.overlay" not in os.listxattr(remote / "ping-tool")

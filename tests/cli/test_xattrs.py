@@ -1,4 +1,4 @@
-"""Extended attributes, POSIX ACLs and file capabilities through backup -> restore and GNU tar,
+"""Extended attributes, POSIX ACLs and file capabilities through backup -> restore, GNU tar and bsdtar,
 checked with the real tools (getfattr, getfacl, getcap from the attr, acl and libcap2-bin packages)."""
 
 from __future__ import annotations
@@ -14,73 +14,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Vmlfs
-
-TOOLS = ("setfattr", "getfattr", "setfacl", "getfacl", "setcap", "getcap")
-needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                                 reason="needs the attr, acl and libcap2-bin packages")
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="setting file capabilities needs root")
-
-
-def run(*argv: str | Path) -> str:
-    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
-
-
-def supports_xattrs(where: Path) -> bool:
-    probe = where / "probe"
-    probe.write_text("")
-    try:
-        os.setxattr(probe, "user.probe", b"1")
-        run("setfacl", "-m", "u:1234:r", probe)
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    finally:
-        probe.unlink()
-    return True
-
-
-def build(home: Path) -> None:
-    """A home with every kind vmlfs keeps: user.* (text, binary, large, on a directory),
-    an access ACL, a default ACL, a capability; and a trusted.* one it does not keep."""
-    (home / "data").mkdir(parents=True)
-    (home / "notes.txt").write_text("fit results\n")
-    run("setfattr", "-n", "user.origin", "-v", "atlas-run-3", home / "notes.txt")
-    os.setxattr(home / "notes.txt", "user.binary", bytes(range(256)))
-    os.setxattr(home / "data", "user.big", b"x" * 3000)  # ext4 holds one block of attributes
-    run("setfacl", "-m", "u:1234:rw-,g:55:r--", home / "notes.txt")
-    run("setfacl", "-d", "-m", "u:1234:rwx", home / "data")
-    (home / "data" / "inside").write_text("inherits\n")
-    shutil.copy("/bin/true", home / "ping-tool")
-    run("setcap", "cap_net_raw+ep", home / "ping-tool")
-    os.setxattr(home / "ping-tool", "trusted.overlay", b"host bookkeeping")
-
-
-def described(root: Path) -> dict[str, tuple[str, str, str]]:
-    """What the tools say of every path: (getfattr -d of user.*, getfacl, getcap)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        said = [run("getfattr", "-d", "-e", "hex", "-m", "^user\\.", path), run("getfacl", "-n", "-p", path),
-                run("getcap", path).replace(str(path), "")]
-        out[rel] = tuple("".join(x for x in s.splitlines(True) if not x.startswith("# file:")) for s in said)
-    return out
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    if not supports_xattrs(tmp_path):
-        pytest.skip(f"{tmp_path} takes no user xattrs or ACLs")
-    home = tmp_path / "guest"
-    build(home)
-    return home
+from tests.xattr_guest import described, needs_root, needs_tools, run
 
 
 @needs_tools
 @needs_root
-def test_backup_restore_keeps_xattrs_acls_and_capabilities(vmlfs: Vmlfs, home: Path, tmp_path: Path) -> None:
-    before = described(home)
+def test_backup_restore_keeps_xattrs_acls_and_capabilities(vmlfs: Vmlfs, xattr_home: Path, tmp_path: Path) -> None:
+    before = described(xattr_home)
     assert "user.origin" in before["notes.txt"][0] and "user:1234:rw-" in before["notes.txt"][1]
     assert "default:user:1234:rwx" in before["data"][1] and "cap_net_raw=ep" in before["ping-tool"][2]
-    vmlfs.run("entry", "add", "e", "--guest", str(home))
+    vmlfs.run("entry", "add", "e", "--guest", str(xattr_home))
     vmlfs.run("backup", "e")
     target = tmp_path / "restored"
     vmlfs.run("restore", "e", str(target))
@@ -90,13 +33,13 @@ def test_backup_restore_keeps_xattrs_acls_and_capabilities(vmlfs: Vmlfs, home: P
 
 @needs_tools
 @needs_root
-def test_an_attribute_change_alone_makes_a_new_backup_keep_it(vmlfs: Vmlfs, home: Path, tmp_path: Path) -> None:
-    vmlfs.run("entry", "add", "e", "--guest", str(home))
+def test_an_attribute_change_alone_makes_a_new_backup_keep_it(vmlfs: Vmlfs, xattr_home: Path, tmp_path: Path) -> None:
+    vmlfs.run("entry", "add", "e", "--guest", str(xattr_home))
     vmlfs.run("backup", "e")
-    st = os.stat(home / "notes.txt")
-    run("setfattr", "-n", "user.origin", "-v", "cms-run-2", home / "notes.txt")
-    run("setfacl", "-m", "u:4321:r-x", home / "data")
-    os.utime(home / "notes.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    st = os.stat(xattr_home / "notes.txt")
+    run("setfattr", "-n", "user.origin", "-v", "cms-run-2", xattr_home / "notes.txt")
+    run("setfacl", "-m", "u:4321:r-x", xattr_home / "data")
+    os.utime(xattr_home / "notes.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
     vmlfs.run("backup", "e")
     first, second = vmlfs.backups("e")
     old, new = tmp_path / "old", tmp_path / "new"
@@ -105,38 +48,38 @@ def test_an_attribute_change_alone_makes_a_new_backup_keep_it(vmlfs: Vmlfs, home
     assert os.getxattr(old / "notes.txt", "user.origin") == b"atlas-run-3"
     assert os.getxattr(new / "notes.txt", "user.origin") == b"cms-run-2"
     assert "user:4321:r-x" in run("getfacl", "-n", new / "data") and "4321" not in run("getfacl", "-n", old / "data")
-    assert described(new) == described(home)
+    assert described(new) == described(xattr_home)
 
 
 @needs_tools
 @needs_root
-def test_gnu_tar_and_bsdtar_restore_them_from_the_layer(vmlfs: Vmlfs, home: Path, tmp_path: Path) -> None:
+def test_gnu_tar_and_bsdtar_restore_them_from_the_layer(vmlfs: Vmlfs, xattr_home: Path, tmp_path: Path) -> None:
     """The layer's pax records are GNU tar's own: --xattrs --acls restores user.* and ACLs, and
     capabilities with --xattrs-include (GNU tar extracts only user.* by default)."""
-    vmlfs.run("entry", "add", "e", "--guest", str(home))
+    vmlfs.run("entry", "add", "e", "--guest", str(xattr_home))
     vmlfs.run("backup", "e")
     out = tmp_path / "untarred"
     out.mkdir()
     run("tar", "--zstd", "--xattrs", "--xattrs-include=*", "--acls", "-xf", vmlfs.layer_file("e", vmlfs.backups("e")[0]),
         "-C", out)
-    assert described(out) == described(home)
+    assert described(out) == described(xattr_home)
     if shutil.which("bsdtar") is not None:  # libarchive reads the same records, capabilities included
         out = tmp_path / "bsdtar"
         out.mkdir()
         run("bsdtar", "--acls", "--xattrs", "-xf", vmlfs.layer_file("e", vmlfs.backups("e")[0]), "-C", out)
-        assert described(out) == described(home)
+        assert described(out) == described(xattr_home)
 
 
 @needs_tools
 @needs_root
-def test_a_target_that_refuses_a_kind_warns_once_and_restores_the_rest(vmlfs: Vmlfs, home: Path, tmp_path: Path) -> None:
+def test_a_target_that_refuses_a_kind_warns_once_and_restores_the_rest(vmlfs: Vmlfs, xattr_home: Path, tmp_path: Path) -> None:
     """Restored by a user who is not root, capabilities are refused (EPERM): one warning line, and
     the files, their user.* attributes and their ACLs are all restored."""
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux) to restore as another user")
-    shutil.copy(home / "ping-tool", home / "data" / "second-tool")
-    run("setcap", "cap_net_raw+ep", home / "data" / "second-tool")
-    vmlfs.run("entry", "add", "e", "--guest", str(home))
+    shutil.copy(xattr_home / "ping-tool", xattr_home / "data" / "second-tool")
+    run("setcap", "cap_net_raw+ep", xattr_home / "data" / "second-tool")
+    vmlfs.run("entry", "add", "e", "--guest", str(xattr_home))
     vmlfs.run("backup", "e")
     shared = Path(tempfile.mkdtemp(prefix="vmlfs-xattr-"))
     try:
@@ -149,7 +92,7 @@ def test_a_target_that_refuses_a_kind_warns_once_and_restores_the_rest(vmlfs: Vm
         assert done.returncode == 0, done.stderr
         assert done.stderr.count("file capabilities") == 1, repr(done.stderr)
         assert "POSIX ACLs" not in done.stderr and "user.*" not in done.stderr
-        assert (shared / "r" / "data" / "second-tool").read_bytes() == (home / "ping-tool").read_bytes()
+        assert (shared / "r" / "data" / "second-tool").read_bytes() == (xattr_home / "ping-tool").read_bytes()
         assert os.getxattr(shared / "r" / "notes.txt", "user.origin") == b"atlas-run-3"
         assert "user:1234:rw-" in run("getfacl", "-n", shared / "r" / "notes.txt")
         assert run("getcap", shared / "r" / "ping-tool") == ""

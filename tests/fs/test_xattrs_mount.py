@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_xattrs import (
-    build,
-    described,
-    needs_root,
-    needs_tools,
-    supports_xattrs,
-)
 from tests.fs.conftest import StoreSetup, needs_fuse
+from tests.xattr_guest import described, needs_root, needs_tools
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.model import EntryConfig
 
@@ -25,11 +19,8 @@ from vmlfs.engine.model import EntryConfig
 @needs_fuse
 @needs_tools
 @needs_root
-def test_the_mount_serves_xattrs_acls_and_capabilities(tmp_path: Path, mount_factory) -> None:
-    if not supports_xattrs(tmp_path):
-        pytest.skip(f"{tmp_path} takes no user xattrs or ACLs")
-    home = tmp_path / "home"
-    build(home)
+def test_the_mount_serves_xattrs_acls_and_capabilities(tmp_path: Path, xattr_home: Path, mount_factory) -> None:
+    home = xattr_home
     LocalStore(tmp_path / "store").add_entry(EntryConfig("e1", str(home)))
     ts = StoreSetup(tmp_path, tmp_path / "store", home).backup()
     mount = mount_factory(tmp_path / "store")
