@@ -98,6 +98,18 @@ def replace_layer(store: Path, entry: str, ts: str, data: bytes) -> None:
 
 
 @pytest.fixture
+def xattr_home(tmp_path: Path) -> Path:
+    """A guest home with user.* attributes, ACLs and capabilities (tests/xattr_guest.py)."""
+    from tests.xattr_guest import build, supports_xattrs
+
+    if not supports_xattrs(tmp_path):
+        pytest.skip(f"{tmp_path} takes no user xattrs or ACLs")
+    home = tmp_path / "guest"
+    build(home)
+    return home
+
+
+@pytest.fixture
 def vmlfs(tmp_path: Path) -> Vmlfs:
     store = tmp_path / "store"
     env = dict(os.environ, VMLFS_STORE=str(store), PYTHONUNBUFFERED="1")

@@ -48,6 +48,12 @@ class NotFound(VmlfsError):
     exit_code = 3
 
 
+class NoAttribute(NotFound):
+    """A path has no extended attribute of that name (what getxattr answers: ENODATA, not ENOENT)."""
+
+    errno = _errno.ENODATA
+
+
 class AlreadyExists(VmlfsError):
     """Something would be overwritten that the caller did not allow."""
 

@@ -141,6 +141,14 @@ def component(name: bytes) -> bytes:
     return name
 
 
+def xattr_name(name: bytes) -> bytes:
+    """An extended attribute's name from the guest: 1-255 bytes without NUL, as Linux allows
+    (XATTR_NAME_MAX), so a hostile guest cannot make one the host's kernel would refuse."""
+    if not isinstance(name, bytes) or not 0 < len(name) <= MAX_COMPONENT or b"\0" in name:
+        raise InvalidRequest(f"invalid extended attribute name {name[:40]!r}")
+    return name
+
+
 def relative_path(path: bytes) -> tuple[bytes, ...]:
     """Split a relative guest path into validated components.
 

@@ -21,9 +21,11 @@ class Rec:
     mode: int = 0o755
     nlink: int = 1
     ino: int = 0
+    xattrs: bytes = b""  # sent as the b'X' record before the entry when not empty
 
     def encode(self) -> bytes:
-        return ENTRY.pack(self.kind, self.mode, 0, 0, self.nlink, self.size, 1, 1, 1, self.ino, len(self.path),
+        attrs = b"X" + U32.pack(len(self.xattrs)) + self.xattrs if self.xattrs else b""
+        return attrs + ENTRY.pack(self.kind, self.mode, 0, 0, self.nlink, self.size, 1, 1, 1, self.ino, len(self.path),
                           len(self.target)) + self.path + self.target
 
 

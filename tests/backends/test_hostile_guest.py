@@ -8,6 +8,7 @@ anything in between and never another exception.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,10 @@ from vmlfs.engine.scan_check import BadRecord, checked_scan
 from vmlfs.errors import GuestError
 
 ROOT = Rec(b"")
+
+
+def attr(name: bytes, value: bytes = b"") -> bytes:
+    return struct.pack("<BI", len(name), len(value)) + name + value
 
 
 def backup_from(tmp_path: Path, records: list[Rec] | bytes):
@@ -55,6 +60,11 @@ def backup_from(tmp_path: Path, records: list[Rec] | bytes):
     ([ROOT, Rec(b"f", b"f", nlink=0)], "f"),
     ([ROOT, Rec(b"f", b"f", size=1 << 63)], "f"),
     ([Rec(b"", b"f")], "."),
+    ([ROOT, Rec(b"f", b"f", xattrs=attr(b"trusted.overlay.opaque", b"y"))], "f"),  # not a kept attribute
+    ([ROOT, Rec(b"f", b"f", xattrs=attr(b"user.a\0b"))], "f"),
+    ([ROOT, Rec(b"f", b"f", xattrs=attr(b"user.a", b"x" * 65537))], "f"),  # over Linux's value limit
+    ([ROOT, Rec(b"f", b"f", xattrs=attr(b"user.b") + attr(b"user.a"))], "f"),  # not canonical
+    ([ROOT, Rec(b"f", b"f", xattrs=attr(b"user.a")[:-1])], "f"),  # truncated
 ])
 def test_bad_records_refuse_the_backup_naming_the_path(tmp_path: Path, records: list[Rec], named: str) -> None:
     store, backup = backup_from(tmp_path, records)
@@ -69,6 +79,7 @@ def test_bad_records_refuse_the_backup_naming_the_path(tmp_path: Path, records: 
     listing([ROOT, Rec(b"a")])[:-1][:-3],  # ends inside a record
     listing([ROOT])[:-1],  # ends without its end mark
     listing([]),  # no root at all
+    listing([ROOT])[:-1] + b"X" + struct.pack("<I", 1 << 30),  # a gigabyte of attributes announced
 ])
 def test_malformed_streams_are_guest_errors(tmp_path: Path, stream: bytes) -> None:
     store, backup = backup_from(tmp_path, stream)

@@ -5,9 +5,12 @@ The layers are removed before diffing: an answer then proves no layer was read.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Vmlfs
 
@@ -67,3 +70,20 @@ def test_diff_names_every_kind_of_change_without_reading_a_layer(vmlfs: Vmlfs, t
     assert vmlfs.run("-q", "diff", f"e@{first}", f"e@{first}").stdout == b""
     missing = vmlfs.run("diff", f"e@{first}", "e@29990101", check=False)
     assert missing.returncode != 0 and b"no backup matching" in missing.stderr and b"Traceback" not in missing.stderr
+
+
+def test_an_extended_attribute_alone_is_a_metadata_change(vmlfs: Vmlfs, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "fit.C").write_text("v1\n")
+    vmlfs.run("entry", "add", "x", "--guest", str(home))
+    vmlfs.run("-q", "backup", "x")
+    try:
+        os.setxattr(home / "fit.C", "user.comment", b"tuned")
+    except OSError as exc:
+        pytest.skip(f"this file system takes no user attributes: {exc.strerror}")
+    vmlfs.run("-q", "backup", "x")
+    first, second = vmlfs.backups("x")
+    assert vmlfs.run("-q", "diff", f"x@{first}", f"x@{second}").stdout.decode().splitlines() == ["U    fit.C"]
+    listed = json.loads(vmlfs.run("ls", f"x@{second}", "--json").stdout)["entries"]
+    assert listed[0]["xattrs"] == {"user.comment": b"tuned".hex()}

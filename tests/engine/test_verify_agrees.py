@@ -107,6 +107,6 @@ def test_verify_flags_rows_no_restore_can_reach(tmp_path: Path) -> None:
     """A node planted below the symlink is never restored (only directories are descended), but it is damage."""
     store, ts = tampered_backup(tmp_path, "INSERT INTO nodes SELECT 10000, (SELECT id FROM nodes WHERE type = 'l'),"
                                 " CAST('planted' AS BLOB), type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns,"
-                                " target, NULL, 1, sha256, layer, data_offset FROM nodes WHERE name = CAST('a.txt' AS BLOB)")
+                                " target, NULL, 1, sha256, layer, data_offset, xattrs FROM nodes WHERE name = CAST('a.txt' AS BLOB)")
     report = verify_store(store, [("e", ts)])
     assert any("not reachable from the root" in p for p in report.problems)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
 
+from vmlfs.archive import xattrs
 from vmlfs.archive.seekable import SeekableWriter
 
 BLOCK = 512
@@ -35,6 +36,7 @@ class MemberInfo:
     size: int
     mtime_ns: int
     target: bytes | None = None
+    xattrs: bytes | None = None  # the canonical blob of vmlfs.archive.xattrs
 
 
 _TAR_TYPES = {"f": b"0", "d": b"5", "l": b"2", "h": b"1"}
@@ -95,7 +97,7 @@ def _header(info: MemberInfo) -> bytes:
 
     pax records carry: names and link targets over 100 bytes or not ASCII,
     nanosecond mtimes, ids or sizes too large for octal fields, long or
-    non-ASCII owners. When one of those strings is not UTF-8, POSIX's
+    non-ASCII owners, and extended attributes and ACLs as GNU tar writes them. When one of those strings is not UTF-8, POSIX's
     ``hdrcharset=BINARY`` says the member's strings are raw bytes: bsdtar
     otherwise fails converting them, and GNU tar, which reads them raw anyway,
     only warns that it does not know the keyword.
@@ -123,6 +125,8 @@ def _header(info: MemberInfo) -> bytes:
         records.append(_pax_record(b"uname", uname))
     if not _ascii_fits(gname, 32):
         records.append(_pax_record(b"gname", gname))
+    if info.xattrs is not None:
+        records.extend(_pax_record(key, value) for key, value in xattrs.pax_items(info.xattrs))
     main = _block(
         _clip(path, 100), info.mode & 0o7777, min(info.uid, 8**7 - 1), min(info.gid, 8**7 - 1), min(size, 8**11 - 1),
         seconds if 0 <= seconds < 8**11 else 0, _TAR_TYPES[info.type], _clip(target, 100), _clip(uname, 32),

@@ -3,11 +3,9 @@
 A manifest answers "what is at this path", "what is in this directory" and
 "where are this file's bytes" with indexed queries, so a mount or a restore
 never loads a whole manifest into memory. Readers open it read-only and
-immutable (no locks, no journal), lazily.
-
-Every row read is validated (types, name rules), so a tampered or damaged
-manifest surfaces as :class:`CorruptData` naming the backup, never as a
-wrong path. The schema is documented in docs/FORMAT.md.
+immutable (no locks, no journal), lazily. Every row read is validated (types,
+name rules), so a tampered or damaged manifest surfaces as :class:`CorruptData`
+naming the backup, never as a wrong path. The schema is in docs/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -21,10 +19,11 @@ from functools import lru_cache
 from typing import Iterator
 
 from vmlfs import names
+from vmlfs.archive import xattrs
 from vmlfs.errors import CorruptData, NotFound, StorageFull, UnsupportedVersion
 
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 READ_MAJORS = (1, 2)
 ROOT_ID = 1
 FILE, DIR, SYMLINK = "f", "d", "l"
@@ -50,7 +49,8 @@ CREATE TABLE nodes (
     nlink       INTEGER NOT NULL,
     sha256      BLOB,
     layer       TEXT,
-    data_offset INTEGER
+    data_offset INTEGER,
+    xattrs      BLOB
 ) STRICT;
 """
 INDEXES = """
@@ -62,12 +62,14 @@ GONE = "CREATE TABLE gone (id INTEGER PRIMARY KEY) STRICT"
 # A checkpoint row a delta leaves visible: neither replaced by a delta row nor removed.
 _VISIBLE = "id NOT IN (SELECT id FROM main.nodes) AND id NOT IN (SELECT id FROM main.gone)"
 GROUP_INDEX = "CREATE INDEX nodes_by_group ON nodes (link_group) WHERE link_group IS NOT NULL"
-COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns, target, link_group, nlink, sha256, layer, data_offset"
+COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns, ctime_ns, target, link_group, nlink, sha256, layer, data_offset, xattrs"
 
 
 # Positions in a row (``COLUMNS`` order), for code that compares raw rows.
 (ID, PARENT, NAME, TYPE, MODE, UID, GID, UNAME, GNAME, SIZE, MTIME, CTIME, TARGET, LINK_GROUP, NLINK, SHA256, LAYER,
- DATA_OFFSET) = range(18)
+ DATA_OFFSET, XATTRS) = range(19)
+#: What a tree older than 2.1, without the xattrs column, is read with: no attributes.
+OLD_COLUMNS = COLUMNS.replace(", xattrs", ", NULL")
 _SET_COLUMNS = ", ".join(f"{c} = ?" for c in COLUMNS.split(", ")[1:])
 
 
@@ -80,6 +82,7 @@ class Node:
     ``layer`` is the timestamp of the backup whose layer holds the bytes and
     ``data_offset`` their offset in that layer's uncompressed tar stream.
     ``ctime_ns`` is only used to detect changes (restore cannot set it).
+    ``xattrs`` is the blob of :mod:`vmlfs.archive.xattrs` (None: no attributes).
     """
 
     id: int
@@ -100,6 +103,7 @@ class Node:
     sha256: bytes | None = None
     layer: str | None = None
     data_offset: int | None = None
+    xattrs: bytes | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -117,7 +121,7 @@ class Node:
         return (
             self.id, self.parent, self.name, self.type, self.mode, self.uid, self.gid, self.uname, self.gname,
             self.size, self.mtime_ns, self.ctime_ns, self.target, self.link_group, self.nlink, self.sha256, self.layer,
-            self.data_offset,
+            self.data_offset, self.xattrs,
         )
 
 
@@ -165,20 +169,18 @@ def _node_from_row(row: tuple, where: str) -> Node:
             raise CorruptData(f"owner {node.uid}:{node.gid} out of range")
         if node.link_group is not None and node.type != FILE:
             raise CorruptData("only a regular file can be in a hardlink group")
+        if node.xattrs is not None:
+            xattrs.decode(node.xattrs)
     except (CorruptData, names.InvalidRequest) as exc:
         raise CorruptData(f"{where}: damaged manifest row {row[0]!r}: {exc}") from None
     return node
 
 
 class ManifestWriter:
-    """Build a manifest file.
-
-    Fresh (a full backup): rows are appended and the lookup indexes are built
-    at the end. ``patch`` (incremental, differential): the file already holds
-    the base's whole tree (see :func:`vmlfs.archive.trees.materialize`) and is patched — unchanged paths keep their rows and ids, changed ones
-    are updated, new ones inserted, vanished ones deleted with their subtrees —
-    so a backup where little changed writes little.
-    """
+    """Build a manifest file. Fresh (a full backup): rows are appended, the indexes built at the end.
+    ``patch`` (incremental, differential): the file holds the base's whole tree
+    (:func:`vmlfs.archive.trees.materialize`) and is patched — unchanged paths keep their rows and ids,
+    changed ones are updated, new ones inserted, vanished ones deleted with their subtrees."""
 
     def __init__(self, path: str | os.PathLike[str], *, patch: bool = False) -> None:
         self.path = os.fspath(path)
@@ -240,7 +242,7 @@ class ManifestWriter:
             self._run(f"UPDATE nodes SET {_SET_COLUMNS} WHERE id = ?", self._updates)
             self._updates.clear()
         if self._inserts:
-            self._run(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 18)})", self._inserts)
+            self._run(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 19)})", self._inserts)
             self._inserts.clear()
 
     def set_nlink(self, counts: dict[int, int]) -> None:
@@ -288,6 +290,7 @@ class Manifest:
         self.where = where
         self._lock = threading.Lock()
         self._db = self._connect()
+        self._cols: dict[str, str] = {}  # per schema: COLUMNS, or OLD_COLUMNS for a tree older than 2.1
         fmt = self._check("main")
         if self.base_path is None:
             if "base" in fmt:
@@ -310,6 +313,8 @@ class Manifest:
             fmt = dict(self._db.execute(f"SELECT key, value FROM {schema}.format").fetchall())
             strict = self._db.execute(
                 "SELECT strict FROM pragma_table_list WHERE schema = ? AND name = 'nodes'", (schema,)).fetchall()
+            has_xattrs = self._db.execute(f"SELECT 1 FROM pragma_table_info('nodes', '{schema}') WHERE name = 'xattrs'")
+            self._cols[schema] = COLUMNS if has_xattrs.fetchall() else OLD_COLUMNS
         except (sqlite3.Error, UnicodeDecodeError, ValueError) as exc:
             raise CorruptData(f"{where}: manifest unreadable: {exc}") from None
         if fmt.get("format") != "vmlfs-manifest":
@@ -357,18 +362,15 @@ class Manifest:
     def _rows(self, cond: str, args: tuple = (), tail: str = "") -> list[tuple]:
         """Rows of the tree matching ``cond``: the delta's, then the checkpoint's it leaves visible."""
         if self.base_path is None:
-            return self._query(f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} {tail}", args)
-        return self._query(
-            f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} UNION ALL SELECT {COLUMNS} FROM b.nodes WHERE {cond}"
-            f" AND {_VISIBLE} {tail}", args + args,
-        )
+            return self._query(f"SELECT {self._cols['main']} FROM main.nodes WHERE {cond} {tail}", args)
+        return self._query(f"SELECT {self._cols['main']} FROM main.nodes WHERE {cond} UNION ALL SELECT {self._cols['b']}"
+                           f" FROM b.nodes WHERE {cond} AND {_VISIBLE} {tail}", args + args)
 
     def _nodes(self, cond: str, args: tuple = (), tail: str = "") -> list[Node]:
         return [_node_from_row(r, self.where) for r in self._rows(cond, args, tail)]
 
     def _first(self, cond: str, args: tuple) -> Node | None:
-        """The first matching row: one statement, whose checkpoint half SQLite runs only if
-        the delta half found nothing (LIMIT 1 ends a UNION ALL at its first row)."""
+        """The first matching row: the checkpoint half runs only if the delta half found none (LIMIT 1)."""
         found = self._rows(cond, args, "LIMIT 1")
         return _node_from_row(found[0], self.where) if found else None
 
@@ -398,9 +400,8 @@ class Manifest:
                            f"ORDER BY name LIMIT {int(limit)}")
 
     def children_rows(self, parent: int) -> list[tuple]:
-        """Raw, unvalidated rows of a directory's children, for the backup's diff only:
-        their names are only compared with names from the scan and never become paths,
-        and whatever the new manifest keeps of them is validated when it is read."""
+        """Raw, unvalidated rows of a directory's children, for the backup's diff only: their names are only
+        compared with the scan's, and whatever the new manifest keeps of them is validated when read."""
         return self._rows("parent = ? AND id != parent AND id != ?", (parent, ROOT_ID))
 
     def lookup(self, path: bytes | tuple[bytes, ...]) -> Node:
@@ -459,11 +460,10 @@ class Manifest:
         db = self._connect()
         try:
             cond = "type = 'f' AND size > 0"
-            if self.base_path is None:
-                sql = f"SELECT {COLUMNS} FROM nodes WHERE {cond}"
-            else:
+            sql = f"SELECT {self._cols['main']} FROM main.nodes WHERE {cond}"
+            if self.base_path is not None:
                 self._attach(db)
-                sql = f"SELECT {COLUMNS} FROM main.nodes WHERE {cond} UNION ALL SELECT {COLUMNS} FROM b.nodes WHERE {cond} AND {_VISIBLE}"
+                sql += f" UNION ALL SELECT {self._cols['b']} FROM b.nodes WHERE {cond} AND {_VISIBLE}"
             cursor = db.execute(f"{sql} ORDER BY layer, data_offset, id")
             for row in cursor:
                 yield _node_from_row(row, self.where)

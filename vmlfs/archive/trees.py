@@ -24,6 +24,7 @@ from vmlfs.archive.manifest import (
     GONE,
     GROUP_INDEX,
     INDEXES,
+    OLD_COLUMNS,
     SCHEMA,
     Manifest,
     _ro_uri,
@@ -46,6 +47,16 @@ def _open(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return db
 
 
+def _has_xattrs(db: sqlite3.Connection, schema: str = "main") -> bool:
+    return bool(db.execute(f"SELECT 1 FROM pragma_table_info('nodes', '{schema}') WHERE name = 'xattrs'").fetchall())
+
+
+def _add_xattrs(db: sqlite3.Connection) -> None:
+    """A tree older than 2.1 gets the xattrs column (NULL: none) before it is patched or rewritten as 2.1."""
+    if not _has_xattrs(db):
+        db.execute("ALTER TABLE nodes ADD COLUMN xattrs BLOB")
+
+
 def _set_format(db: sqlite3.Connection, base: str | None) -> None:
     db.execute("DELETE FROM format WHERE key IN ('backup', 'base', 'version')")
     db.execute("INSERT INTO format VALUES ('version', ?)", (_VERSION,))
@@ -61,10 +72,11 @@ def materialize(tree: Manifest, out: str | os.PathLike[str]) -> None:
         try:
             db.execute("BEGIN")
             db.execute(GONE.replace("TABLE", "TABLE IF NOT EXISTS"))
+            _add_xattrs(db)
             if tree.base_path is not None:
                 db.execute("ATTACH DATABASE ? AS d", (_ro_uri(tree.path),))
                 db.execute("DELETE FROM nodes WHERE id IN (SELECT id FROM d.gone) OR id IN (SELECT id FROM d.nodes)")
-                db.execute(f"INSERT INTO nodes ({COLUMNS}) SELECT {COLUMNS} FROM d.nodes")
+                db.execute(f"INSERT INTO nodes ({COLUMNS}) SELECT {COLUMNS if _has_xattrs(db, 'd') else OLD_COLUMNS} FROM d.nodes")
             _set_format(db, None)
             db.execute("COMMIT")
         finally:
@@ -105,9 +117,16 @@ def write_delta(full: str | os.PathLike[str], checkpoint: str, checkpoint_digest
 
 def choose_stored(full: Path, checkpoint: Manifest | None, checkpoint_digest: str | None) -> tuple[Path, bool]:
     """What to store for the whole tree ``full``: (file, is_delta). A delta over ``checkpoint``
-    while it stays small, else ``full`` itself as a new checkpoint."""
+    while it stays small, else ``full`` itself as a new checkpoint (also over a checkpoint older than 2.1,
+    whose rows cannot say that attributes are the same)."""
     if checkpoint is None or checkpoint_digest is None:
         return full, False
+    db = sqlite3.connect(_ro_uri(checkpoint.checkpoint_path), uri=True)
+    try:
+        if not _has_xattrs(db):
+            return full, False
+    finally:
+        db.close()
     delta = full.with_name(full.name + ".delta")
     write_delta(full, checkpoint.checkpoint_path, checkpoint_digest, delta)
     if delta.stat().st_size > CHECKPOINT_RATIO * os.path.getsize(checkpoint.checkpoint_path):
@@ -130,6 +149,7 @@ def rewrite(src: str | os.PathLike[str], out: str | os.PathLike[str], *, base: s
         try:
             db.execute("BEGIN")
             db.execute(GONE.replace("TABLE", "TABLE IF NOT EXISTS"))
+            _add_xattrs(db)
             if renames:
                 db.execute("CREATE TEMP TABLE renames (old TEXT PRIMARY KEY, new TEXT NOT NULL)")
                 db.executemany("INSERT INTO renames VALUES (?, ?)", renames.items())

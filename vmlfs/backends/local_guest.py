@@ -10,6 +10,7 @@ import stat
 from functools import lru_cache
 from typing import Iterable, Iterator
 
+from vmlfs.archive.xattr_io import read_xattrs
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
@@ -71,6 +72,7 @@ class LocalGuest:
         a frame switch per level for every entry."""
         root = entry_from_stat(b"", os.lstat(self.home))
         assert root is not None
+        root.xattrs = read_xattrs(self.home, report.warn)
         yield root
         todo: list[Iterator[ScanEntry]] = [self._children(b"", rules, report)]
         while todo:
@@ -110,6 +112,7 @@ class LocalGuest:
                 continue
             if check_rules and rules.excluded(path, entry.type == "d"):
                 continue
+            entry.xattrs = read_xattrs(child.path, report.warn)
             yield entry
 
     def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:

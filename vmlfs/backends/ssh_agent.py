@@ -1,17 +1,17 @@
 """vmlfs guest agent: sent to the guest and run there as ``python3 -c <this file> MODE ROOT [FLAGS]``
 (with ``PYTHONCOERCECLOCALE=0``, so Python adds no LC_CTYPE to the environment it passes on).
 
-It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` sends this file's text, after that
-of vmlfs/engine/holes.py, as one argv element, so both must stay stdlib-only and run on the oldest python3 a CernVM guest
-has (3.6: no walrus, no ``X | Y``). Tests run it locally as a subprocess. ROOT ('' = home, '~/x' =
-below home) arrives in argv, never inside shell text. Modes (wire format in docs/ssh.md):
+It is never imported by vmlfs: :mod:`vmlfs.backends.ssh_guest` sends this file's text, after those
+of vmlfs/engine/holes.py and vmlfs/archive/xattr_io.py, as one argv element, so all stay stdlib-only
+and run on the oldest python3 a CernVM guest has (3.6: no walrus, no ``X | Y``). Tests run it
+locally as a subprocess. ROOT ('' = home, '~/x' = below home) arrives in argv, never inside shell
+text. Modes (wire format in docs/ssh.md):
 
-- ``serve``: answer requests read from stdin, one after another (starting a session costs the
-  guest's shell start-up, so one session serves a backup): ``S`` walk ROOT with lstat, depth
-  first, siblings in byte order, streaming one binary record per entry (rules are applied by the
-  caller); ``R``/``H`` for each (path, size, mtime) check the file still matches, then stream its
-  bytes / its sha256; ``Y`` the shell history; ``V`` the environment of an interactive login
-  shell; ``P`` run a release probe script.
+- ``serve``: answer requests read from stdin, one after another (one session serves a backup):
+  ``S`` walk ROOT with lstat, depth first, siblings in byte order, one binary record per entry
+  (with its kept extended attributes; rules are applied by the caller); ``R``/``H`` for each
+  (path, size, mtime) check the file still matches, then stream its bytes / its sha256; ``Y`` the
+  shell history; ``V`` the environment of an interactive login shell; ``P`` a release probe.
 - ``lock``: hold an entry's flock (ROOT is the lock file) until stdin ends.
 - ``restore``: apply a stream of operations below ROOT with the same rules as the local restore:
   directory fds, O_NOFOLLOW, O_EXCL, one validated name component at a time, never through a symlink.
@@ -27,7 +27,9 @@ import stat
 import struct
 import sys
 
-if __name__ != "__main__":  # imported by a linter or a test; on the guest this text follows holes.py's
+if __name__ != "__main__":  # imported by a linter or a test; on the guest this text follows theirs
+    from vmlfs.archive.xattr_io import apply_xattrs, read_xattrs
+    from vmlfs.backends.ssh_agent_info import blob, command_output, history, login_environment
     from vmlfs.engine.holes import read_with_holes, write_with_holes
 
 ENTRY = struct.Struct("<cIIIIQqqQQII")  # type mode uid gid nlink size mtime ctime dev ino pathlen targetlen
@@ -37,7 +39,6 @@ META = struct.Struct("<IIIqI")  # mode uid gid mtime_ns namelen
 FILE = struct.Struct("<IIIqQQI")  # mode uid gid mtime_ns size link_group namelen
 LINK = struct.Struct("<IIqII")  # uid gid mtime_ns namelen targetlen
 HARD = struct.Struct("<QI")  # link_group namelen
-ENV_COMMAND = 'printf "\\000vmlfs-env-begin\\000"; exec env -0'
 NO_META = 0xFFFFFFFF  # mode of a 'D' operation for a parent directory restored without its metadata
 CHUNK = 1 << 20
 EXIT = {"notfound": 3, "exists": 4, "unsafe": 5}
@@ -104,7 +105,11 @@ class Scanner:
         self.out.write(NAME.pack(tag, len(path), len(msg)) + path + msg)
 
     def emit(self, rel, st, kind, target):
+        """The entry's record, after a b'X' record of its kept attributes if it has any."""
         self.names(st)
+        attrs = read_xattrs(os.path.join(self.root, rel) if rel else self.root, lambda m: self.note(b"W", rel, m))
+        if attrs:
+            self.out.write(b"X" + struct.pack("<I", len(attrs)) + attrs)
         size = st.st_size if kind == b"f" else 0
         self.out.write(ENTRY.pack(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_nlink, size,
                                   st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino, len(rel), len(target or b""))
@@ -232,7 +237,8 @@ class Applier:
         self.as_root = os.geteuid() == 0
         self.linked = {}  # link group -> path components of its first restored member
         self.path = []
-        self.report = {"files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0, "damaged": []}
+        self.xattrs = None  # from an 'X' operation, for the 'D' or 'F' that follows it
+        self.report = {"files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0, "damaged": [], "warnings": []}
 
     def show(self, name=b""):
         return os.fsdecode(b"/".join(self.path + ([name] if name else []))) or "."
@@ -265,9 +271,17 @@ class Applier:
                 raise Fail("exists", "%s is a directory in the target; not replaced by a file" % self.show(name))
             return create()
 
-    def metadata(self, fd, mode, uid, gid, mtime):
+    def refused(self, kind, exc):
+        line = "the target does not take %s (%s): they are not restored" % (kind, exc.strerror)
+        if line not in self.report["warnings"]:
+            self.report["warnings"].append(line)
+
+    def metadata(self, fd, mode, uid, gid, mtime, attrs):
+        """As the local restore: owner, attributes (a chown clears capabilities), mode, times."""
         if self.as_root:
             os.fchown(fd, uid, gid)
+        if attrs:
+            apply_xattrs(fd, attrs, self.refused)
         os.fchmod(fd, mode & 0o7777)
         os.utime(fd, ns=(mtime, mtime))
 
@@ -280,7 +294,8 @@ class Applier:
                 name = read_exact(inp, nlen)
                 st = os.fstat(fd)
                 inner = self.enter(fd, name, 0o755 if mode == NO_META else 0o700) if name else os.dup(fd)
-                self.stack.append((bool(name), (st.st_dev, st.st_ino), (mode, uid, gid, mtime)))
+                self.stack.append((bool(name), (st.st_dev, st.st_ino), (mode, uid, gid, mtime, self.xattrs)))
+                self.xattrs = None
                 os.close(fd)
                 self.fd = inner
                 self.path.append(name)
@@ -288,6 +303,8 @@ class Applier:
                     self.report["dirs"] += 1
             elif op == b"U":
                 self.leave()
+            elif op == b"X":
+                self.xattrs = read_exact(inp, struct.unpack("<I", read_exact(inp, 4))[0])
             elif op == b"F":
                 self.file(fd, inp, *FILE.unpack(read_exact(inp, FILE.size)))
             elif op == b"L":
@@ -325,8 +342,9 @@ class Applier:
                 os.unlink(name, dir_fd=parent_fd)
                 self.report["damaged"].append("%s: %s" % (self.show(name), reason))
                 return
-            self.metadata(fd, mode, uid, gid, mtime)
+            self.metadata(fd, mode, uid, gid, mtime, self.xattrs)
         finally:
+            self.xattrs = None
             if fd is not None:
                 os.close(fd)
         if group:
@@ -376,49 +394,6 @@ def restore(root, inp, out, overwrite):
     applier = Applier(target_fd, overwrite)
     applier.run(inp)
     out.write(json.dumps(applier.report).encode() + b"\n")
-
-
-def history(root, out):
-    for name in (b".bash_history", b".zsh_history"):
-        try:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        with os.fdopen(fd, "rb") as f:
-            blob(out, b"Y", f.read())
-        return
-    out.write(b"N")
-
-
-def blob(out, tag, data):
-    out.write(tag + struct.pack("<Q", len(data)) + data)
-
-
-def command_output(argv, stdin):
-    """stdout of a local command on the guest (a constant script of vmlfs; never user text)."""
-    import subprocess
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    return proc.communicate(stdin)[0]
-
-
-def login_shell():
-    import pwd
-    return os.environ.get("SHELL") or pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
-
-
-def login_environment(timeout):
-    """The environment as the user's shell sets it up: an interactive login shell (so ~/.bashrc runs,
-    past its 'interactive only' guard), without a terminal, stdin closed, killed after ``timeout`` s
-    (then nothing is returned and the caller says why)."""
-    import subprocess
-    proc = subprocess.Popen([login_shell(), "-l", "-i", "-c", ENV_COMMAND], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        return proc.communicate(timeout=timeout)[0]
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.communicate()
-        return b""
 
 
 def serve(root, inp, out):

@@ -24,20 +24,23 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Iterable, Iterator, Sequence
 
+from vmlfs.archive.xattrs import MAX_NAMES, MAX_VALUE
 from vmlfs.backends.ssh_runner import RemoteProcess, Runner
 from vmlfs.release.detect import PROBE_SCRIPT, detect_release, parse_probe_output
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import AlreadyExists, GuestError, NotFound, UnsafePath
 
-AGENT_SOURCE = "".join(  # the agent uses vmlfs/engine/holes.py, which it cannot import on the guest
+AGENT_SOURCE = "".join(  # the agent uses these modules, which it cannot import on the guest
     resources.files(package).joinpath(name).read_text(encoding="utf-8")
-    for package, name in (("vmlfs.engine", "holes.py"), ("vmlfs.backends", "ssh_agent.py")))
+    for package, name in (("vmlfs.engine", "holes.py"), ("vmlfs.archive", "xattr_io.py"),
+                          ("vmlfs.backends", "ssh_agent_info.py"), ("vmlfs.backends", "ssh_agent.py")))
 ENTRY = struct.Struct("<cIIIIQqqQQII")
 NAME = struct.Struct("<cII")
 REQUEST = struct.Struct("<IQq")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
+MAX_XATTRS_BLOB = MAX_NAMES * (MAX_VALUE + 5 + 255)  # the most a path's attributes can take (archive/xattrs.py)
 ENV_TIMEOUT = 30.0  # seconds an interactive login shell may take to print the environment
 ENV_MARK = b"\0vmlfs-env-begin\0"  # printed by the login shell after its profile scripts' own output
 
@@ -211,6 +214,7 @@ class SshGuest:
         users: dict[int, str] = {}
         groups: dict[int, str] = {}
         skip: bytes | None = None
+        attrs: bytes | None = None  # from a b'X' record, for the entry that follows it
         unpack, size = ENTRY.unpack_from, ENTRY.size
         while True:
             if not r.need(1):
@@ -224,6 +228,7 @@ class SshGuest:
                 r.pos += size
                 path = r.take(plen)
                 target = r.take(tlen) if kind == b"l" else None
+                entry_attrs, attrs = attrs, None
                 if skip is not None and path.startswith(skip):
                     continue
                 skip = None
@@ -231,18 +236,24 @@ class SshGuest:
                     skip = path + b"/"
                     continue
                 yield ScanEntry(path, kind.decode(), mode, uid, gid, users.get(uid, ""), groups.get(gid, ""),
-                                fsize, mtime, ctime, nlink, dev, ino, target)
+                                fsize, mtime, ctime, nlink, dev, ino, target, entry_attrs)
+            elif tag == b"X":
+                r.pos += 1
+                (length,) = U32.unpack(r.take(4))
+                if length > MAX_XATTRS_BLOB:  # checked in full by checked_scan; here only what may be buffered
+                    raise GuestError(f"scanning {self.description}: {length} bytes of extended attributes for one path")
+                attrs = r.take(length)
             elif tag in (b"U", b"G"):
                 _, ident, nlen = NAME.unpack(r.take(NAME.size))
                 (users if tag == b"U" else groups)[ident] = r.take(nlen).decode("utf-8", "surrogateescape")
-            elif tag in (b"S", b"R"):
+            elif tag in (b"S", b"R", b"W"):
                 _, plen, mlen = NAME.unpack(r.take(NAME.size))
                 path, message = r.take(plen), r.take(mlen).decode("utf-8", "replace")
                 if skip is not None and path.startswith(skip):
                     continue
                 if tag == b"S":
                     report.skipped_special += 1
-                else:
+                elif tag == b"R":
                     report.unreadable += 1
                 report.warn(message)
             elif tag == b"Z":

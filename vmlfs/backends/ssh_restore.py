@@ -13,6 +13,7 @@ trailer. One remote process, one stream: no round trip per file.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from typing import Callable
 
@@ -32,6 +33,8 @@ LINK = struct.Struct("<IIqII")
 HARD = struct.Struct("<QI")
 NO_META = 0xFFFFFFFF
 
+log = logging.getLogger(__name__)
+
 
 class _Stopped(Exception):
     """The guest agent ended early (it refused something); its exit status says why."""
@@ -46,10 +49,16 @@ class _Sender:
         self.groups = LinkGroups()
         self.damaged: list[str] = []  # refused here, before anything was sent
 
+    def attributes(self, node: Node) -> None:
+        """The extended attributes of the 'D' or 'F' operation that follows, if it has any."""
+        if node.xattrs is not None:
+            self.proc.write(b"X" + struct.pack("<I", len(node.xattrs)) + node.xattrs)
+
     def enter(self, name: bytes, node: Node | None) -> None:
         if node is None:
             self.proc.write(b"D" + META.pack(NO_META, 0, 0, 0, len(name)) + name)
         else:
+            self.attributes(node)
             self.proc.write(b"D" + META.pack(node.mode, node.uid, node.gid, node.mtime_ns, len(name)) + name)
 
     def leave(self) -> None:
@@ -94,6 +103,7 @@ class _Sender:
     def file(self, name: bytes, node: Node) -> None:
         """The header, exactly ``size`` bytes, then K (whole and verified) or B (void it, with the reason)."""
         group = node.link_group or 0
+        self.attributes(node)
         self.proc.write(b"F" + FILE.pack(node.mode, node.uid, node.gid, node.mtime_ns, node.size, group, len(name)) + name)
         sent = 0
         try:
@@ -151,7 +161,10 @@ def restore_to_guest(manifest: Manifest, open_layer: Callable[[str], SeekableRea
             proc.terminate()
     try:
         result = json.loads(out)
-        return RestoreReport(result["files"], result["dirs"], result["symlinks"], result["hardlinks"], result["bytes"],
-                             list(result["damaged"]) + sender.damaged)
+        report = RestoreReport(result["files"], result["dirs"], result["symlinks"], result["hardlinks"], result["bytes"],
+                               list(result["damaged"]) + sender.damaged, [str(w) for w in result["warnings"]])
     except (ValueError, KeyError, TypeError) as exc:
         raise GuestError(f"restoring into {runner.description}: malformed report from the guest ({exc})") from None
+    for line in report.warnings:
+        log.warning("%s", line)
+    return report

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from vmlfs.archive import xattrs
 from vmlfs.archive.manifest import Node
 from vmlfs.engine.store import BackupRecord
 
@@ -40,6 +41,8 @@ def node(row: Node, **extra: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {**extra, "type": TYPES[row.type], "mode": f"{row.mode & 0o7777:04o}", "uid": row.uid,
                            "gid": row.gid, "user": row.uname, "group": row.gname, "size": row.size,
                            "mtime_ns": row.mtime_ns}
+    if row.xattrs is not None:  # names as text; values, which are binary (ACLs, capabilities), as hex
+        doc["xattrs"] = {text(name): value.hex() for name, value in xattrs.decode(row.xattrs)}
     if row.is_symlink:
         doc["target"] = text(row.target or b"")
     if row.is_file:

@@ -150,7 +150,7 @@ class _Builder:
                 id=base_node.id if base_node is not None else self.manifest.allocate_id(), parent=parent_id,
                 name=name, type=entry.type, mode=entry.mode, uid=entry.uid, gid=entry.gid, uname=entry.uname,
                 gname=entry.gname, size=entry.size, mtime_ns=entry.mtime_ns, ctime_ns=entry.ctime_ns,
-                target=entry.target,
+                target=entry.target, xattrs=entry.xattrs,
             )
             if entry.type == FILE:
                 self._file(node, entry, base_node)

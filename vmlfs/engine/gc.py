@@ -214,7 +214,7 @@ def _repack(store: StoreLayout, live: _Live, threshold: float, only: str | None,
                 if node.data_offset not in ranges.setdefault(node.layer, {}):
                     path = prefix + b"/".join(tree.path_of(node))
                     ranges[node.layer][node.data_offset] = (node.size, MemberInfo(
-                        path, "f", node.mode, node.uid, node.gid, node.uname, node.gname, node.size, node.mtime_ns))
+                        path, "f", node.mode, node.uid, node.gid, node.uname, node.gname, node.size, node.mtime_ns, xattrs=node.xattrs))
         finally:
             tree.close()
     moves: list[tuple[str, int, str, int]] = []

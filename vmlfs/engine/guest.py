@@ -36,6 +36,7 @@ class ScanEntry:
     dev: int = 0
     ino: int = 0
     target: bytes | None = None
+    xattrs: bytes | None = None  # kept extended attributes, ACLs, capabilities (vmlfs.archive.xattrs)
 
 
 class FileChanged(GuestError):

@@ -36,7 +36,7 @@ class Stats:
 
 
 def member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
-    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target)
+    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target, e.xattrs)
 
 
 class Packer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from vmlfs import names
-from vmlfs.archive.manifest import CTIME, FILE, GID, GNAME, LINK_GROUP, MODE, MTIME, SIZE, TARGET, TYPE, UID, UNAME
+from vmlfs.archive.manifest import CTIME, FILE, GID, GNAME, LINK_GROUP, MODE, MTIME, SIZE, TARGET, TYPE, UID, UNAME, XATTRS
 from vmlfs.engine.guest import ScanEntry
 from vmlfs.engine.model import KINDS, BackupMeta
 from vmlfs.errors import InvalidRequest
@@ -58,10 +58,11 @@ def next_timestamp(existing: list[str], now: datetime | None = None) -> str:
 
 def metadata_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
     """Whether a base row (``Manifest`` column order) says everything a tar header says of ``entry``
-    but its size and content: type, mode, owner ids and names, mtime, link target."""
+    but its size and content: type, mode, owner ids and names, mtime, link target, extended attributes."""
     return row is not None and (
-        row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET]
-    ) == (entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target)
+        row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET], row[XATTRS]
+    ) == (entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target,
+          entry.xattrs)
 
 
 def content_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
@@ -82,8 +83,9 @@ def untouched(entry: ScanEntry, row: tuple, checksum: bool) -> bool:
     Hardlinked files never take it (their group is rebuilt), nor does any
     file under ``--checksum``.
     """
-    if (row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET]) != (
-            entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target):
+    if (row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET], row[XATTRS]) != (
+            entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target,
+            entry.xattrs):
         return False
     return entry.type != FILE or not (checksum or entry.nlink > 1 or row[LINK_GROUP] is not None
                                       or (row[SIZE], row[CTIME]) != (entry.size, entry.ctime_ns))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmlfs import names
+from vmlfs.archive.xattr_io import apply_xattrs
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.seekable import SeekableReader
 from vmlfs.engine.content import Layers, file_chunks
@@ -36,6 +37,7 @@ class RestoreReport:
     hardlinks: int = 0
     bytes: int = 0
     damaged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line per kind of attribute the target refused
 
 
 def _show(path: tuple[bytes, ...]) -> str:
@@ -52,6 +54,7 @@ class _Restorer:
         self.linked: dict[int, bytes] = {}  # hardlink group -> path (relative to target) of the restored first member
         self.report = RestoreReport()
         self.groups = LinkGroups()
+        self.refused: set[str] = set()
 
     def close(self) -> None:
         self.layers.close()
@@ -197,9 +200,20 @@ class _Restorer:
         os.ftruncate(fd, node.size)
         self.report.bytes += node.size
 
+    def _refused(self, kind: str, exc: OSError) -> None:
+        """The target (its file system, or a user who is not root) cannot take one kind of attribute:
+        said once per restore, and the files are restored without them."""
+        if kind not in self.refused:
+            self.refused.add(kind)
+            self.report.warnings.append(f"the target does not take {kind} ({exc.strerror}): they are not restored")
+            log.warning("%s", self.report.warnings[-1])
+
     def _metadata(self, fd: int, node: Node) -> None:
+        """Owner, then attributes (a chown clears capabilities), then mode (an ACL's mask is the group bits), times."""
         if self.as_root:
             os.fchown(fd, node.uid, node.gid)
+        if node.xattrs is not None:
+            apply_xattrs(fd, node.xattrs, self._refused)
         os.fchmod(fd, node.mode & 0o7777)
         os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from vmlfs import names
+from vmlfs.archive import xattrs
 from vmlfs.archive.manifest import DIR, FILE, SYMLINK
 from vmlfs.engine.guest import ScanEntry
-from vmlfs.errors import GuestError, UnsafePath
+from vmlfs.errors import CorruptData, GuestError, UnsafePath
 
 U32 = 1 << 32
 I64 = 1 << 63
@@ -62,6 +63,11 @@ def _fields_problem(e: ScanEntry) -> str | None:
             return f"symlink target {e.target!r} is malformed"
     elif e.target is not None:
         return "only a symlink has a target"
+    if e.xattrs is not None:
+        try:
+            xattrs.decode(e.xattrs if isinstance(e.xattrs, bytes) else b"\xff")
+        except CorruptData as exc:
+            return f"extended attributes are malformed: {exc}"
     return None
 
 

@@ -5,7 +5,7 @@ order, so their paths come in the same (lexicographic) order and one merge
 pass finds every difference, holding two walk stacks, never a tree. The kinds
 are restic diff's: ``+`` added, ``-`` removed, ``T`` type changed, ``M``
 content changed (a file's size or sha256, a symlink's target), ``U`` only
-metadata (mode, owner, mtime). A removed or added directory lists what was in
+metadata (mode, owner, mtime, extended attributes and ACLs). A removed or added directory lists what was in
 it too, as restic does.
 """
 
@@ -39,7 +39,9 @@ def _content_differs(a: Node, b: Node) -> bool:
 
 
 def _metadata_differs(a: Node, b: Node) -> bool:
-    return (a.mode, a.uid, a.gid, a.uname, a.gname, a.mtime_ns) != (b.mode, b.uid, b.gid, b.uname, b.gname, b.mtime_ns)
+    """Mode, owner, mtime or extended attributes (ACLs, capabilities: one canonical blob per path)."""
+    return (a.mode, a.uid, a.gid, a.uname, a.gname, a.mtime_ns, a.xattrs) != \
+        (b.mode, b.uid, b.gid, b.uname, b.gname, b.mtime_ns, b.xattrs)
 
 
 def compare(a: Node, b: Node) -> str | None:

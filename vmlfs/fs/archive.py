@@ -22,6 +22,7 @@ import os
 import stat
 import threading
 
+from vmlfs.archive import xattrs
 from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.archive.readahead import Cursor
 from vmlfs.archive.seekable import SeekableReader
@@ -106,6 +107,11 @@ class ArchiveNode(FsNode):
         mode = r.mode & (0o7555 if r.is_dir else 0o7777)
         return Attrs(self.ino, _TYPE_BITS[r.type] | mode, r.nlink if r.is_file else 1, r.uid, r.gid,
                      size, r.mtime_ns, r.ctime_ns or r.mtime_ns, FOREVER)
+
+    def xattrs(self) -> dict[bytes, bytes]:
+        """The attributes the guest had (``user.*``, ACLs, capabilities): they came with the row, so
+        ``cp -a`` and ``getfacl`` on the mount see them without another query."""
+        return dict(xattrs.decode(self.row.xattrs))
 
 
 class ArchiveDir(ArchiveNode):

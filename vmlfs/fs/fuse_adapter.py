@@ -8,7 +8,7 @@
 * The trio loop never blocks: model calls that may touch the disk (manifest
   queries, frame decompression, store listings) run through
   ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
-  what the model promises to answer from memory runs inline: ``attrs``,
+  what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``,
   ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
 * Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
   directory a :class:`~vmlfs.fs.protocol.Listing`: the adapter never asks
@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 import pyfuse3
 import trio
 
-from vmlfs.errors import ReadOnly, VmlfsError
+from vmlfs.errors import NoAttribute, ReadOnly, VmlfsError
 from vmlfs.fs.protocol import FsNode, Handle, Listing, Work
 from vmlfs.fs.state import MountState
 
@@ -250,6 +250,17 @@ class FuseOperations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         raise ReadOnly("cannot rename in a vmlfs mount")
+
+    @fuse_boundary
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        value = (await self._node(inode)).xattrs().get(bytes(name))
+        if value is None:
+            raise NoAttribute(f"no extended attribute {bytes(name)!r}")
+        return value
+
+    @fuse_boundary
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return list((await self._node(inode)).xattrs())
 
     @fuse_boundary
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:

@@ -129,6 +129,10 @@ class FsNode(ABC):
     def attrs(self) -> Attrs:
         """The node's attributes (inode number, mode, owner, size, times, cache timeout), from memory."""
 
+    def xattrs(self) -> dict[bytes, bytes]:
+        """The node's extended attributes (name -> value), from memory; virtual nodes have none."""
+        return {}
+
     def lookup(self, name: bytes) -> "FsNode":
         raise NotFound(f"{name!r}: not a directory")
 
