@@ -154,6 +154,15 @@ def tree_listing(root: Path) -> dict[bytes, tuple]:
     return out
 
 
+def one_file_guest(vmlfs: "Vmlfs", home: Path, entry: str, name: str, text: str) -> Path:
+    """A guest home holding one file, added as ``entry`` and backed up once; returns the file."""
+    home.mkdir()
+    (home / name).write_text(text)
+    vmlfs.run("entry", "add", entry, "--guest", str(home))
+    vmlfs.run("-q", "backup", entry)
+    return home / name
+
+
 def as_mounted(listing: dict[bytes, tuple]) -> dict[bytes, tuple]:
     """A guest's :func:`tree_listing` as a mount shows it (and ``cp -a`` copies it out): directories
     without write bits (vmlfs/fs/archive.py)."""

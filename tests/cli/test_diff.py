@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vmlfs
+from tests.conftest import Vmlfs, one_file_guest
 
 CHANGES = [
     "U    .",  # the home's mtime: entries were added and removed
@@ -73,13 +73,9 @@ def test_diff_names_every_kind_of_change_without_reading_a_layer(vmlfs: Vmlfs, t
 
 
 def test_an_extended_attribute_alone_is_a_metadata_change(vmlfs: Vmlfs, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "fit.C").write_text("v1\n")
-    vmlfs.run("entry", "add", "x", "--guest", str(home))
-    vmlfs.run("-q", "backup", "x")
+    fit = one_file_guest(vmlfs, tmp_path / "home", "x", "fit.C", "v1\n")
     try:
-        os.setxattr(home / "fit.C", "user.comment", b"tuned")
+        os.setxattr(fit, "user.comment", b"tuned")
     except OSError as exc:
         pytest.skip(f"this file system takes no user attributes: {exc.strerror}")
     vmlfs.run("-q", "backup", "x")

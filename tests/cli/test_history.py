@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vmlfs, snapshot_copy, tree_listing
+from tests.conftest import Vmlfs, one_file_guest, snapshot_copy, tree_listing
 
 KINDS = ["full", "incremental", "incremental", "differential", "incremental", "full",
          "incremental", "differential", "differential", "incremental", "full", "incremental"]
@@ -98,11 +98,7 @@ def test_forget_in_several_orders_keeps_every_other_backup_exact(twelve: tuple[V
 
 
 def test_protect_newest_and_refusals(vmlfs: Vmlfs, tmp_path: Path) -> None:
-    home = tmp_path / "g"
-    home.mkdir()
-    (home / "a").write_text("a")
-    vmlfs.run("entry", "add", "e", "--guest", str(home))
-    vmlfs.run("-q", "backup", "e")
+    one_file_guest(vmlfs, tmp_path / "g", "e", "a", "a")
     time.sleep(1.05)
     vmlfs.run("-q", "backup", "e")
     first, second = vmlfs.backups("e")
