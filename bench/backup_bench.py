@@ -33,7 +33,8 @@ def run(work: Path, files: int = 20_000, big: int = 3) -> list[Row]:
     tar_cmd = ["tar", "-I", "zstd -3 -T1", "-cf", str(tarball), "-C", str(tree.parent), tree.name]
     timed(tar_cmd)  # warm the page cache
     venv = dict(os.environ, VMLFS_STORE=str(out / "store"))
-    subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(tree)], env=venv, check=True)
+    subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(tree)], env=venv, check=True,
+                   stdout=subprocess.DEVNULL)
 
     def restic_env(i: int) -> dict[str, str]:
         return dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(out / f"restic{i}"))

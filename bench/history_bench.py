@@ -54,7 +54,8 @@ def history(work: Path, files: int, big: int, steps: int) -> list[Row]:
     small = sorted(p for p in guest.rglob("f*.*") if p.is_file())
     venv = dict(os.environ, VMLFS_STORE=str(out / "store"))
     renv = dict(os.environ, RESTIC_PASSWORD=PASSWORD, RESTIC_REPOSITORY=str(out / "restic"))
-    subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(guest)], env=venv, check=True)
+    subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(guest)], env=venv, check=True,
+                   stdout=subprocess.DEVNULL)
     subprocess.run([restic, "init", "-q"], env=renv, check=True, stdout=subprocess.DEVNULL)
     rng = random.Random(7)
     changed = 0

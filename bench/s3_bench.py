@@ -72,12 +72,14 @@ def run(work: Path, files: int, big: int) -> list[Row]:
         subprocess.run([restic, *repo, "init", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
         restic_full = timed([restic, *repo, "backup", "-q", str(tree)], env=env)
         restic_again = timed([restic, *repo, "backup", "-q", str(tree)], env=env)
-        subprocess.run([*VMLFS, "-q", "entry", "add", "e", "--guest", str(tree)], env=env, check=True)
+        subprocess.run([*VMLFS, "-q", "entry", "add", "e", "--guest", str(tree)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
         ours_full = timed([*VMLFS, "-q", "backup", "e", "--kind", "full"], env=env)
         ours_again = timed([*VMLFS, "-q", "backup", "e"], env=env)
 
         local = work / "s3" / "local-store"
-        subprocess.run([*VMLFS, "-q", "--store", str(local), "entry", "add", "e", "--guest", str(tree)], check=True)
+        subprocess.run([*VMLFS, "-q", "--store", str(local), "entry", "add", "e", "--guest", str(tree)], check=True,
+                       stdout=subprocess.DEVNULL)
         subprocess.run([*VMLFS, "-q", "--store", str(local), "backup", "e"], check=True)
         rels = sorted(os.path.relpath(os.path.join(d, f), tree) for d, _, fs in os.walk(tree) for f in fs if f != ".complete")
         small = random.Random(7).sample([r for r in rels if not r.startswith("big")], 100)
