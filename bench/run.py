@@ -63,12 +63,12 @@ def summary(rows: list[Row]) -> int:
     """Print the table of every row; the number of missed targets."""
     width = max(len(r.name) for r in rows)
     print(f"\n== summary: {len(rows)} rows")
-    print(f"{'row':<{width}}  {'ours':>10}  {'theirs':>10}  {'ratio':>7}  {'target':<12} verdict")
+    print(f"{'row':<{width}}  {'ours':>10}  {'theirs':>10}  {'unit':<5}  {'ratio':>7}  {'target':<11}  verdict")
     for r in rows:
         theirs = "" if r.theirs is None else f"{r.theirs:10.3f}"
         ratio = "" if r.ratio is None else f"{r.ratio:6.2f}×"
         verdict = ("ok" if r.ok else "MISSED") if r.op else "-"
-        print(f"{r.name:<{width}}  {r.ours:10.3f}  {theirs:>10}  {ratio:>7}  {r.target():<12} {verdict}  ({r.unit})")
+        print(f"{r.name:<{width}}  {r.ours:10.3f}  {theirs:>10}  {r.unit:<5}  {ratio:>7}  {r.target():<11}  {verdict}")
     missed = [r for r in rows if not r.ok]
     checked = sum(1 for r in rows if r.op)
     print(f"\n{checked - len(missed)} of {checked} targets met" + (":" if missed else "."))
