@@ -44,5 +44,35 @@ def dataset(work: Path, files: int, big: int) -> Path:
     return tree
 
 
-def ratio(name: str, ours: float, theirs: float, target: str) -> str:
-    return f"{name:<48} {ours:8.3f} / {theirs:8.3f} = {ours / theirs:6.2f}x   (target {target})"
+def tree_bytes(root: Path) -> int:
+    """Apparent bytes of every file below ``root`` (a store or a repository)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def tiny_tree(work: Path, files: int) -> Path:
+    """``files`` files of 0-199 bytes in 1,000 directories (a home full of sources: per-file cost dominates),
+    generated once per work directory and kept (1,000,000 files take minutes to write)."""
+    tree = work / f"small-{files}"
+    if not (tree / ".complete").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        for i in range(files):
+            d = tree / f"d{i % 1000:03d}"
+            if i < 1000:
+                d.mkdir(parents=True, exist_ok=True)
+            (d / f"f{i:06d}").write_bytes(b"x" * (i % 200))
+        (tree / ".complete").write_text("")
+    return tree
+
+
+def timed_rss(cmd: list[str], **kwargs) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one run of ``cmd``, the RSS from wait4 for that child alone.
+
+    The child is exec'd straight from a fork of this small process, so its
+    ru_maxrss is its own peak (a ru_maxrss survives exec: a large parent would inflate it)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **kwargs)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024

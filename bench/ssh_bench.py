@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, VMLFS, dataset, ratio  # noqa: E402
+from common import ROOT, VMLFS, dataset, tiny_tree  # noqa: E402
+from rows import Row, emit, ratio_row, value_row  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.backends.conftest import start_sshd, stop_sshd  # noqa: E402
@@ -35,22 +36,9 @@ def _vmlfs(env: dict[str, str], *args: str) -> float:
     return time.perf_counter() - t0
 
 
-def _small_tree(work: Path, files: int) -> Path:
-    """``files`` tiny files in 1,000 directories (stat cost dominates, as in a home full of sources)."""
-    tree = work / f"small-{files}"
-    if not (tree / ".complete").exists():
-        shutil.rmtree(tree, ignore_errors=True)
-        for i in range(files):
-            d = tree / f"d{i % 1000:03d}"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"f{i:06d}").write_bytes(b"x" * (i % 200))
-        (tree / ".complete").write_text("")
-    return tree
-
-
-def run(work: Path, files: int = 20_000, big: int = 3, small_files: int = 100_000) -> list[str]:
+def run(work: Path, files: int = 20_000, big: int = 3, small_files: int = 100_000) -> list[Row]:
     tree = dataset(work, files, big)
-    small = _small_tree(work, small_files)
+    small = tiny_tree(work, small_files)
     shutil.rmtree(work / "sshd", ignore_errors=True)  # fresh throw-away keys every run
     proc, sshd = start_sshd(work / "sshd")
     env = dict(os.environ, HOME=str(sshd.home), VMLFS_STORE=str(work / "ssh-store"))
@@ -75,8 +63,8 @@ def run(work: Path, files: int = 20_000, big: int = 3, small_files: int = 100_00
     finally:
         stop_sshd(proc)
     return [
-        ratio("full backup over SSH: vmlfs / ssh tar|zstd -3 -T1 (s)", full_s, tar_s, "<= 1.5x"),
-        f"{f'no-change incremental over SSH, {small_files} files (s)':<48} {incr_s:8.3f}   (target <= 3 s)",
+        ratio_row("SSH: full backup vs ssh tar | zstd -3 -T1", full_s, tar_s, "s", "<= 1.5"),
+        value_row(f"SSH: no-change backup of {small_files} tiny files", incr_s, "s", "<= 3"),
     ]
 
 
@@ -86,10 +74,10 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--big", type=int, default=3)
     ap.add_argument("--small-files", type=int, default=100_000)
+    ap.add_argument("--json", action="store_true", help="rows as JSON lines (for bench/run.py)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    for line in run(args.work, args.files, args.big, args.small_files):
-        print(line)
+    emit(run(args.work, args.files, args.big, args.small_files), args.json)
 
 
 if __name__ == "__main__":
