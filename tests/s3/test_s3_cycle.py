@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_backup_cycle import build_guest, change_guest
+from tests.cli.test_backup_cycle import build_guest, change_guest, fidelity_cycle
 from tests.backends.conftest import Sshd
 from tests.conftest import Vmlfs, snapshot_copy, tree_listing
 from tests.s3.conftest import S3Server, keys
@@ -29,21 +29,7 @@ def stamps(v: Vmlfs, entry: str) -> list[str]:
 def test_full_incremental_differential_restore_exactly(any_vmlfs: Vmlfs, any_s3: S3Server, s3_store: str,
                                                        guest: Path, tmp_path: Path) -> None:
     s3vmlfs, seaweedfs = any_vmlfs, any_s3
-    s3vmlfs.run("entry", "add", "physics", "--guest", str(guest))
-    copies = []
-    for step, kind in enumerate(["full", "incremental", "differential"]):
-        if step:
-            change_guest(guest, step)
-        out = s3vmlfs.run("backup", "physics", "--kind", kind)
-        assert f": {kind}" in out.stdout.decode()
-        copies.append(snapshot_copy(guest, tmp_path / f"copy{step}"))
-    found = stamps(s3vmlfs, "physics")
-    assert len(found) == 3
-    for step, ts in enumerate(found):
-        target = tmp_path / f"restore{step}"
-        s3vmlfs.run("restore", f"physics@{ts}", str(target))
-        assert tree_listing(target) == tree_listing(copies[step]), f"backup {step} differs from the guest at backup time"
-    s3vmlfs.run("verify")
+    found = fidelity_cycle(s3vmlfs, guest, tmp_path)
     assert "data-moved.bin" in s3vmlfs.run("ls", "physics").stdout.decode()
     stored = keys(seaweedfs, s3_store)
     assert sorted(k for k in stored if k.startswith("entries/physics/backups/")) == \

@@ -35,17 +35,29 @@ def default_store_path() -> str:
     return os.path.join(base, "vmlfs")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file so readers see the old or the new content, never half."""
+def durable_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a temporary file beside ``path``, on disk (fsynced): what a rename or a link then names."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a small file so readers see the old or the new content, never half."""
+    try:
+        tmp = durable_temporary(path, data)
+        try:
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
         raise write_failed(exc, f"cannot write {path}") from exc
 
 
@@ -118,12 +130,8 @@ class LocalStore(StoreLayout):
     def _create(self, rel: str, data: bytes) -> None:
         """Write a temporary file, fsync it, and link() it to ``rel``: EEXIST if the name is taken."""
         target = self.root / rel
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = durable_temporary(target, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, target)
             fsync_dir(target.parent)
         finally:

@@ -45,6 +45,10 @@ class MountContext(Protocol):
     def entry_names(self) -> list[str]:
         ...
 
+    def listed(self, entry: str) -> bool:
+        """Whether the mount has listed the entry's backups already (from memory)."""
+        ...
+
     def newest_ns(self, entry: str | None = None) -> int:
         """The time of the entry's newest backup (of any entry's, for None) as last listed, from memory."""
         ...

@@ -99,6 +99,10 @@ class MountState:
             self.on_change(entry, sorted(set(before) - set(stamps)))
         return stamps
 
+    def listed(self, entry: str) -> bool:
+        with self._lock:
+            return entry in self._stamps
+
     def newest_ns(self, entry: str | None = None) -> int:
         """From memory: the time of ``entry``'s newest backup as last listed (of any entry's, for None)."""
         with self._lock:

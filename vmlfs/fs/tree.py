@@ -72,11 +72,14 @@ class RootDir(VirtualDir):
 
 class EntriesDir(VirtualDir):
     """``/entries``: its time is the newest backup's of any entry, as a file manager's "modified" column
-    would have it: each entry is listed once when it is first looked up, and again whenever one is."""
+    would have it. An entry the mount has not listed yet is listed here once; after that, each
+    listing of an entry (a lookup, a readdir, a job's end) keeps the time current."""
 
     def __init__(self, ctx: MountContext) -> None:
         super().__init__(ctx, ("entries",), ctx.mounted_ns)
         for entry in ctx.entry_names():
+            if ctx.listed(entry):
+                continue
             try:
                 ctx.timestamps(entry)
             except VmlfsError:  # a damaged entry costs only itself: its listing says so
