@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 import pyfuse3
 import trio
 
-from vmlfs.errors import NoAttribute, ReadOnly, VmlfsError
+from vmlfs.errors import NoAttribute, NoAttributesHere, ReadOnly, VmlfsError
 from vmlfs.fs.protocol import FsNode, Handle, Listing, Work
 from vmlfs.fs.state import MountState
 
@@ -75,6 +75,7 @@ class FuseOperations(pyfuse3.Operations):
         self._writers: set[int] = set()  # handles opened for writing: only their close may start work
         self._listings: dict[int, Listing] = {}
         self._next_fh = 1
+        self._serves_xattrs: bool | None = None  # the state's answer, asked once
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -251,8 +252,16 @@ class FuseOperations(pyfuse3.Operations):
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         raise ReadOnly("cannot rename in a vmlfs mount")
 
+    async def _check_xattrs_served(self) -> None:
+        """Raise NoAttributesHere on a mount whose store kept no attributes (MountState.serves_xattrs)."""
+        if self._serves_xattrs is None:
+            self._serves_xattrs = await self._run(self.state.serves_xattrs)
+        if not self._serves_xattrs:
+            raise NoAttributesHere("no backup in this store kept extended attributes")
+
     @fuse_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        await self._check_xattrs_served()
         value = (await self._node(inode)).xattrs().get(bytes(name))
         if value is None:
             raise NoAttribute(f"no extended attribute {bytes(name)!r}")
@@ -260,6 +269,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        await self._check_xattrs_served()
         return list((await self._node(inode)).xattrs())
 
     @fuse_boundary
