@@ -8,7 +8,7 @@
 * The trio loop never blocks: model calls that may touch the disk (manifest
   queries, frame decompression, store listings) run through
   ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
-  what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``,
+  what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``, ``readlink_cached``,
   ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
 * Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
   directory a :class:`~vmlfs.fs.protocol.Listing`: the adapter never asks
@@ -136,7 +136,9 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._run((await self._node(inode)).readlink)
+        node = await self._node(inode)
+        target = node.readlink_cached()
+        return target if target is not None else await self._run(node.readlink)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for inode, count in inode_list:  # must not raise: no request to answer

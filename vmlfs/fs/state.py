@@ -33,7 +33,7 @@ from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.inodes import InodeTable
-from vmlfs.fs.protocol import FsNode
+from vmlfs.fs.protocol import SHORT, FsNode
 from vmlfs.fs.tree import RootDir
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class MountState:
         self._layers: dict[tuple[str, str], SeekableReader] = {}
         self._stamps: dict[str, list[str]] = {}  # each entry's backups as last listed, and the newest one's time
         self._newest: dict[str, int] = {}
+        self._listed_at: dict[str, float] = {}  # monotonic time of each entry's last listing
         self._serves_xattrs: bool | None = None  # decided at the first attribute request (serves_xattrs)
         self.on_change: Callable[[str, list[str]], None] = lambda entry, gone: None
         """Told (entry, backups that vanished) when a listing finds an entry's backups changed: the
@@ -96,9 +97,18 @@ class MountState:
         with self._lock:
             before = self._stamps.get(entry)
             self._stamps[entry], self._newest[entry] = stamps, newest
+            self._listed_at[entry] = time.monotonic()
         if before is not None and before != stamps:
             self.on_change(entry, sorted(set(before) - set(stamps)))
         return stamps
+
+    def listed_recently(self, entry: str) -> list[str] | None:
+        """From memory: the entry's backups as listed under SHORT seconds ago, else None. The kernel
+        reads ``latest`` at every path walk through it (it caches no symlink target), so ``ls -lR
+        latest/home`` listed the store once per file. A job's refresh lists again at once."""
+        with self._lock:
+            stamps, at = self._stamps.get(entry), self._listed_at.get(entry, -SHORT)
+        return stamps if stamps is not None and time.monotonic() - at < SHORT else None
 
     def listed(self, entry: str) -> bool:
         with self._lock:
