@@ -38,6 +38,22 @@ def _int(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
 
 
+def _plain(e: ScanEntry, owners: set[str]) -> bool:
+    """The common record, recognised in one expression: a file or directory with plain int fields
+    in range, owner names already found sound, no target and no attributes. True implies that
+    :func:`_fields_problem` finds nothing; False only means the full check must run."""
+    return (
+        (e.type == FILE or (e.type == DIR and e.size == 0)) and e.target is None and e.xattrs is None
+        and type(e.mode) is int and 0 <= e.mode <= 0o7777
+        and type(e.uid) is int and 0 <= e.uid < U32 - 1 and type(e.gid) is int and 0 <= e.gid < U32 - 1
+        and type(e.size) is int and 0 <= e.size < I64
+        and type(e.mtime_ns) is int and -I64 <= e.mtime_ns < I64 and type(e.ctime_ns) is int and -I64 <= e.ctime_ns < I64
+        and type(e.nlink) is int and 1 <= e.nlink < U32 and type(e.dev) is int and 0 <= e.dev < U64
+        and type(e.ino) is int and 0 <= e.ino < U64
+        and type(e.uname) is str and e.uname in owners and type(e.gname) is str and e.gname in owners
+    )
+
+
 def _fields_problem(e: ScanEntry) -> str | None:
     """What is wrong with one record's fields, or None."""
     if e.type not in (FILE, DIR, SYMLINK):
@@ -72,8 +88,15 @@ def _fields_problem(e: ScanEntry) -> str | None:
 
 
 def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry]:
-    """Yield the scan's records unchanged, raising :class:`BadRecord` at the first bad one."""
-    open_dirs: list[tuple[tuple[bytes, ...], bytes | None]] = []  # (path, last child name seen)
+    """Yield the scan's records unchanged, raising :class:`BadRecord` at the first bad one.
+
+    A record is checked in full (:func:`vmlfs.names.guest_path`, :func:`_fields_problem`) unless it
+    is plainly sound: its parent is an open directory, whose path was checked when it was sent, and its
+    own name is a sound component; its fields pass :func:`_plain`. Either way the verdict is the same
+    (and so is the reason given): the shortcut only spares re-checking what an earlier record proved.
+    """
+    open_dirs: list[list] = []  # [path, last child name seen], the root first
+    owners: set[str] = set()  # owner names _fields_problem found sound
     for entry in entries:
         path = entry.path
 
@@ -84,32 +107,43 @@ def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry
 
         if not isinstance(path, bytes):
             raise refuse("path is not bytes")
-        try:
-            parts = names.guest_path(path)
-        except UnsafePath as exc:
-            raise refuse(str(exc)) from None
-        problem = _fields_problem(entry)
-        if problem:
-            raise refuse(problem)
-        if not parts:
+        if not path:  # the root
+            problem = _fields_problem(entry)
+            if problem:
+                raise refuse(problem)
             if open_dirs or entry.type != DIR:
                 raise refuse("a second root" if open_dirs else "the root is not a directory")
-            open_dirs.append(((), None))
+            open_dirs.append([b"", None])
             yield entry
             continue
-        if not open_dirs:
-            raise refuse("the scan did not start with the root")
-        parent = parts[:-1]
+        slash = path.rfind(b"/")
+        parent, name = (path[:slash], path[slash + 1:]) if slash >= 0 else (b"", path)
+        had_open = bool(open_dirs)
         while open_dirs and open_dirs[-1][0] != parent:
             open_dirs.pop()  # depth first: a directory left is never entered again
+        if not (open_dirs and slash and name and name != b"." and name != b".." and b"\0" not in name
+                and len(name) <= names.MAX_COMPONENT and len(path) <= names.MAX_PATH):
+            try:
+                names.guest_path(path)
+            except UnsafePath as exc:
+                raise refuse(str(exc)) from None
+        if not _plain(entry, owners):
+            problem = _fields_problem(entry)
+            if problem:
+                raise refuse(problem)
+            for owner in (entry.uname, entry.gname):
+                if type(owner) is str:
+                    owners.add(owner)
         if not open_dirs:
-            raise refuse("its parent directory was not sent before it (out of order, or not a directory)")
-        last = open_dirs[-1][1]
-        if last is not None and parts[-1] <= last:
-            raise refuse("a duplicate name" if parts[-1] == last else "siblings out of byte order")
-        open_dirs[-1] = (parent, parts[-1])
+            raise refuse("its parent directory was not sent before it (out of order, or not a directory)"
+                         if had_open else "the scan did not start with the root")
+        top = open_dirs[-1]
+        last = top[1]
+        if last is not None and name <= last:
+            raise refuse("a duplicate name" if name == last else "siblings out of byte order")
+        top[1] = name
         if entry.type == DIR:
-            open_dirs.append((parts, None))
+            open_dirs.append([path, None])
         yield entry
     if not open_dirs:
         raise BadRecord(f"{guest} sent no root directory; nothing was committed",
