@@ -63,6 +63,8 @@ def read_xattrs(path: "bytes", warn: "Callable[[str], None]") -> "bytes | None":
         if exc.errno not in NO_XATTRS:
             warn("cannot list the extended attributes of %s: %s" % (os.fsdecode(path), exc.strerror))
         return None
+    if not listed:  # the common case, spared the rest
+        return None
     pairs = {}
     for name in listed:
         raw = os.fsencode(name)

@@ -35,22 +35,18 @@ def group_name(gid: int) -> str:
         return ""
 
 
-def entry_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None) -> ScanEntry | None:
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
-        kind = "f"
-    elif stat.S_ISDIR(mode):
-        kind = "d"
-    elif stat.S_ISLNK(mode):
-        kind = "l"
-    else:
-        return None
-    return ScanEntry(
-        path=path, type=kind, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
-        uname=user_name(st.st_uid), gname=group_name(st.st_gid),
-        size=st.st_size if kind == "f" else 0, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
-        nlink=st.st_nlink, dev=st.st_dev, ino=st.st_ino, target=target,
-    )
+_KINDS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l"}
+
+
+def _name(entry: os.DirEntry) -> bytes:
+    return entry.name
+
+
+def _entry(path: bytes, st: os.stat_result, kind: str, target: bytes | None, xattrs: bytes | None) -> ScanEntry:
+    uid, gid = st.st_uid, st.st_gid
+    return ScanEntry(path, kind, st.st_mode & 0o7777, uid, gid, user_name(uid), group_name(gid),
+                     st.st_size if kind == "f" else 0, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_dev,
+                     st.st_ino, target, xattrs)
 
 
 class LocalGuest:
@@ -70,10 +66,8 @@ class LocalGuest:
     def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
         """Depth-first, siblings in byte order; iterative, since nested generators cost
         a frame switch per level for every entry."""
-        root = entry_from_stat(b"", os.lstat(self.home))
-        assert root is not None
-        root.xattrs = read_xattrs(self.home, report.warn)
-        yield root
+        st = os.lstat(self.home)
+        yield _entry(b"", st, _KINDS.get(stat.S_IFMT(st.st_mode), "?"), None, read_xattrs(self.home, report.warn))
         todo: list[Iterator[ScanEntry]] = [self._children(b"", rules, report)]
         while todo:
             entry = next(todo[-1], None)
@@ -85,35 +79,36 @@ class LocalGuest:
                 todo.append(self._children(entry.path, rules, report))
 
     def _children(self, rel: bytes, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+        """One directory's entries: per child one lstat (scandir's), one listxattr and a link's readlink."""
         try:
             with os.scandir(self._abs(rel)) as it:
-                children = sorted(it, key=lambda e: e.name)
+                children = sorted(it, key=_name)
         except OSError as exc:
             report.unreadable += 1
             report.warn(f"cannot list {os.fsdecode(rel) or '.'}: {exc.strerror}; its contents are left out")
             return
         prefix = rel + b"/" if rel else b""
         check_rules = bool(rules.exclude)
+        warn = report.warn
         for child in children:
             path = prefix + child.name
             try:
                 st = child.stat(follow_symlinks=False)
-                target = os.readlink(child.path) if stat.S_ISLNK(st.st_mode) else None
+                kind = _KINDS.get(stat.S_IFMT(st.st_mode))
+                target = os.readlink(child.path) if kind == "l" else None
             except FileNotFoundError:
                 continue  # vanished between listing and stat: it simply is not in this backup
             except OSError as exc:
                 report.unreadable += 1
                 report.warn(f"cannot stat {os.fsdecode(path)}: {exc.strerror}")
                 continue
-            entry = entry_from_stat(path, st, target)
-            if entry is None:
+            if kind is None:
                 report.skipped_special += 1
                 report.warn(f"skipped {os.fsdecode(path)}: not a regular file, directory or symlink")
                 continue
-            if check_rules and rules.excluded(path, entry.type == "d"):
+            if check_rules and rules.excluded(path, kind == "d"):
                 continue
-            entry.xattrs = read_xattrs(child.path, report.warn)
-            yield entry
+            yield _entry(path, st, kind, target, read_xattrs(child.path, warn))
 
     def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:
         """The file's bytes (its holes not read), checked against the scan by one fstat after reading.
