@@ -22,15 +22,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vmlfs.app.cvmfs import cvmfs_source
-from vmlfs.app.prune import PruneResult, plan_prune, prune
 from vmlfs.app.session import Session
 from vmlfs.backends.connect import is_ssh, open_guest
 from vmlfs.engine.backup import BackupOptions, Progress, run_backup
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.errors import ConnectionFailed, HostKeyRejected, InvalidRequest
 from vmlfs.release.detect import check_release
+
+if TYPE_CHECKING:
+    from vmlfs.app.prune import PruneResult
 
 
 @dataclass(frozen=True)
@@ -97,5 +100,7 @@ def take_backup(session: Session, name: str, request: BackupRequest = BackupRequ
                 if opened is not None:
                     opened.close()
     if cfg.prune is not None and cfg.prune.prune_after:
+        from vmlfs.app.prune import plan_prune, prune  # with gc and verify: imported by the entries that prune
+
         on_prune(prune(session, plan_prune(session, [name])))
     return meta
