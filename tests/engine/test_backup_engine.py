@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tests.conftest import snapshot_copy, tree_listing
+from vmlfs.archive.trees import write_delta
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import BackupOptions, run_backup
@@ -146,3 +147,41 @@ def test_patched_manifests_follow_type_changes_subtree_deletions_and_link_counts
         assert tree_listing(target) == tree_listing(copy), ts
         assert m.count() == sum(1 for _ in m.walk()), "no orphaned rows survive in a patched manifest"
     assert verify_store(store, [("e", ts) for ts, _ in steps]).ok
+
+
+def test_an_unchanged_tree_is_stored_as_its_base_and_any_change_is_not(tmp_path: Path) -> None:
+    """A backup that changes no row of its base writes its delta from the base's own rows (not by comparing
+    every row with the checkpoint): the bytes must be what the comparison writes, and a change of any
+    kind must still be seen as one."""
+    store, cfg, home = setup(tmp_path)
+    (home / "d").mkdir()
+    for i in range(2000):  # a checkpoint large enough for small deltas over it
+        (home / "d" / f"f{i}").write_text(str(i))
+    (home / "g").write_text("y")
+    full = run_backup(store, cfg, LocalGuest(home))
+
+    def backup() -> dict:
+        return run_backup(store, cfg, LocalGuest(home)).manifest
+
+    over_checkpoint = backup()
+    assert over_checkpoint["base"]["sha256"] == full.manifest["sha256"]
+    tree = store.object_file("trees", over_checkpoint["sha256"])
+    compared = tmp_path / "compared.sqlite"
+    write_delta(store.object_file("trees", full.manifest["sha256"]), str(store.object_file("trees", full.manifest["sha256"])),
+                full.manifest["sha256"], compared)
+    assert tree.read_bytes() == compared.read_bytes(), "an empty delta, as the comparison writes it"
+    changes = [
+        lambda: os.chmod(home / "d" / "f1", 0o600),
+        lambda: os.utime(home / "g", ns=(0, 10**9)),
+        lambda: (home / "d" / "new").write_text("z"),
+        lambda: (home / "g").unlink(),
+        lambda: os.chmod(home / "d", 0o700),
+    ]
+    previous = over_checkpoint
+    for i, change in enumerate(changes):
+        same = backup()
+        assert same["sha256"] == previous["sha256"], f"step {i}: nothing changed, the base's tree object again"
+        change()
+        changed = backup()
+        assert changed["sha256"] != same["sha256"], f"step {i}: a change must give another tree"
+        previous = changed

@@ -201,8 +201,10 @@ class ManifestWriter:
                 [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}")],
             )
             self.next_id = ROOT_ID if self.fresh else self._db.execute("SELECT max(id) + 1 FROM nodes").fetchone()[0]
+            self._changes_at_start = self._db.total_changes
         except (OSError, sqlite3.Error) as exc:
             raise StorageFull(f"cannot write manifest: {exc}") from exc
+        self.rows_unchanged = False  # once closed: no row was added, changed or deleted (still the base's tree)
         self._inserts: list[tuple] = []
         self._updates: list[tuple] = []
 
@@ -258,6 +260,7 @@ class ManifestWriter:
     def close(self) -> None:
         try:
             self._flush()
+            self.rows_unchanged = self._db.total_changes == self._changes_at_start
             if self.fresh:
                 for statement in INDEXES.strip().split(";\n"):
                     self._db.execute(statement)

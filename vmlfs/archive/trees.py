@@ -85,11 +85,16 @@ def materialize(tree: Manifest, out: str | os.PathLike[str]) -> None:
         raise StorageFull(f"cannot write the base tree: {exc}") from exc
 
 
-def write_delta(full: str | os.PathLike[str], checkpoint: str, checkpoint_digest: str, out: str | os.PathLike[str]) -> None:
+def write_delta(full: str | os.PathLike[str], checkpoint: str, checkpoint_digest: str, out: str | os.PathLike[str],
+                same_as: Manifest | None = None) -> None:
     """The rows of ``full`` that differ from ``checkpoint`` and the ids it lost, as a delta file.
 
     Rows go in ``full``'s id order, so the same two trees always give the same
-    bytes: an unchanged backup's delta is the previous backup's object again."""
+    bytes: an unchanged backup's delta is the previous backup's object again.
+    ``same_as`` is a tree over the same checkpoint (or that checkpoint itself) which ``full`` is
+    known to equal, row for row (a backup that changed no row of its base): the delta then holds that
+    tree's own rows and lost ids, in the same order, instead of comparing every row of ``full`` with
+    the checkpoint (which would find exactly those)."""
     try:
         db = _open(out)
         try:
@@ -98,15 +103,24 @@ def write_delta(full: str | os.PathLike[str], checkpoint: str, checkpoint_digest
             db.execute("BEGIN")
             db.execute("INSERT INTO format VALUES ('format', 'vmlfs-manifest')")
             _set_format(db, checkpoint_digest)
-            db.execute("ATTACH DATABASE ? AS f", (_ro_uri(os.fspath(full)),))
-            db.execute("ATTACH DATABASE ? AS c", (_ro_uri(checkpoint),))
             cols = ", ".join(f"n.{c}" for c in COLUMNS.split(", "))
-            db.execute(f"INSERT INTO main.nodes SELECT {cols} FROM f.nodes AS n"
-                       f" WHERE NOT EXISTS (SELECT 1 FROM c.nodes AS o WHERE o.id = n.id AND {_SAME}) ORDER BY n.id")
-            db.execute("INSERT INTO main.gone SELECT id FROM c.nodes WHERE id NOT IN (SELECT id FROM f.nodes) ORDER BY id")
-            db.execute("COMMIT")
-            db.execute("DETACH DATABASE f")
-            db.execute("DETACH DATABASE c")
+            if same_as is None:
+                db.execute("ATTACH DATABASE ? AS f", (_ro_uri(os.fspath(full)),))
+                db.execute("ATTACH DATABASE ? AS c", (_ro_uri(checkpoint),))
+                db.execute(f"INSERT INTO main.nodes SELECT {cols} FROM f.nodes AS n"
+                           f" WHERE NOT EXISTS (SELECT 1 FROM c.nodes AS o WHERE o.id = n.id AND {_SAME}) ORDER BY n.id")
+                db.execute("INSERT INTO main.gone SELECT id FROM c.nodes WHERE id NOT IN (SELECT id FROM f.nodes) ORDER BY id")
+                db.execute("COMMIT")
+                db.execute("DETACH DATABASE f")
+                db.execute("DETACH DATABASE c")
+            elif same_as.base_path is not None:  # a delta: its rows are what differs from the checkpoint
+                db.execute("ATTACH DATABASE ? AS d", (_ro_uri(same_as.path),))
+                db.execute(f"INSERT INTO main.nodes SELECT {cols} FROM d.nodes AS n ORDER BY n.id")
+                db.execute("INSERT INTO main.gone SELECT id FROM d.gone ORDER BY id")
+                db.execute("COMMIT")
+                db.execute("DETACH DATABASE d")
+            else:  # the checkpoint itself: nothing differs
+                db.execute("COMMIT")
             for statement in [*INDEXES.strip().split(";\n"), GROUP_INDEX]:
                 db.execute(statement)
         finally:
@@ -115,24 +129,31 @@ def write_delta(full: str | os.PathLike[str], checkpoint: str, checkpoint_digest
         raise StorageFull(f"cannot write a tree delta: {exc}") from exc
 
 
-def choose_stored(full: Path, checkpoint: Manifest | None, checkpoint_digest: str | None) -> tuple[Path, bool]:
+def choose_stored(full: Path, checkpoint: Manifest | None, checkpoint_digest: str | None, *,
+                  unchanged: bool = False) -> tuple[Path, bool]:
     """What to store for the whole tree ``full``: (file, is_delta). A delta over ``checkpoint``
     while it stays small, else ``full`` itself as a new checkpoint (also over a checkpoint older than 2.1,
-    whose rows cannot say that attributes are the same)."""
-    if checkpoint is None or checkpoint_digest is None:
+    whose rows cannot say that attributes are the same). ``unchanged``: ``full`` has exactly the rows of
+    the tree ``checkpoint`` (a backup's base, which it patched without changing a row)."""
+    if checkpoint is None or checkpoint_digest is None or not _columns_current(checkpoint.checkpoint_path):
         return full, False
-    db = sqlite3.connect(_ro_uri(checkpoint.checkpoint_path), uri=True)
-    try:
-        if not _has_xattrs(db):
-            return full, False
-    finally:
-        db.close()
+    # A delta without the attributes column holds rows unlike the ones a delta would hold now: compared.
+    same_as = checkpoint if unchanged and _columns_current(checkpoint.path) else None
     delta = full.with_name(full.name + ".delta")
-    write_delta(full, checkpoint.checkpoint_path, checkpoint_digest, delta)
+    write_delta(full, checkpoint.checkpoint_path, checkpoint_digest, delta, same_as=same_as)
     if delta.stat().st_size > CHECKPOINT_RATIO * os.path.getsize(checkpoint.checkpoint_path):
         delta.unlink()
         return full, False
     return delta, True
+
+
+def _columns_current(path: str) -> bool:
+    """Whether a tree file's rows have every column this vmlfs writes (a tree older than 2.1 has no attributes)."""
+    db = sqlite3.connect(_ro_uri(path), uri=True)
+    try:
+        return _has_xattrs(db)
+    finally:
+        db.close()
 
 
 def rewrite(src: str | os.PathLike[str], out: str | os.PathLike[str], *, base: str | None,

@@ -338,6 +338,8 @@ class _Plan:
     cvmfs: CvmfsSource | None = None
     cvmfs_known: dict = field(default_factory=dict)
     """Every cache object a kept backup stored (read under this entry's lock: no gc runs meanwhile)."""
+    unchanged: bool = False
+    """Once the tree is built: whether the scan changed no row of the base's tree."""
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     t0: float = field(default_factory=time.monotonic)
 
@@ -411,6 +413,7 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
             # Until now the new layer was called by the backup's name; its object name is its sha256.
             manifest.rename_layer(plan.ts, layer.sha256)
             manifest.close()
+            plan.unchanged = manifest.rows_unchanged and base is not None
         except BaseException:
             layer.abort()
             manifest.abort()
@@ -451,7 +454,8 @@ def _stored_tree(plan: _Plan) -> dict[str, object]:
     checkpoint = None
     if base_ref is not None:
         checkpoint = base_ref["base"] or {"sha256": base_ref["sha256"], "size": base_ref["size"]}
-    stored, is_delta = choose_stored(full, plan.base, checkpoint["sha256"] if checkpoint else None)
+    stored, is_delta = choose_stored(full, plan.base, checkpoint["sha256"] if checkpoint else None,
+                                     unchanged=plan.unchanged)
     if is_delta:
         stored.replace(full)
     return {**_file_record(full), "base": checkpoint if is_delta else None}
