@@ -115,34 +115,40 @@ class _Builder:
         report = ScanReport()
         stack: list[_OpenDir] = []
         stats = self.stats
+        checksum = self.checksum
         count = 0
+        # The fast path's counts, added to the stats at the end (the slow path adds to them directly).
+        files = nbytes = dirs = symlinks = 0
         for entry in checked_scan(self.guest.scan(rules, report), self.guest.description):
             count += 1
-            if count % 1000 == 0:
+            if not count % 1000:
                 self.progress.scanned(count)
             if entry.xattrs:
                 stats.xattr_files += 1
-            if entry.path == b"":
+            path = entry.path
+            if path == b"":
                 parent_id, name = 0, b""
                 base_node = self.base.root() if self.base else None
             else:
-                slash = entry.path.rfind(b"/")
-                parent_path, name = (entry.path[:slash], entry.path[slash + 1:]) if slash >= 0 else (b"", entry.path)
-                while stack[-1].path != parent_path:
+                slash = path.rfind(b"/")
+                parent_path, name = (path[:slash], path[slash + 1:]) if slash >= 0 else (b"", path)
+                top = stack[-1]
+                while top.path != parent_path:
                     self._close_dir(stack.pop())
-                parent_id = stack[-1].id
-                base_row = stack[-1].base_children.pop(name, None)
-                if base_row is not None and untouched(entry, base_row, self.checksum):
+                    top = stack[-1]
+                parent_id = top.id
+                base_row = top.base_children.pop(name, None)
+                if base_row is not None and untouched(entry, base_row, checksum):
                     # The fast path: the row copied from the base stays as it is (no Node, no write).
-                    if entry.type == FILE:
-                        stats.files += 1
-                        stats.bytes += entry.size
-                        stats.unchanged_files += 1
-                    elif entry.type == DIR:
-                        stats.dirs += 1
-                        stack.append(_OpenDir(entry.path, base_row[ID], self._base_children(base_row[ID])))
+                    kind = entry.type
+                    if kind == FILE:
+                        files += 1
+                        nbytes += entry.size
+                    elif kind == DIR:
+                        dirs += 1
+                        stack.append(_OpenDir(path, base_row[ID], self._base_children(base_row[ID])))
                     else:
-                        stats.symlinks += 1
+                        symlinks += 1
                     continue
                 base_node = Node(*base_row) if base_row is not None else None
             if base_node is not None and base_node.type != entry.type:
@@ -167,6 +173,11 @@ class _Builder:
             self._emit(node, base_node)
         while stack:
             self._close_dir(stack.pop())
+        stats.files += files
+        stats.unchanged_files += files
+        stats.bytes += nbytes
+        stats.dirs += dirs
+        stats.symlinks += symlinks
         self._flush()
         self.manifest.set_nlink(self.group_sizes)
         self.progress.scanned(count)
