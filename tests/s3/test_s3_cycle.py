@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,13 @@ def test_an_ssh_guest_backed_up_into_s3(s3vmlfs: Vmlfs, sshd: Sshd, guest: Path,
     copy = snapshot_copy(guest, tmp_path / "copy")
     s3vmlfs.run("restore", "remote", str(tmp_path / "r"))
     assert tree_listing(tmp_path / "r") == tree_listing(copy)
+
+
+def test_an_s3_store_is_opened_without_boto3_and_s3transfer() -> None:
+    """A no-change backup makes no managed upload or copy, so what only those need (boto3 imports
+    s3transfer: 85 ms) must not be imported by opening a bucket; botocore is enough."""
+    code = ("import sys; from vmlfs.backends.s3_client import S3Bucket; S3Bucket('b', endpoint='http://127.0.0.1:9');"
+            "print(sorted(m for m in ('boto3', 's3transfer') if m in sys.modules))")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="id", AWS_SECRET_ACCESS_KEY="secret")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

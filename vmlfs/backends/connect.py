@@ -6,7 +6,7 @@ URL checks and the choice between a local directory and SSH are made once.
 A guest (or restore target) and a store each have their own
 :class:`HostKeys` policy: trusting a new guest must never silently trust a
 new store host, and the hint of a refused key names the option that applies.
-asyncssh is imported only when an SSH location is used, boto3 only for an S3 store.
+asyncssh is imported only when an SSH location is used, botocore only for an S3 store.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def restore_to_ssh(manifest: Manifest, open_layer: Callable[[str], SeekableReade
 def open_store(location: str, keys: HostKeys = HostKeys(option=STORE_OPTION), *, create: bool = True,
                cache: FrameCache | None = None, s3_endpoint: str | None = None) -> StoreLayout:
     """The store at a directory, at ``ssh://[user@]host[:port]/path`` or at ``s3://BUCKET/PREFIX``
-    (``s3_endpoint``: a non-AWS server; boto3 is imported only for an S3 store)."""
+    (``s3_endpoint``: a non-AWS server; botocore is imported only for an S3 store)."""
     check_location(location, "store")
     if is_s3(location):
         from vmlfs.backends.s3_store import S3Store

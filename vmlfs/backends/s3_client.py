@@ -24,17 +24,17 @@ import hashlib
 import os
 from pathlib import Path
 
-import boto3
 import botocore.config
 import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
+import botocore.session
 
 from vmlfs.errors import ConnectionFailed, NotFound, PermissionDenied
 
 #: Attempts per call (the first one included) before an error is final.
 MAX_ATTEMPTS = int(os.environ.get("VMLFS_S3_MAX_ATTEMPTS", "5"))
-#: boto3's upload_file switches to a multipart upload above this size (parts of this size, 4 in parallel).
-MULTIPART = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+#: boto3's upload_file switches to a multipart upload above this size (parts of this size, 4 in parallel):
+#: the settings of its TransferConfig.
+MULTIPART = {"multipart_threshold": 64 << 20, "multipart_chunksize": 64 << 20, "max_concurrency": 4}
 _MISSING = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
 _CONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
@@ -50,8 +50,12 @@ class S3Bucket:
     def __init__(self, bucket: str, *, endpoint: str | None = None, profile: str | None = None) -> None:
         self.bucket = bucket
         self.where = f"s3://{bucket}"
+        # botocore's session, not boto3's: importing boto3 imports s3transfer (85 ms), which only the
+        # managed uploads and copies need (_managed imports them then; a no-change backup makes none).
+        session = botocore.session.Session(profile=profile)
         try:
-            session = boto3.session.Session(profile_name=profile)
+            session.get_scoped_config()  # a profile that does not exist is refused here, as boto3 does
+            region = session.get_config_variable("region") or "us-east-1"
         except botocore.exceptions.ProfileNotFound as exc:
             raise NotFound(f"no AWS profile {exc.kwargs.get('profile')!r}", hint="see ~/.aws/config") from None
         custom = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -64,9 +68,8 @@ class S3Bucket:
             # Checksums only when the operation needs one: not every S3 server knows the new headers.
             request_checksum_calculation="when_required", response_checksum_validation="when_required",
         )
-        region = session.region_name or "us-east-1"
         self.endpoint = custom
-        self.client = session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        self.client = session.create_client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
     # errors -------------------------------------------------------------------------------
 
@@ -164,9 +167,10 @@ class S3Bucket:
         """A local file as one object: multipart above :data:`MULTIPART`'s threshold. The object
         appears only when the upload completes; an interrupted one leaves no key (a multipart one
         leaves its parts, which gc aborts: :meth:`uploads`)."""
+        upload_file, _, config, S3UploadFailedError = _managed()
         try:
-            self.client.upload_file(str(local), self.bucket, key, Config=MULTIPART)
-        except boto3.exceptions.S3UploadFailedError as exc:
+            upload_file(self.client, str(local), self.bucket, key, Config=config)
+        except S3UploadFailedError as exc:
             raise ConnectionFailed(f"{self.where}/{key}: the upload failed ({str(exc).split(':')[0]})") from None
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(exc, key) from None
@@ -186,8 +190,9 @@ class S3Bucket:
         if size < 5 << 30:
             self._call("copy_object", new_key, CopySource=source, IfNoneMatch="*")
             return
+        _, copy, config, _ = _managed()
         try:
-            self.client.copy(source, self.bucket, new_key, Config=MULTIPART)
+            copy(self.client, source, self.bucket, new_key, Config=config)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(exc, key) from None
 
@@ -229,3 +234,14 @@ class S3Bucket:
             self._call("abort_multipart_upload", key, UploadId=upload_id)
         except FileNotFoundError:  # NoSuchUpload: completed or aborted meanwhile
             pass
+
+
+
+def _managed():
+    """boto3's managed transfers (multipart, in parallel), its error and the MULTIPART config: boto3
+    and s3transfer are imported only when a large object may be uploaded or copied (see S3Bucket)."""
+    from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.inject import copy, upload_file
+    from boto3.s3.transfer import TransferConfig
+
+    return upload_file, copy, TransferConfig(**MULTIPART), S3UploadFailedError
