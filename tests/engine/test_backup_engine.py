@@ -61,6 +61,22 @@ def test_files_changing_while_read_are_reported_and_left_out(tmp_path: Path) -> 
     assert {c.name for c in store.open_manifest("e", again.timestamp).children(1)} == {b"small.txt", b"big.bin", b"steady.txt"}
 
 
+def test_a_guest_home_named_through_a_symlink_is_the_directory_it_names(tmp_path: Path) -> None:
+    """As ``cd`` follows it; links below the home are still kept as links, never followed."""
+    store, cfg, home = setup(tmp_path)
+    (home / "notes.txt").write_text("through the link")
+    (home / "outside").symlink_to(tmp_path)
+    (tmp_path / "link-to-home").symlink_to(home)
+    guest = LocalGuest(tmp_path / "link-to-home")
+    assert guest.description == str(tmp_path / "link-to-home")
+    meta = run_backup(store, cfg, guest)
+    report = restore_tree(store.open_manifest("e", meta.timestamp), lambda layer: store.open_layer("e", layer),
+                          str(tmp_path / "back"))
+    assert not report.damaged
+    assert tree_listing(tmp_path / "back") == tree_listing(home)
+    assert (tmp_path / "back" / "outside").is_symlink()
+
+
 def test_copies_and_hardlinks_are_stored_once(tmp_path: Path) -> None:
     store, cfg, home = setup(tmp_path)
     payload = os.urandom(5 << 20)

@@ -53,8 +53,10 @@ class LocalGuest:
     """Reads a home directory on the local file system."""
 
     def __init__(self, home: str | os.PathLike[str], *, env_file: str | None = None, release: str | None = None) -> None:
-        self.home = os.fsencode(os.path.abspath(home))
-        self.description = os.fsdecode(self.home)
+        # The home is followed as the path it is (a symlink to the real directory, as a shell's cd
+        # would): only what lies below it is read without following links.
+        self.description = os.path.abspath(os.fsdecode(home))
+        self.home = os.fsencode(os.path.realpath(home))
         self._env_file = env_file
         self._release = release
         if not os.path.isdir(self.home):
