@@ -9,7 +9,7 @@
   queries, frame decompression, store listings) run through
   ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
   what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``,
-  ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
+  ``listing_cached``, ``Listing.entries_cached``, ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
 * Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
   directory a :class:`~vmlfs.fs.protocol.Listing`: the adapter never asks
   which kind of node it serves.
@@ -156,7 +156,10 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        listing = await self._run((await self._node(inode)).listing)
+        node = await self._node(inode)
+        listing = node.listing_cached()  # a directory fetched ahead of a walk: no thread hop
+        if listing is None:
+            listing = await self._run(node.listing)
         fh = self._new_fh()
         self._listings[fh] = listing
         return fh
@@ -165,7 +168,9 @@ class FuseOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         listing = self._listings[fh]
         while True:
-            batch = await self._run(listing.entries, start_id, READDIR_BATCH)
+            batch = listing.entries_cached(start_id, READDIR_BATCH)  # a page already fetched: no thread hop
+            if batch is None:
+                batch = await self._run(listing.entries, start_id, READDIR_BATCH)
             if not batch:
                 return
             for next_id, name, node in batch:
