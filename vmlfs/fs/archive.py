@@ -247,6 +247,8 @@ class ArchiveFile(ArchiveNode):
     def open_read(self) -> "ArchiveFileHandle":
         return ArchiveFileHandle(self.backup, self.row)
 
+    open_read_cached = open_read  # the layer is opened by the first read that needs it
+
 
 class ArchiveFileHandle(Handle):
     """One open backed-up file: reads decompress only the frames covering them, and a

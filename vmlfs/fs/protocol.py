@@ -154,6 +154,10 @@ class FsNode(ABC):
     def open_read(self) -> Handle:
         raise InvalidRequest("not a regular file")
 
+    def open_read_cached(self) -> Handle | None:
+        """What :meth:`open_read` would return, if that needs no I/O (never blocks); else None."""
+        return None
+
     def readlink(self) -> bytes:
         raise InvalidRequest("not a symlink")
 
