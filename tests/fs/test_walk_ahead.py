@@ -3,7 +3,10 @@ query hop per :data:`~vmlfs.fs.archive.AHEAD_ROWS` rows, not per directory (vmlf
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,36 @@ from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine.backup import BackupOptions, run_backup
 from vmlfs.engine.model import EntryConfig
+from vmlfs.errors import CorruptData
 from vmlfs.fs import archive
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
+
+
+def backed_up(tmp_path: Path, home: Path, forge=None):
+    """The home of a full backup of ``home``, its tree first changed by ``forge(db)`` (with the record
+    rewritten to match, as an attacker would)."""
+    store = LocalStore(tmp_path / "store")
+    store.add_entry(EntryConfig("e", str(home)))
+    ts = run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full")).timestamp
+    if forge is not None:
+        record_path = tmp_path / "store" / "entries" / "e" / "backups" / f"{ts}.json"
+        record = json.loads(record_path.read_text())
+        tree = tmp_path / "store" / "objects" / "trees" / f"{record['manifest']['sha256']}.sqlite"
+        forged = tmp_path / "forged.sqlite"
+        forged.write_bytes(tree.read_bytes())
+        db = sqlite3.connect(forged)
+        forge(db)
+        db.commit()
+        db.close()
+        data = forged.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        (tmp_path / "store" / "objects" / "trees" / f"{digest}.sqlite").write_bytes(data)
+        record["manifest"].update(sha256=digest, size=len(data))
+        record_path.write_text(json.dumps(record))
+    session = Session(str(tmp_path / "store"), shared_store=True)
+    st = MountState(session.store(), Jobs(session), owner_uid=1000, owner_gid=1000)
+    return st, st.root.lookup(b"entries").lookup(b"e").lookup(ts.encode()).lookup(b"home")
 
 
 @pytest.fixture
@@ -28,12 +58,8 @@ def tree(tmp_path):
             leaf.mkdir(parents=True)
             for k in range(5):
                 (leaf / f"f{k}").write_text(f"{i} {j} {k}\n")
-    store = LocalStore(tmp_path / "store")
-    store.add_entry(EntryConfig("e", str(home)))
-    ts = run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full")).timestamp
-    session = Session(str(tmp_path / "store"), shared_store=True)
-    st = MountState(session.store(), Jobs(session), owner_uid=1000, owner_gid=1000)
-    yield home, st.root.lookup(b"entries").lookup(b"e").lookup(ts.encode()).lookup(b"home")
+    st, top = backed_up(tmp_path, home)
+    yield home, top
     st.close()
 
 
@@ -105,3 +131,27 @@ def test_another_walk_starts_again_and_still_lists_everything(tree):
     assert find(d07)[0] == [p[len("/d07"):] for p in guest_paths(home) if p.startswith("/d07/")]
     paths, opened, _ = find(top)
     assert paths == guest_paths(home) and opened == 1
+
+
+def test_a_damaged_directory_ahead_fails_only_its_own_opening(tmp_path):
+    home = tmp_path / "home"
+    for name in ("a", "b", "c"):
+        (home / name).mkdir(parents=True)
+        (home / name / "f").write_text(name)
+
+    def forge(db):  # a name no directory may hold, in b
+        (b,) = db.execute("SELECT id FROM nodes WHERE name = ?", (b"b",)).fetchone()
+        db.execute("UPDATE nodes SET name = ? WHERE parent = ?", (b"x/y", b))
+
+    st, top = backed_up(tmp_path, home, forge)
+    try:
+        names = [name for _, name, _ in top.listing().entries(0, 10)]  # fetches a, b (damaged), c ahead
+        assert names == [b"a", b"b", b"c"]
+        a, b, c = (top.lookup(name) for name in names)
+        assert a.listing_cached() is not None
+        assert b.listing_cached() is None
+        with pytest.raises(CorruptData):
+            b.listing()
+        assert [n for _, n, _ in (c.listing_cached() or c.listing()).entries(0, 10)] == [b"f"]
+    finally:
+        st.close()

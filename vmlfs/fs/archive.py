@@ -27,7 +27,7 @@ from vmlfs.archive import xattrs
 from vmlfs.archive.manifest import DIR, FILE, SYMLINK, Manifest, Node
 from vmlfs.archive.readahead import Cursor
 from vmlfs.archive.seekable import SeekableReader
-from vmlfs.errors import CorruptData, NotFound
+from vmlfs.errors import CorruptData, NotFound, VmlfsError
 from vmlfs.fs.context import ArchiveSource
 from vmlfs.fs.protocol import FOREVER, Attrs, FsNode, Handle, Listing
 
@@ -109,7 +109,9 @@ class FirstPages:
     a whole walk pays one hop per :data:`AHEAD_ROWS` rows. An opening
     elsewhere (another walk, a seek in the tree) starts again from there. Any
     opening that finds no page drops the pages held: they all come before it
-    in the walk's order, so the walk used or skipped them. Memory: at most
+    in the walk's order, so the walk used or skipped them. A directory ahead
+    that cannot be listed (a damaged row) stops the filling there: its own
+    opening fails, not the one that was filling. Memory: at most
     :data:`AHEAD_ROWS` rows plus one page.
     """
 
@@ -157,7 +159,12 @@ class FirstPages:
                 if not self._next or self._rows >= AHEAD_ROWS:
                     return
                 directory = self._next.pop()
-            page = self._fetch(directory)
+            try:
+                page = self._fetch(directory)
+            except (VmlfsError, OSError):  # a damaged directory ahead: its own opening fails, not this one
+                with self._lock:
+                    self._next.append(directory)
+                return
             with self._lock:
                 self._pages[directory] = page
                 self._rows += len(page)
