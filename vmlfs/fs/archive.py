@@ -79,9 +79,10 @@ class BackupData:
             log.error("damaged: %s: row %d names node %d, outside its ids 1..%d", self.where, row.id, number, self._top)
             raise CorruptData(f"{self.where}: a tree row names node {number}, outside the tree's ids 1..{self._top}")
         ino = self._base + number
-        if row.is_dir:
+        kind = row.type  # compared here, not through the row's properties: once per row of a listing
+        if kind == DIR:
             return ArchiveDir(self, row, ino)
-        if row.is_symlink:
+        if kind == SYMLINK:
             return ArchiveLink(self, row, ino)
         return ArchiveFile(self, row, ino)
 

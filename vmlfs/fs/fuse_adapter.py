@@ -174,10 +174,14 @@ class FuseOperations(pyfuse3.Operations):
                 batch = await self._run(listing.entries, start_id, READDIR_BATCH)
             if not batch:
                 return
+            accepted = []
             for next_id, name, node in batch:
                 if not pyfuse3.readdir_reply(token, name, self._entry(node), next_id):
-                    return
-                self.table.remember(node)
+                    break
+                accepted.append(node)
+            self.table.remember_all(accepted)
+            if len(accepted) < len(batch):
+                return
             start_id = batch[-1][0]
 
     @fuse_boundary
