@@ -359,7 +359,8 @@ async def _announce(ops: FuseOperations, mountpoint: str, on_ready: Callable[[],
     await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
     if on_ready is not None:
         on_ready()
-    await trio.to_thread.run_sync(ops.state.warm, limiter=ops.limiter)
+    # Abandoned at unmount: a remote store's tree may still be downloading, and nothing waits for it.
+    await trio.to_thread.run_sync(ops.state.warm, limiter=ops.limiter, abandon_on_cancel=True)
 
 
 async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], None] | None) -> None:
