@@ -259,17 +259,21 @@ def mount_ready(store: Path, mountpoint: Path, runs: int = 5) -> float:
 
 
 def prepare(work: Path, home: Path) -> tuple[dict[str, Tool], Path]:
-    """A store whose entry ``e`` starts with a full backup of ``home``, and ratarmount's index of that backup's
-    layer (both kept under ``work``); the three file systems serving that backup, and the layer."""
+    """A store whose entry ``e`` has one full backup of ``home``, written anew by the vmlfs under test (what it
+    records decides how the mount answers), and ratarmount's index of that backup's layer (kept under ``work``
+    while the layer is the same); the three file systems serving that backup, and the layer."""
     ratar = ratarmount_cmd()
+    shutil.rmtree(work / "store", ignore_errors=True)
     store = LocalStore(work / "store")
-    if "e" not in store.entry_names():
-        store.add_entry(EntryConfig("e", str(home)))
-        run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full"))
+    store.add_entry(EntryConfig("e", str(home)))
+    run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full"))
     ts = store.backups("e")[0].timestamp
-    archive = work / "same-tree.tar.zst"
-    if not archive.exists():
-        shutil.copy(store.object_file("layers", store.meta("e", ts).layer["sha256"]), archive)
+    archive, layer = work / "same-tree.tar.zst", store.meta("e", ts).layer["sha256"]
+    if not archive.exists() or not (work / f"same-tree.{layer}").exists():
+        for stale in work.glob("same-tree.*"):
+            stale.unlink()
+        shutil.copy(store.object_file("layers", layer), archive)
+        (work / f"same-tree.{layer}").touch()
         print("building the ratarmount index ...", flush=True)
         Served([*ratar, "-f", str(archive), str(work / "rmnt")], work / "rmnt", work / "rmnt").stop()
     here = Path(__file__).resolve().parent

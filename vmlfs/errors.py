@@ -54,6 +54,14 @@ class NoAttribute(NotFound):
     errno = _errno.ENODATA
 
 
+class NoAttributesHere(NoAttribute):
+    """A mount whose store kept no extended attributes at all: getxattr and listxattr answer ENOSYS,
+    which the kernel takes as "this file system has none" and answers ENOTSUP itself from then on,
+    without asking again (vmlfs.fs.state.MountState.serves_xattrs)."""
+
+    errno = _errno.ENOSYS
+
+
 class AlreadyExists(VmlfsError):
     """Something would be overwritten that the caller did not allow."""
 

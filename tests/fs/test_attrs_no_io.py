@@ -8,6 +8,8 @@ records its calls; then each node's ``attrs()`` must leave both records empty.
 from __future__ import annotations
 
 import stat
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,6 +27,8 @@ from vmlfs.fs.control import Jobs
 from vmlfs.fs.files import StatusFile
 from vmlfs.fs.layout import Kind
 from vmlfs.fs.protocol import FsNode
+from vmlfs.fs import state as state_module
+from vmlfs.fs.protocol import SHORT
 from vmlfs.fs.state import MountState
 from vmlfs.fs.tree import VirtualDir
 
@@ -186,9 +190,27 @@ def test_the_check_catches_a_node_that_does_io_in_attrs(recorded) -> None:
     calls.clear()
     node.attrs()
     assert "store.default_entry" in calls
+    entry = st.root.lookup(b"entries").lookup(b"e1")
     calls.clear()
-    st.root.lookup(b"entries").lookup(b"e1").lookup(b"latest").readlink()
+    entry.listing().entries(0, 10)
     assert "store.timestamps" in calls, "methods other than attrs() do reach the store, and are recorded"
+
+
+def test_latest_comes_from_a_listing_at_most_a_second_old(recorded, monkeypatch) -> None:
+    """A path walk through ``latest/`` reads the link each time (the kernel caches no symlink target):
+    ``ls -lR latest/home`` must not list the store once per file, and a listing SHORT old is taken again."""
+    st, calls, _ = recorded
+    now = [1000.0]
+    monkeypatch.setattr(state_module, "time", SimpleNamespace(monotonic=lambda: now[0], time_ns=time.time_ns))
+    latest = st.root.lookup(b"entries").lookup(b"e1").lookup(b"latest")
+    calls.clear()
+    targets = {latest.readlink() for _ in range(100)}
+    assert len(targets) == 1 and calls.count("store.timestamps") <= 1, calls
+    assert latest.readlink_cached() in targets and calls.count("store.timestamps") <= 1, "from memory, on the event loop"
+    now[0] += SHORT
+    calls.clear()
+    assert latest.readlink_cached() is None and calls == [], "a stale listing is not used, nor refreshed inline"
+    assert latest.readlink() in targets and calls.count("store.timestamps") == 1, calls
 
 
 def test_status_size_is_what_a_read_returns(recorded) -> None:

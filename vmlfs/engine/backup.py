@@ -120,6 +120,8 @@ class _Builder:
             count += 1
             if count % 1000 == 0:
                 self.progress.scanned(count)
+            if entry.xattrs:
+                stats.xattr_files += 1
             if entry.path == b"":
                 parent_id, name = 0, b""
                 base_node = self.base.root() if self.base else None

@@ -33,6 +33,7 @@ class Stats:
     changed_while_read: int = 0
     skipped_special: int = 0
     unreadable: int = 0
+    xattr_files: int = 0  # paths with kept attributes: 0 lets a mount tell the kernel it has none (docs/mount.md)
 
 
 def member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:

@@ -57,6 +57,10 @@ class MountContext(Protocol):
         """Committed backups of ``entry``, oldest first."""
         ...
 
+    def listed_recently(self, entry: str) -> list[str] | None:
+        """From memory: ``timestamps`` as listed under ``SHORT`` seconds ago, or None."""
+        ...
+
     def has_domain(self, entry: str) -> bool:
         """Whether ``entry`` names a libvirt domain (then it has ``vm/``)."""
         ...

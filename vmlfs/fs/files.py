@@ -94,7 +94,7 @@ class ChangesFile(VirtualNode):
 
 
 class LatestLink(VirtualNode):
-    """``latest``: a symlink to the newest backup, asked again at every readlink."""
+    """``latest``: a symlink to the newest backup, as listed at most a second ago (SHORT)."""
 
     def __init__(self, ctx: MountContext, entry: str, target: str) -> None:
         super().__init__(ctx, ("latest", entry))
@@ -109,12 +109,17 @@ class LatestLink(VirtualNode):
     def attrs(self) -> Attrs:
         """Cached by the kernel for a second, as the entry directory is: every path walk through
         ``latest/...`` would otherwise look it up again (a store listing each time; ``ls -lR`` of
-        ``latest/home`` made 20,000). The target is asked anew at every readlink, and every target
-        (a timestamp) has the same length, so the size is never stale."""
+        ``latest/home`` made 20,000). The target comes from a listing at most a second old at every
+        readlink, and every target (a timestamp) has the same length, so the size is never stale."""
         return self.owned_attrs(stat.S_IFLNK | 0o777, len(self.target), self.mtime_ns, SHORT)
 
+    def readlink_cached(self) -> bytes | None:
+        """The target from memory while the entry's listing is under a second old and names it newest."""
+        stamps = self.ctx.listed_recently(self.entry)
+        return self.target.encode() if stamps and self.target and layout.latest(stamps) == self.target else None
+
     def readlink(self) -> bytes:
-        newest = layout.latest(self.ctx.timestamps(self.entry))
+        newest = layout.latest(self.ctx.listed_recently(self.entry) or self.ctx.timestamps(self.entry))
         if newest is None:
             raise NotFound(f"entry {self.entry!r} has no backups")
         self._point_at(newest)

@@ -8,7 +8,7 @@
 * The trio loop never blocks: model calls that may touch the disk (manifest
   queries, frame decompression, store listings) run through
   ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
-  what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``,
+  what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``, ``readlink_cached``,
   ``listing_cached``, ``open_read_cached``, ``Listing.entries_cached``,
   ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
 * Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 import pyfuse3
 import trio
 
-from vmlfs.errors import NoAttribute, ReadOnly, VmlfsError
+from vmlfs.errors import NoAttribute, NoAttributesHere, ReadOnly, VmlfsError
 from vmlfs.fs.protocol import FsNode, Handle, Listing, Work
 from vmlfs.fs.state import MountState
 
@@ -76,6 +76,7 @@ class FuseOperations(pyfuse3.Operations):
         self._writers: set[int] = set()  # handles opened for writing: only their close may start work
         self._listings: dict[int, Listing] = {}
         self._next_fh = 1
+        self._serves_xattrs: bool | None = None  # the state's answer, asked once
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -136,7 +137,9 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._run((await self._node(inode)).readlink)
+        node = await self._node(inode)
+        target = node.readlink_cached()
+        return target if target is not None else await self._run(node.readlink)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for inode, count in inode_list:  # must not raise: no request to answer
@@ -262,8 +265,16 @@ class FuseOperations(pyfuse3.Operations):
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         raise ReadOnly("cannot rename in a vmlfs mount")
 
+    async def _check_xattrs_served(self) -> None:
+        """Raise NoAttributesHere on a mount whose store kept no attributes (MountState.serves_xattrs)."""
+        if self._serves_xattrs is None:
+            self._serves_xattrs = await self._run(self.state.serves_xattrs)
+        if not self._serves_xattrs:
+            raise NoAttributesHere("no backup in this store kept extended attributes")
+
     @fuse_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        await self._check_xattrs_served()
         value = (await self._node(inode)).xattrs().get(bytes(name))
         if value is None:
             raise NoAttribute(f"no extended attribute {bytes(name)!r}")
@@ -271,6 +282,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        await self._check_xattrs_served()
         return list((await self._node(inode)).xattrs())
 
     @fuse_boundary

@@ -161,6 +161,10 @@ class FsNode(ABC):
     def readlink(self) -> bytes:
         raise InvalidRequest("not a symlink")
 
+    def readlink_cached(self) -> bytes | None:
+        """The target if known from memory (answered on the event loop), else None: ask ``readlink``."""
+        return None
+
     def open_write(self, uid: int) -> Handle:
         raise ReadOnly("backups are read-only; only the control files accept writes")
 

@@ -33,7 +33,7 @@ from vmlfs.fs import layout
 from vmlfs.fs.archive import BackupData
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.inodes import InodeTable
-from vmlfs.fs.protocol import FsNode
+from vmlfs.fs.protocol import SHORT, FsNode
 from vmlfs.fs.tree import RootDir
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class MountState:
         self._layers: dict[tuple[str, str], SeekableReader] = {}
         self._stamps: dict[str, list[str]] = {}  # each entry's backups as last listed, and the newest one's time
         self._newest: dict[str, int] = {}
+        self._listed_at: dict[str, float] = {}  # monotonic time of each entry's last listing
+        self._serves_xattrs: bool | None = None  # decided at the first attribute request (serves_xattrs)
         self.on_change: Callable[[str, list[str]], None] = lambda entry, gone: None
         """Told (entry, backups that vanished) when a listing finds an entry's backups changed: the
         FUSE adapter then has the kernel drop what it cached of that entry."""
@@ -95,9 +97,18 @@ class MountState:
         with self._lock:
             before = self._stamps.get(entry)
             self._stamps[entry], self._newest[entry] = stamps, newest
+            self._listed_at[entry] = time.monotonic()
         if before is not None and before != stamps:
             self.on_change(entry, sorted(set(before) - set(stamps)))
         return stamps
+
+    def listed_recently(self, entry: str) -> list[str] | None:
+        """From memory: the entry's backups as listed under SHORT seconds ago, else None. The kernel
+        reads ``latest`` at every path walk through it (it caches no symlink target), so ``ls -lR
+        latest/home`` listed the store once per file. A job's refresh lists again at once."""
+        with self._lock:
+            stamps, at = self._stamps.get(entry), self._listed_at.get(entry, -SHORT)
+        return stamps if stamps is not None and time.monotonic() - at < SHORT else None
 
     def listed(self, entry: str) -> bool:
         with self._lock:
@@ -121,6 +132,28 @@ class MountState:
     def has_domain(self, entry: str) -> bool:
         return bool(self.store.load_entry(entry).domain)
 
+    def serves_xattrs(self) -> bool:
+        """Whether this mount answers extended attributes at all; decided once, at the first request
+        (blocks: it reads every backup's record, which the mount caches anyway).
+
+        ``ls -l`` asks for two attributes of every file (``security.selinux``,
+        ``system.posix_acl_access``), one FUSE round trip each, and the kernel caches
+        no answer. A store whose records all say ``xattr_files: 0`` gets False: the
+        adapter answers as a file system without attributes and the kernel stops
+        asking, which makes ``ls -lR`` several times faster. A record that does not say
+        (written by an older vmlfs) counts as having some. A backup with attributes
+        committed later is logged (a remount shows them)."""
+        with self._lock:
+            decided = self._serves_xattrs
+        if decided is None:
+            decided = any(_may_have_xattrs(self.record(entry, ts).meta)
+                          for entry in self.entry_names() for ts in self.timestamps(entry))
+            with self._lock:
+                if self._serves_xattrs is None:
+                    self._serves_xattrs = decided
+                decided = self._serves_xattrs
+        return decided
+
     def record(self, entry: str, ts: str) -> BackupRecord:
         """A backup's metadata (cached once read successfully) or why it cannot be read."""
         key = (entry, ts)
@@ -133,7 +166,12 @@ class MountState:
             log.warning("backup %s@%s is damaged: %s", entry, ts, record.error)
             return record
         with self._lock:
-            return self._records.setdefault(key, record)
+            kept = self._records.setdefault(key, record)
+            unseen_xattrs = self._serves_xattrs is False and kept is record and _may_have_xattrs(record.meta)
+        if unseen_xattrs:
+            log.warning("backup %s@%s kept extended attributes; this mount started on a store without any and "
+                        "answers without them: mount again to see them", entry, ts)
+        return kept
 
     def backup_meta(self, entry: str, ts: str) -> BackupMeta:
         record = self.record(entry, ts)
@@ -232,3 +270,8 @@ class MountState:
         self.store.close()
         if self.jobs.vm is not None:
             self.jobs.vm.close()
+
+
+def _may_have_xattrs(meta: BackupMeta | None) -> bool:
+    """A readable backup whose record does not say it kept no extended attributes."""
+    return meta is not None and meta.stats.get("xattr_files", 1) > 0
