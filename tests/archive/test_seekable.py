@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
-from vmlfs.archive.seekable import FrameCache, SeekableReader, SeekableWriter
+from vmlfs.archive.seekable import FrameCache, SeekableReader, SeekableWriter, decompress_frame
 from vmlfs.errors import CorruptData
 
 
@@ -86,6 +86,20 @@ def test_damage_is_detected(tmp_path: Path, damage: str) -> None:
     with pytest.raises(CorruptData):
         with SeekableReader(path) as r:
             r.read(0, len(data))
+
+
+def test_a_frame_is_decompressed_only_whole_alone_and_at_its_declared_size() -> None:
+    compress = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress
+    data = bytes(range(256)) * 400
+    frame, other = compress(data), compress(b"next")
+    assert decompress_frame(frame, len(data), "f") == data
+    flipped = bytearray(frame)
+    flipped[len(frame) // 2] ^= 0x10
+    for bad, size, why in [(frame + other, len(data), "unused data"), (frame + b"xyz", len(data), "unused data"),
+                           (frame[:-5], len(data), "full frame"), (bytes(flipped), len(data), "damaged"),
+                           (frame, len(data) - 1, "declares")]:
+        with pytest.raises(CorruptData, match=why):
+            decompress_frame(bad, size, "f")
 
 
 def test_flipped_bit_only_breaks_its_frame(tmp_path: Path) -> None:

@@ -141,6 +141,42 @@ def test_attrs_of_every_node_kind_make_no_store_or_hypervisor_call(recorded) -> 
         assert calls == [] and vm.calls == [], f"{type(node).__name__}.attrs() did I/O: {calls + vm.calls}"
 
 
+def test_what_the_adapter_calls_inline_makes_no_store_or_hypervisor_call(recorded) -> None:
+    """``listing_cached``, ``open_read_cached`` and ``Listing.entries_cached`` run on the event loop too."""
+    st, calls, vm = recorded
+    nodes = every_node(st.root, set())
+    for home in (node for node in nodes if type(node).__name__ == "ArchiveDir" and node.row.id == 1):
+        home.listing()  # fetches the pages of the directories below it ahead: their openings are from memory
+    served = 0
+    for node in nodes:
+        calls.clear()
+        vm.calls.clear()
+        listing = node.listing_cached()
+        if listing is not None:
+            served += len(listing.entries_cached(0, 1 << 20) or [])
+        if node.open_read_cached() is not None:
+            served += 1
+        assert calls == [] and vm.calls == [], f"{type(node).__name__} did I/O inline: {calls + vm.calls}"
+    assert served > 10, "some directories and files were opened from memory (the check is not vacuous)"
+
+
+def test_after_the_warm_up_a_first_read_of_the_newest_backup_opens_nothing(recorded) -> None:
+    st, calls, _ = recorded
+    st.store.set_default_entry("vm1")  # of two entries, the warm-up opens the default's (a full backup)
+    st.warm()
+    entry = st.root.lookup(b"entries").lookup(b"vm1")
+    newest = entry.lookup(b"latest").readlink()
+    calls.clear()
+    home = entry.lookup(newest).lookup(b"home")
+    assert home.lookup(b"src").lookup(b"main.py").open_read().read(0, 5) == b"print"
+    opened = [call for call in calls if call.startswith("store.open")]
+    assert opened == [], f"the first read opened {opened}"
+    calls.clear()
+    other = st.root.lookup(b"entries").lookup(b"e1")
+    other.lookup(other.lookup(b"latest").readlink()).lookup(b"home").lookup(b"run.sh").open_read().read(0, 5)
+    assert "store.open_manifest" in calls, "another entry's backup opens at its first access (the check can fail)"
+
+
 def test_the_check_catches_a_node_that_does_io_in_attrs(recorded) -> None:
     """The recorder is not blind: an attrs() that reads the store (as the status file's once did) is caught."""
     st, calls, vm = recorded

