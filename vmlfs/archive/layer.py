@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from vmlfs.archive import xattrs
 from vmlfs.archive.seekable import SeekableWriter
@@ -22,9 +22,26 @@ BLOCK = 512
 _ZEROS = bytes(BLOCK)
 
 
+class Member(Protocol):
+    """What a tar header needs; paths are bytes as on the guest. A :class:`MemberInfo`, or a guest's
+    scan entry (which has these fields) when the member is its own path as scanned: no copy per file."""
+
+    path: bytes
+    type: str  # 'f', 'd', 'l' or 'h' (hardlink to ``target`` in this same layer)
+    mode: int
+    uid: int
+    gid: int
+    uname: str
+    gname: str
+    size: int  # for 'f' only: the others have no data
+    mtime_ns: int
+    target: bytes | None
+    xattrs: bytes | None  # the canonical blob of vmlfs.archive.xattrs
+
+
 @dataclass(slots=True)
 class MemberInfo:
-    """What a tar header needs; paths are bytes as on the guest."""
+    """A :class:`Member` made for the layer: a hardlink, or a path the layer names otherwise than the scan."""
 
     path: bytes
     type: str  # 'f', 'd', 'l' or 'h' (hardlink to ``target`` in this same layer)
@@ -103,7 +120,7 @@ def _clip(value: bytes, width: int) -> bytes:
     return value if _ascii_fits(value, width) else value[:width].decode("ascii", "ignore").encode()
 
 
-def _header(info: MemberInfo) -> bytes:
+def _header(info: Member) -> bytes:
     """The ustar header of one member, preceded by a pax header when ustar cannot say it all.
 
     pax records carry: names and link targets over 100 bytes or not ASCII,
@@ -181,18 +198,18 @@ class LayerWriter:
     def sha256(self) -> str:
         return self._out.sha256
 
-    def add(self, info: MemberInfo) -> None:
+    def add(self, info: Member) -> None:
         """A member without data: directory, symlink or hardlink."""
         self._out.write(_header(info))
         self.members += 1
 
-    def add_file(self, info: MemberInfo, data: bytes) -> int:
+    def add_file(self, info: Member, data: bytes) -> int:
         """A regular file whose content is in memory, in one write; returns the data offset."""
         self._out.write(b"".join((_header(info), data, _ZEROS[: -len(data) % BLOCK])))
         self.members += 1
         return self._out.position - len(data) - (-len(data) % BLOCK)
 
-    def begin_file(self, info: MemberInfo) -> int:
+    def begin_file(self, info: Member) -> int:
         """Write a regular file's header; the caller then writes exactly ``info.size`` bytes."""
         self._out.write(_header(info))
         self.members += 1

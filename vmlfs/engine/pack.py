@@ -10,6 +10,8 @@ copy in an older layer is pointed at by the tree.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
@@ -17,7 +19,30 @@ from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry
 
 SMALL_FILE = 4 << 20  # read whole into memory: hash before deciding to store
+HASH_AHEAD = 8  # chunks of a streamed file given to its hashing thread and not yet hashed, at most
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
+
+
+class _ChunkHasher:
+    """The sha256 of a streamed file, taken on a thread of its own: hashlib lets go of the GIL for a
+    chunk, so the caller reads and writes the next one meanwhile. At most :data:`HASH_AHEAD` chunks wait."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, chunk: bytes) -> None:
+        self._pending.append(self._pool.submit(self._h.update, chunk))
+        if len(self._pending) > HASH_AHEAD:
+            self._pending.popleft().result()
+
+    def close(self) -> bytes:
+        """The digest of every chunk given; the thread is gone after."""
+        self._pool.shutdown(wait=True)
+        for done in self._pending:
+            done.result()
+        return self._h.digest()
 
 
 @dataclass
@@ -35,8 +60,9 @@ class Stats:
     unreadable: int = 0
 
 
-def member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
-    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target, e.xattrs)
+def hardlink(e: ScanEntry, target: bytes) -> MemberInfo:
+    """The member of a file whose bytes are those of ``target``, earlier in the same layer."""
+    return MemberInfo(e.path, "h", e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target, e.xattrs)
 
 
 class Packer:
@@ -48,8 +74,9 @@ class Packer:
         self.big_sizes: set[int] = set()
 
     def _known(self, digest: bytes) -> tuple[str, int] | None:
-        if digest in self.stored:
-            return self.ts, self.stored[digest][0]
+        here = self.stored.get(digest)
+        if here is not None:
+            return self.ts, here[0]
         if self.base is not None:
             hit = self.base.by_hash(digest)
             if hit is not None and hit.layer is not None and hit.data_offset is not None:
@@ -69,8 +96,8 @@ class Packer:
             if self._known(digest) is not None:
                 chunks.close()
                 return self._place(node, entry, digest, None)
-        offset = self.layer.begin_file(member(entry.path, "f", entry))
-        h = hashlib.sha256()
+        offset = self.layer.begin_file(entry)
+        h = _ChunkHasher()
         written = 0
         try:
             for chunk in chunks:
@@ -78,6 +105,7 @@ class Packer:
                 h.update(chunk)
                 written += len(chunk)
         except FileChanged:
+            h.close()
             # The header promised entry.size bytes: pad so the tar stays well-formed.
             # The manifest will not list this member (docs/FORMAT.md, "dead members").
             remaining = entry.size - written
@@ -87,7 +115,7 @@ class Packer:
             self.layer.end_file()
             raise
         self.layer.end_file()
-        self._record(node, entry, h.digest(), offset)
+        self._record(node, entry, h.close(), offset)
         return True
 
     def _place(self, node: Node, entry: ScanEntry, digest: bytes, data: bytes | None) -> bool:
@@ -95,16 +123,17 @@ class Packer:
         if known is not None:
             node.sha256, (node.layer, node.data_offset) = digest, known
             self.stats.deduplicated_files += 1
-            if digest in self.stored:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
-                self.layer.add(member(entry.path, "h", entry, self.stored[digest][1]))
+            here = self.stored.get(digest)
+            if here is not None:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
+                self.layer.add(hardlink(entry, here[1]))
                 return True
             return False
         if entry.size == 0:
             node.sha256 = EMPTY_SHA256
-            self.layer.add(member(entry.path, "f", entry))
+            self.layer.add(entry)
             return True
         assert data is not None
-        self._record(node, entry, digest, self.layer.add_file(member(entry.path, "f", entry), data))
+        self._record(node, entry, digest, self.layer.add_file(entry, data))
         return True
 
     def _record(self, node: Node, entry: ScanEntry, digest: bytes, offset: int) -> None:
