@@ -204,6 +204,7 @@ class ManifestWriter:
         except (OSError, sqlite3.Error) as exc:
             raise StorageFull(f"cannot write manifest: {exc}") from exc
         self._inserts: list[tuple] = []
+        self._stored_files: list[tuple] = []  # rows of add's common case, without their NULL columns
         self._updates: list[tuple] = []
 
     def allocate_id(self) -> int:
@@ -212,6 +213,19 @@ class ManifestWriter:
         return node_id
 
     def add(self, node: Node) -> None:
+        """Insert a new row. A file stored in a layer with no link target, hardlink group or attributes
+        (nearly every row) goes without its NULL columns and with its blobs as bytearrays: sqlite3 binds
+        those as they are, where a bytes or None value costs a look-up in its adapter registry each
+        (19 columns: half the cost of an insert)."""
+        if node.layer is not None and node.data_offset is not None and node.target is None \
+                and node.link_group is None and node.xattrs is None and node.sha256 is not None:
+            self._stored_files.append((
+                node.id, node.parent, bytearray(node.name), node.type, node.mode, node.uid, node.gid, node.uname,
+                node.gname, node.size, node.mtime_ns, node.ctime_ns, node.nlink, bytearray(node.sha256), node.layer,
+                node.data_offset))
+            if len(self._stored_files) >= 4096:
+                self._flush()
+            return
         self._inserts.append(node.as_row())
         if len(self._inserts) >= 4096:
             self._flush()
@@ -244,6 +258,10 @@ class ManifestWriter:
         if self._inserts:
             self._run(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 19)})", self._inserts)
             self._inserts.clear()
+        if self._stored_files:
+            self._run(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 12)}, NULL, NULL, ?, ?, ?, ?, NULL)",
+                      self._stored_files)
+            self._stored_files.clear()
 
     def set_nlink(self, counts: dict[int, int]) -> None:
         """Record each hardlink group's final size on all its members."""
