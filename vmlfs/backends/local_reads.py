@@ -10,7 +10,7 @@ On a cold cache each small file waits for the disk (50 µs and more, against
 one thread reading in turn waits for each. So once a read finds its file not
 in the page cache (a one-byte ``RWF_NOWAIT`` read says so without waiting),
 :data:`READERS` threads read the rest of the batch just ahead of the backup,
-at most :data:`AHEAD` files ahead so memory stays bounded. On a warm cache
+at most :data:`AHEAD` files and :data:`AHEAD_BYTES` ahead, so memory stays bounded. On a warm cache
 they never start: they would need the GIL between two system calls, and
 handing it to and fro costs more than the reads.
 """
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from vmlfs.engine.guest import FileChanged, ScanEntry
 
 SMALL_READ = 1 << 20
-READERS = 4
-AHEAD = 64
+READERS = 8  # a cold 50,000-file read: 2.2 s with 4, 1.7 s with 8, 1.5-1.8 s with 16
+AHEAD, AHEAD_BYTES = 128, 32 << 20  # files read ahead of the consumer, and their bytes, at most
 _UNREAD = object()
 
 
@@ -38,6 +38,7 @@ class SmallReads:
         self._results: list[object] = []
         self._claimed = 0  # entries before this one are taken, by a reader or by the consumer
         self._consumed = 0
+        self._ahead_bytes = 0  # of the entries claimed by readers and not yet taken
         self._stop = False
         self._cond = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
@@ -56,6 +57,7 @@ class SmallReads:
             else:
                 while self._results[i] is _UNREAD:
                     cond.wait()
+                self._ahead_bytes -= self._entries[i].size
             cond.notify_all()  # a reader may wait for room ahead
         if mine:
             return self._read(i, probe=False)
@@ -124,12 +126,14 @@ class SmallReads:
         entries, cond = self._entries, self._cond
         while True:
             with cond:
-                while not self._stop and self._claimed < len(entries) and self._claimed >= self._consumed + AHEAD:
+                while not self._stop and self._claimed < len(entries) and (
+                        self._claimed >= self._consumed + AHEAD or self._ahead_bytes >= AHEAD_BYTES):
                     cond.wait()
                 if self._stop or self._claimed >= len(entries):
                     return
                 i = self._claimed
                 self._claimed += 1
+                self._ahead_bytes += entries[i].size
             result = self._read(i, probe=False)
             with cond:
                 self._results[i] = result
