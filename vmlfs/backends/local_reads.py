@@ -78,7 +78,6 @@ class SmallReads:
         regular file of the scanned size and mtime. A hole reads as zeros.
         """
         entry = self._entries[i]
-        name = os.fsdecode(entry.path)
         try:
             fd = self._open(entry)
         except FileChanged as exc:
@@ -95,13 +94,13 @@ class SmallReads:
                 data += more
             st = os.fstat(fd)
         except OSError as exc:
-            return FileChanged(f"{name}: cannot read ({exc.strerror})")
+            return FileChanged(f"{os.fsdecode(entry.path)}: cannot read ({exc.strerror})")
         finally:
             os.close(fd)
         if len(data) != size:
-            return FileChanged(f"{name}: shrank while it was read")
+            return FileChanged(f"{os.fsdecode(entry.path)}: shrank while it was read")
         if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != entry.mtime_ns:
-            return FileChanged(f"{name}: changed while it was read")
+            return FileChanged(f"{os.fsdecode(entry.path)}: changed while it was read")
         return data
 
     def _cached(self, fd: int) -> bool:
