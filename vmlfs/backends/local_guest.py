@@ -11,8 +11,8 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from vmlfs.archive.xattr_io import read_xattrs
-from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.backends.local_reads import SMALL_READ, SmallReads
+from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import GuestError, NotFound

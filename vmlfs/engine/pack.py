@@ -32,16 +32,21 @@ class _ChunkHasher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
         self._pending: deque[Future[None]] = deque()
 
+    def __enter__(self) -> "_ChunkHasher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
     def update(self, chunk: bytes) -> None:
         self._pending.append(self._pool.submit(self._h.update, chunk))
         if len(self._pending) > HASH_AHEAD:
             self._pending.popleft().result()
 
-    def close(self) -> bytes:
-        """The digest of every chunk given; the thread is gone after."""
-        self._pool.shutdown(wait=True)
-        for done in self._pending:
-            done.result()
+    def digest(self) -> bytes:
+        """The digest of every chunk given."""
+        while self._pending:
+            self._pending.popleft().result()
         return self._h.digest()
 
 
@@ -97,25 +102,25 @@ class Packer:
                 chunks.close()
                 return self._place(node, entry, digest, None)
         offset = self.layer.begin_file(entry)
-        h = _ChunkHasher()
         written = 0
-        try:
-            for chunk in chunks:
-                self.layer.write(chunk)
-                h.update(chunk)
-                written += len(chunk)
-        except FileChanged:
-            h.close()
-            # The header promised entry.size bytes: pad so the tar stays well-formed.
-            # The manifest will not list this member (docs/FORMAT.md, "dead members").
-            remaining = entry.size - written
-            while remaining > 0:
-                self.layer.write(bytes(min(remaining, 1 << 20)))
-                remaining -= min(remaining, 1 << 20)
-            self.layer.end_file()
-            raise
+        with _ChunkHasher() as h:
+            try:
+                for chunk in chunks:
+                    self.layer.write(chunk)
+                    h.update(chunk)
+                    written += len(chunk)
+            except FileChanged:
+                # The header promised entry.size bytes: pad so the tar stays well-formed.
+                # The manifest will not list this member (docs/FORMAT.md, "dead members").
+                remaining = entry.size - written
+                while remaining > 0:
+                    self.layer.write(bytes(min(remaining, 1 << 20)))
+                    remaining -= min(remaining, 1 << 20)
+                self.layer.end_file()
+                raise
+            digest = h.digest()
         self.layer.end_file()
-        self._record(node, entry, h.close(), offset)
+        self._record(node, entry, digest, offset)
         return True
 
     def _place(self, node: Node, entry: ScanEntry, digest: bytes, data: bytes | None) -> bool:
