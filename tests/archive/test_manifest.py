@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vmlfs.archive.manifest import ROOT_ID, Manifest, ManifestWriter, Node
+from vmlfs.archive.manifest import ROOT_ID, Manifest, Node
+from vmlfs.archive.manifest_writer import ManifestWriter
 from vmlfs.errors import CorruptData, NotFound, UnsupportedVersion
 
 TS = "20260101T000000Z"
@@ -126,7 +127,8 @@ def test_non_utf8_owner_text_is_corrupt_data(tmp_path: Path) -> None:
 
 BIG = r"""
 import hashlib, sys, time
-from vmlfs.archive.manifest import Manifest, ManifestWriter, Node
+from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.archive.manifest_writer import ManifestWriter
 path = sys.argv[1]
 if sys.argv[2] == "write":
     w = ManifestWriter(path)

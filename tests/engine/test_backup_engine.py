@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import snapshot_copy, tree_listing
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
-from vmlfs.engine import backup
+from vmlfs.engine import backup, throughput
 from vmlfs.engine.backup import BackupOptions, run_backup
 from vmlfs.engine.guest import ScanEntry, ScanReport
 from vmlfs.engine.model import EntryConfig
@@ -81,7 +81,7 @@ def test_the_garbage_collector_is_left_as_it_was_found(tmp_path: Path) -> None:
         mp.setattr(backup._Builder, "run", run)
         with pytest.raises(GuestError):
             run_backup(store, cfg, LocalGuest(home))
-    assert seen[0][0] == backup.GC_YOUNG > before[0]
+    assert seen[0][0] == throughput.GC_YOUNG > before[0]
     assert gc.get_threshold() == before
     run_backup(store, cfg, LocalGuest(home))
     assert gc.get_threshold() == before

@@ -9,21 +9,20 @@ absent from the scan are absent from the manifest: that is how deletions work.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, Member
-from vmlfs.archive.manifest import DIR, FILE, ID, NAME, Manifest, ManifestWriter, Node
+from vmlfs.archive.manifest import DIR, FILE, ID, NAME, Manifest, Node
+from vmlfs.archive.manifest_writer import ManifestWriter
 from vmlfs.archive.trees import choose_stored, materialize
 from vmlfs.engine.cvmfs import CvmfsSource, capture, known_objects
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
@@ -38,6 +37,7 @@ from vmlfs.engine.plan import (
 )
 from vmlfs.engine.rules import Rules
 from vmlfs.engine.scan_check import checked_scan
+from vmlfs.engine.throughput import WrittenBack, rare_collections
 from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
 from vmlfs.errors import CorruptData, GuestError, InvalidRequest, write_failed
 from vmlfs.release.detect import check_release
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 BATCH_FILES = 4096  # changed files handed to the guest per bulk read
 BATCH_BYTES = 256 << 20
-GC_YOUNG = 20_000  # objects the cyclic garbage collector lets a backup allocate (net) between two passes
 
 
 class Progress(Protocol):
@@ -295,33 +294,6 @@ class _Builder:
         self._emit(node, item.base)
 
 
-@contextmanager
-def _rare_collections() -> Iterator[None]:
-    """Let the cyclic garbage collector run once per :data:`GC_YOUNG` objects instead of 700.
-
-    A batch keeps a few objects per file alive until it is packed (some
-    16,000), so with the default threshold the collector walked them, and
-    everything older, some 600 times per 100,000 files: 0.3 s, a tenth of such
-    a backup. Cycles still count towards the threshold, so memory stays bounded.
-    """
-    global _gc_backups, _gc_saved
-    with _gc_lock:
-        if not _gc_backups:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(_gc_saved[0], GC_YOUNG), *_gc_saved[1:])
-        _gc_backups += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_backups -= 1
-            if not _gc_backups:
-                gc.set_threshold(*_gc_saved)
-
-
-_gc_lock = threading.Lock()
-_gc_backups = 0  # backups running in this process (a mount's run in threads): the first sets, the last restores
-_gc_saved: tuple[int, ...] = ()
 
 
 def _file_record(path: Path) -> dict[str, object]:
@@ -435,10 +407,10 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         manifest.abort()
         raise write_failed(exc, "cannot create layer") from exc
     with raw:
-        layer = LayerWriter(raw, threads=plan.options.threads)
+        layer = LayerWriter(WrittenBack(raw), threads=plan.options.threads)
         builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum)
         try:
-            with _rare_collections():
+            with rare_collections():
                 builder.run(Rules(tuple(plan.cfg.include), tuple(plan.cfg.exclude)))
             layer.close()
             # Until now the new layer was called by the backup's name; its object name is its sha256.
