@@ -42,7 +42,6 @@ SEEKABLE_MAGIC = 0x8F92EAB1
 FOOTER = struct.Struct("<IBI")
 ENTRY = struct.Struct("<II")
 FRAME_SIZE = 1 << 20
-PENDING_FRAMES = 32  # frames written but not yet compressed and stored, at most: 32 MiB
 READ_FRAME_LIMIT = 64 << 20
 """The largest frame a reader accepts (decompressed), 64 times what vmlfs writes. The format would
 allow 1 GiB; a layer claiming frames that big is hostile or damaged, and every reader (restore,
@@ -180,11 +179,8 @@ class SeekableWriter:
     Frames are compressed by a small thread pool (zstd releases the GIL), and
     a single writer thread appends them in order and keeps the sha256 of the
     output, so reading and hashing the guest's files on the caller's thread
-    overlaps with both. Up to :data:`PENDING_FRAMES` frames wait for them: a
-    backup's big files come faster than they compress and its small files
-    slower, so the compressors catch up on the big files while the caller
-    is already at the small ones. ``position`` is the number of uncompressed
-    bytes written so far, which the tar writer uses for data offsets.
+    overlaps with both. ``position`` is the number of uncompressed bytes
+    written so far, which the tar writer uses for data offsets.
     """
 
     def __init__(self, f: BinaryIO, *, level: int = 3, frame_size: int = FRAME_SIZE, threads: int = 2) -> None:
@@ -197,7 +193,7 @@ class SeekableWriter:
         self._pending: list[Future[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="zstd")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-writer")
-        self._max_pending = max(PENDING_FRAMES, threads * 2)
+        self._max_pending = max(2, threads * 2)
         self._sha256 = hashlib.sha256()
         self.position = 0
         self.compressed_bytes = 0
