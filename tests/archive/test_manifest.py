@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vmlfs.archive.manifest import ROOT_ID, Manifest, ManifestWriter, Node
+from vmlfs.archive.manifest import ROOT_ID, Manifest, Node
+from vmlfs.archive.manifest_writer import ManifestWriter
 from vmlfs.errors import CorruptData, NotFound, UnsupportedVersion
 
 TS = "20260101T000000Z"
@@ -49,6 +50,28 @@ def test_lookup_and_listing(tmp_path: Path) -> None:
         m.lookup(b"sub/zzz")
     assert [p for p, _ in m.walk()] == [(), (b"ln",), (b"sub",), (b"sub", b"a.txt"), (b"sub", b"b.txt")]
     assert [n.name for n in m.files_in_layer_order()] == [b"b.txt"]
+
+
+def test_every_kind_of_row_reads_back_as_written(tmp_path: Path) -> None:
+    """add() writes the common stored file without its NULL columns, anything else whole: both read back alike."""
+    w = ManifestWriter(tmp_path / "m.sqlite")
+    sha = hashlib.sha256(b"x").digest()
+    rows = [
+        Node(1, 0, b"", "d", 0o755, 0, 0, "root", "root", 0, 5),
+        Node(2, 1, b"stored", "f", 0o644, 1000, 100, "u", "g", 10, 7, 8, sha256=sha, layer=TS, data_offset=1536),
+        Node(3, 1, b"empty", "f", 0o600, 0, 0, "", "", 0, 7, 9, sha256=hashlib.sha256(b"").digest()),
+        Node(4, 1, b"linked", "f", 0o644, 0, 0, "root", "root", 10, 7, 8, link_group=4, nlink=2, sha256=sha,
+             layer=TS, data_offset=1536),
+        Node(5, 1, b"attrs\xff", "f", 0o644, 0, 0, "root", "root", 10, 7, 8, sha256=sha, layer="a" * 64,
+             data_offset=0, xattrs=b"\x06\x01\x00\x00\x00user.kv"),
+        Node(6, 1, b"ln", "l", 0o777, 0, 0, "root", "root", 0, 7, 8, target=b"stored"),
+    ]
+    for n in rows:
+        w.add(n)
+    w.close()
+    m = Manifest(tmp_path / "m.sqlite", "t")
+    assert [m.get(n.id).as_row() for n in rows] == [n.as_row() for n in rows]
+    assert all(type(m.get(n.id).name) is bytes for n in rows)
 
 
 def test_damaged_manifests_are_refused(tmp_path: Path) -> None:
@@ -104,7 +127,8 @@ def test_non_utf8_owner_text_is_corrupt_data(tmp_path: Path) -> None:
 
 BIG = r"""
 import hashlib, sys, time
-from vmlfs.archive.manifest import Manifest, ManifestWriter, Node
+from vmlfs.archive.manifest import Manifest, Node
+from vmlfs.archive.manifest_writer import ManifestWriter
 path = sys.argv[1]
 if sys.argv[2] == "write":
     w = ManifestWriter(path)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 from tests.conftest import snapshot_copy, tree_listing
 from vmlfs.archive.trees import write_delta
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
+from vmlfs.engine import backup, throughput
 from vmlfs.engine.backup import BackupOptions, run_backup
 from vmlfs.engine.guest import ScanEntry, ScanReport
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import restore_tree
 from vmlfs.engine.rules import Rules
 from vmlfs.engine.verify import verify_store
+from vmlfs.errors import GuestError
 
 
 class MutatingGuest(LocalGuest):
@@ -75,6 +80,28 @@ def test_a_guest_home_named_through_a_symlink_is_the_directory_it_names(tmp_path
     assert not report.damaged
     assert tree_listing(tmp_path / "back") == tree_listing(home)
     assert (tmp_path / "back" / "outside").is_symlink()
+
+
+def test_the_garbage_collector_is_left_as_it_was_found(tmp_path: Path) -> None:
+    store, cfg, home = setup(tmp_path)
+    (home / "f").write_text("x")
+    before = gc.get_threshold()
+    seen = []
+    real_run = backup._Builder.run
+
+    def run(self, rules):  # type: ignore[no-untyped-def]
+        seen.append(gc.get_threshold())
+        real_run(self, rules)
+        raise GuestError("the guest went away")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backup._Builder, "run", run)
+        with pytest.raises(GuestError):
+            run_backup(store, cfg, LocalGuest(home))
+    assert seen[0][0] == throughput.GC_YOUNG > before[0]
+    assert gc.get_threshold() == before
+    run_backup(store, cfg, LocalGuest(home))
+    assert gc.get_threshold() == before
 
 
 def test_copies_and_hardlinks_are_stored_once(tmp_path: Path) -> None:

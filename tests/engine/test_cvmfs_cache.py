@@ -232,10 +232,10 @@ class _Unreadable(LocalGuest):
         super().__init__(shared)
         self.unreadable, self.unlistable = unreadable, unlistable
 
-    def _chunks(self, entry):  # type: ignore[no-untyped-def]
+    def _open(self, entry):  # type: ignore[no-untyped-def]
         if entry.path in self.unreadable:
             raise FileChanged(f"{entry.path.decode()}: cannot open (Permission denied)")
-        yield from super()._chunks(entry)
+        return super()._open(entry)
 
     def _children(self, rel, rules, report):  # type: ignore[no-untyped-def]
         if self.unlistable and rel == b"":

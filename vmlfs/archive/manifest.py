@@ -5,7 +5,8 @@ A manifest answers "what is at this path", "what is in this directory" and
 never loads a whole manifest into memory. Readers open it read-only and
 immutable (no locks, no journal), lazily. Every row read is validated (types,
 name rules), so a tampered or damaged manifest surfaces as :class:`CorruptData`
-naming the backup, never as a wrong path. The schema is in docs/FORMAT.md.
+naming the backup, never as a wrong path. The schema is in docs/FORMAT.md;
+a manifest is written by :mod:`vmlfs.archive.manifest_writer`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Iterator
 
 from vmlfs import names
 from vmlfs.archive import xattrs
-from vmlfs.errors import CorruptData, NotFound, StorageFull, UnsupportedVersion
+from vmlfs.errors import CorruptData, NotFound, UnsupportedVersion
 
 FORMAT_MAJOR = 2
 FORMAT_MINOR = 1
@@ -70,7 +71,6 @@ COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns,
  DATA_OFFSET, XATTRS) = range(19)
 #: What a tree older than 2.1, without the xattrs column, is read with: no attributes.
 OLD_COLUMNS = COLUMNS.replace(", xattrs", ", NULL")
-_SET_COLUMNS = ", ".join(f"{c} = ?" for c in COLUMNS.split(", ")[1:])
 
 
 @dataclass(slots=True)
@@ -174,104 +174,6 @@ def _node_from_row(row: tuple, where: str) -> Node:
     except (CorruptData, names.InvalidRequest) as exc:
         raise CorruptData(f"{where}: damaged manifest row {row[0]!r}: {exc}") from None
     return node
-
-
-class ManifestWriter:
-    """Build a manifest file. Fresh (a full backup): rows are appended, the indexes built at the end.
-    ``patch`` (incremental, differential): the file holds the base's whole tree
-    (:func:`vmlfs.archive.trees.materialize`) and is patched — unchanged paths keep their rows and ids,
-    changed ones are updated, new ones inserted, vanished ones deleted with their subtrees."""
-
-    def __init__(self, path: str | os.PathLike[str], *, patch: bool = False) -> None:
-        self.path = os.fspath(path)
-        self.fresh = not patch
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("PRAGMA synchronous=OFF")
-            if self.fresh:
-                self._db.executescript(SCHEMA)
-                self._db.execute(GROUP_INDEX)
-            self._db.execute(GONE.replace("TABLE", "TABLE IF NOT EXISTS"))
-            self._db.execute("BEGIN")
-            # No backup name in a format-2 tree: the same tree is the same object, whoever shares it.
-            self._db.execute("DELETE FROM format WHERE key = 'backup'")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO format VALUES (?, ?)",
-                [("format", "vmlfs-manifest"), ("version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}")],
-            )
-            self.next_id = ROOT_ID if self.fresh else self._db.execute("SELECT max(id) + 1 FROM nodes").fetchone()[0]
-            self._changes_at_start = self._db.total_changes
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageFull(f"cannot write manifest: {exc}") from exc
-        self.rows_unchanged = False  # once closed: no row was added, changed or deleted (still the base's tree)
-        self._inserts: list[tuple] = []
-        self._updates: list[tuple] = []
-
-    def allocate_id(self) -> int:
-        node_id = self.next_id
-        self.next_id += 1
-        return node_id
-
-    def add(self, node: Node) -> None:
-        self._inserts.append(node.as_row())
-        if len(self._inserts) >= 4096:
-            self._flush()
-
-    def update(self, node: Node) -> None:
-        """Replace the row of an existing id (a base path whose entry changed)."""
-        self._updates.append(node.as_row()[1:] + (node.id,))
-        if len(self._updates) >= 4096:
-            self._flush()
-
-    def delete_subtree(self, node_id: int) -> None:
-        """Remove a base path that vanished, and everything below it."""
-        self._flush()
-        self._run(
-            "WITH RECURSIVE doomed(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN doomed d ON n.parent = d.id"
-            " WHERE n.id != n.parent) DELETE FROM nodes WHERE id IN doomed",
-            [(node_id,)],
-        )
-
-    def _run(self, sql: str, rows: list[tuple]) -> None:
-        try:
-            self._db.executemany(sql, rows)
-        except sqlite3.OperationalError as exc:
-            raise StorageFull(f"cannot write manifest: {exc}") from exc
-
-    def _flush(self) -> None:
-        if self._updates:
-            self._run(f"UPDATE nodes SET {_SET_COLUMNS} WHERE id = ?", self._updates)
-            self._updates.clear()
-        if self._inserts:
-            self._run(f"INSERT INTO nodes ({COLUMNS}) VALUES ({', '.join('?' * 19)})", self._inserts)
-            self._inserts.clear()
-
-    def set_nlink(self, counts: dict[int, int]) -> None:
-        """Record each hardlink group's final size on all its members."""
-        self._flush()
-        self._run("UPDATE nodes SET nlink = ? WHERE link_group = ? AND nlink != ?", [(n, g, n) for g, n in counts.items()])
-
-    def rename_layer(self, old: str, new: str) -> None:
-        """Point the files of layer ``old`` at ``new`` (a layer is named by its sha256 once written)."""
-        self._flush()
-        self._run("UPDATE nodes SET layer = ? WHERE layer = ?", [(new, old)])
-
-    def close(self) -> None:
-        try:
-            self._flush()
-            self.rows_unchanged = self._db.total_changes == self._changes_at_start
-            if self.fresh:
-                for statement in INDEXES.strip().split(";\n"):
-                    self._db.execute(statement)
-            self._db.execute("COMMIT")
-            self._db.close()
-        except sqlite3.OperationalError as exc:
-            self._db.close()
-            raise StorageFull(f"cannot write manifest: {exc}") from exc
-
-    def abort(self) -> None:
-        self._db.close()
 
 
 class Manifest:

@@ -203,15 +203,24 @@ class SeekableWriter:
         self._parts.append(data)
         self._buffered += len(data)
         self.position += len(data)
-        if self._buffered >= self._frame_size:
-            joined = b"".join(self._parts)
-            view = memoryview(joined)
-            whole = len(joined) - len(joined) % self._frame_size
-            for start in range(0, whole, self._frame_size):
-                self._submit(view[start : start + self._frame_size])
-            rest = joined[whole:]
-            self._parts = [rest] if rest else []
-            self._buffered = len(rest)
+        while self._buffered >= self._frame_size:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Submit the first frame's worth of the written parts, copied once (a part that crosses the
+        frame's end is split as a view: a file's 1 MiB chunks are not copied again for what follows)."""
+        parts, need, whole = self._parts, self._frame_size, 0
+        while need and len(parts[whole]) <= need:
+            need -= len(parts[whole])
+            whole += 1
+        frame = parts[:whole]
+        if need:
+            view = memoryview(parts[whole])
+            frame.append(view[:need])
+            parts[whole] = view[need:]
+        del parts[:whole]
+        self._buffered -= self._frame_size
+        self._submit(frame[0] if len(frame) == 1 else b"".join(frame))
 
     def _submit(self, chunk: bytes | memoryview) -> None:
         compressed = self._pool.submit(_compress_frame, chunk, self._level)

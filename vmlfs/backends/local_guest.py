@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from vmlfs.archive.xattr_io import read_xattrs
+from vmlfs.backends.local_reads import SMALL_READ, SmallReads
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
 from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
@@ -112,18 +113,18 @@ class LocalGuest:
                 continue
             yield _entry(path, st, kind, target, read_xattrs(child.path, warn))
 
-    def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:
-        """The file's bytes (its holes not read), checked against the scan by one fstat after reading.
-
-        O_NONBLOCK keeps a file replaced by a FIFO from hanging the open; the
-        fstat then sees it is no longer a regular file of the scanned size and
-        mtime, and the file is reported as changed.
-        """
-        name = os.fsdecode(entry.path)
+    def _open(self, entry: ScanEntry) -> int:
+        """An fd of the file to read; O_NONBLOCK keeps a file replaced by a FIFO from hanging the
+        open (the fstat after reading then sees it is no longer the regular file scanned)."""
         try:
-            fd = os.open(self.home + b"/" + entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            return os.open(self.home + b"/" + entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            raise FileChanged(f"{name}: cannot open ({exc.strerror})") from None
+            raise FileChanged(f"{os.fsdecode(entry.path)}: cannot open ({exc.strerror})") from None
+
+    def _chunks(self, entry: ScanEntry) -> Iterator[bytes]:
+        """A large file's bytes (its holes not read), checked against the scan by one fstat after reading."""
+        name = os.fsdecode(entry.path)
+        fd = self._open(entry)
         try:
             remaining = entry.size
             for chunk in read_with_holes(fd, entry.size, CHUNK):
@@ -140,8 +141,21 @@ class LocalGuest:
             raise FileChanged(f"{name}: changed while it was read")
 
     def read_many(self, entries: Iterable[ScanEntry]) -> Iterator[tuple[ScanEntry, Iterator[bytes]]]:
-        for entry in entries:
-            yield entry, self._chunks(entry)
+        """Small files come whole, read ahead by a few threads (:mod:`vmlfs.backends.local_reads`)."""
+        batch = list(entries)
+        small = [e for e in batch if e.size <= SMALL_READ]
+        reads = SmallReads(self._open, small)
+        try:
+            taken = 0
+            for entry in batch:
+                if entry.size > SMALL_READ:
+                    yield entry, self._chunks(entry)
+                    continue
+                data = reads.take(taken)
+                taken += 1
+                yield entry, iter((data,)) if isinstance(data, bytes) else _Failed(data)
+        finally:
+            reads.close()
 
     def digest(self, entry: ScanEntry) -> bytes:
         h = hashlib.sha256()
@@ -170,6 +184,24 @@ class LocalGuest:
     def release(self) -> str | None:
         """A local directory has no OS of its own: report the release it was declared with."""
         return self._release
+
+    def close(self) -> None:
+        pass
+
+
+class _Failed:
+    """The chunks of a file that cannot be taken as scanned: they raise why, as read_many promises."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: FileChanged) -> None:
+        self.exc = exc
+
+    def __iter__(self) -> "_Failed":
+        return self
+
+    def __next__(self) -> bytes:
+        raise self.exc
 
     def close(self) -> None:
         pass

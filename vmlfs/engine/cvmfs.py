@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
-from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, ManifestWriter, Node
+from vmlfs.archive.manifest import DIR, FILE, ROOT_ID, Node
+from vmlfs.archive.manifest_writer import ManifestWriter
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
 from vmlfs.engine.rules import Rules
 from vmlfs.engine.scan_check import checked_scan

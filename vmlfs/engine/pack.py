@@ -10,6 +10,8 @@ copy in an older layer is pointed at by the tree.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vmlfs.archive.layer import LayerWriter, MemberInfo
@@ -17,7 +19,35 @@ from vmlfs.archive.manifest import Manifest, Node
 from vmlfs.engine.guest import FileChanged, Guest, ScanEntry
 
 SMALL_FILE = 4 << 20  # read whole into memory: hash before deciding to store
+HASH_AHEAD = 8  # chunks of a streamed file given to its hashing thread and not yet hashed, at most
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
+
+
+class _ChunkHasher:
+    """The sha256 of a streamed file, taken on a thread of its own: hashlib lets go of the GIL for a
+    chunk, so the caller reads and writes the next one meanwhile. At most :data:`HASH_AHEAD` chunks wait."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._pending: deque[Future[None]] = deque()
+
+    def __enter__(self) -> "_ChunkHasher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def update(self, chunk: bytes) -> None:
+        self._pending.append(self._pool.submit(self._h.update, chunk))
+        if len(self._pending) > HASH_AHEAD:
+            self._pending.popleft().result()
+
+    def digest(self) -> bytes:
+        """The digest of every chunk given."""
+        while self._pending:
+            self._pending.popleft().result()
+        return self._h.digest()
 
 
 @dataclass
@@ -36,8 +66,9 @@ class Stats:
     xattr_files: int = 0  # paths with kept attributes: 0 lets a mount tell the kernel it has none (docs/mount.md)
 
 
-def member(path: bytes, kind: str, e: ScanEntry, target: bytes | None = None) -> MemberInfo:
-    return MemberInfo(path, kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target, e.xattrs)
+def hardlink(e: ScanEntry, target: bytes) -> MemberInfo:
+    """The member of a file whose bytes are those of ``target``, earlier in the same layer."""
+    return MemberInfo(e.path, "h", e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.mtime_ns, target, e.xattrs)
 
 
 class Packer:
@@ -49,8 +80,9 @@ class Packer:
         self.big_sizes: set[int] = set()
 
     def _known(self, digest: bytes) -> tuple[str, int] | None:
-        if digest in self.stored:
-            return self.ts, self.stored[digest][0]
+        here = self.stored.get(digest)
+        if here is not None:
+            return self.ts, here[0]
         if self.base is not None:
             hit = self.base.by_hash(digest)
             if hit is not None and hit.layer is not None and hit.data_offset is not None:
@@ -70,25 +102,26 @@ class Packer:
             if self._known(digest) is not None:
                 chunks.close()
                 return self._place(node, entry, digest, None)
-        offset = self.layer.begin_file(member(entry.path, "f", entry))
-        h = hashlib.sha256()
+        offset = self.layer.begin_file(entry)
         written = 0
-        try:
-            for chunk in chunks:
-                self.layer.write(chunk)
-                h.update(chunk)
-                written += len(chunk)
-        except FileChanged:
-            # The header promised entry.size bytes: pad so the tar stays well-formed.
-            # The manifest will not list this member (docs/FORMAT.md, "dead members").
-            remaining = entry.size - written
-            while remaining > 0:
-                self.layer.write(bytes(min(remaining, 1 << 20)))
-                remaining -= min(remaining, 1 << 20)
-            self.layer.end_file()
-            raise
+        with _ChunkHasher() as h:
+            try:
+                for chunk in chunks:
+                    self.layer.write(chunk)
+                    h.update(chunk)
+                    written += len(chunk)
+            except FileChanged:
+                # The header promised entry.size bytes: pad so the tar stays well-formed.
+                # The manifest will not list this member (docs/FORMAT.md, "dead members").
+                remaining = entry.size - written
+                while remaining > 0:
+                    self.layer.write(bytes(min(remaining, 1 << 20)))
+                    remaining -= min(remaining, 1 << 20)
+                self.layer.end_file()
+                raise
+            digest = h.digest()
         self.layer.end_file()
-        self._record(node, entry, h.digest(), offset)
+        self._record(node, entry, digest, offset)
         return True
 
     def _place(self, node: Node, entry: ScanEntry, digest: bytes, data: bytes | None) -> bool:
@@ -96,16 +129,17 @@ class Packer:
         if known is not None:
             node.sha256, (node.layer, node.data_offset) = digest, known
             self.stats.deduplicated_files += 1
-            if digest in self.stored:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
-                self.layer.add(member(entry.path, "h", entry, self.stored[digest][1]))
+            here = self.stored.get(digest)
+            if here is not None:  # a copy inside this layer: a tar hardlink keeps `tar -x` complete
+                self.layer.add(hardlink(entry, here[1]))
                 return True
             return False
         if entry.size == 0:
             node.sha256 = EMPTY_SHA256
-            self.layer.add(member(entry.path, "f", entry))
+            self.layer.add(entry)
             return True
         assert data is not None
-        self._record(node, entry, digest, self.layer.add_file(member(entry.path, "f", entry), data))
+        self._record(node, entry, digest, self.layer.add_file(entry, data))
         return True
 
     def _record(self, node: Node, entry: ScanEntry, digest: bytes, offset: int) -> None:

@@ -1,0 +1,74 @@
+"""The local guest's bulk reads: small files whole, read ahead by threads only when the page cache misses."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from vmlfs.backends import local_reads
+from vmlfs.backends.local_guest import LocalGuest
+from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
+from vmlfs.engine.rules import Rules
+
+
+def _guest(tmp_path: Path, files: int) -> tuple[LocalGuest, list[ScanEntry], dict[bytes, bytes]]:
+    home = tmp_path / "g"
+    home.mkdir()
+    contents = {}
+    for i in range(files):
+        name = b"f%04d" % i
+        contents[name] = os.urandom(i % 300) + name  # no two alike, some large: not read whole
+        (home / name.decode()).write_bytes(contents[name] * (4000 if i % 97 == 1 else 1))
+    guest = LocalGuest(home)
+    entries = [e for e in guest.scan(Rules(), ScanReport()) if e.type == "f"]
+    return guest, entries, {e.path: (home / e.path.decode()).read_bytes() for e in entries}
+
+
+def _read_all(guest: LocalGuest, entries: list[ScanEntry]) -> tuple[list[tuple[bytes, bytes | str]], set[str]]:
+    """(path, content or the FileChanged message) in the order read_many hands them out, and the
+    threads that opened the files."""
+    openers = set()
+    real_open = guest._open
+
+    def recording_open(entry: ScanEntry) -> int:
+        openers.add(threading.current_thread().name)
+        return real_open(entry)
+
+    guest._open = recording_open  # type: ignore[method-assign]
+    out: list[tuple[bytes, bytes | str]] = []
+    for entry, chunks in guest.read_many(entries):
+        try:
+            out.append((entry.path, b"".join(chunks)))
+        except FileChanged as exc:
+            out.append((entry.path, str(exc)))
+    return out, openers
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_batch_comes_whole_and_in_order_whether_or_not_threads_read_ahead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool) -> None:
+    guest, entries, contents = _guest(tmp_path, 700)
+    assert any(e.size > local_reads.SMALL_READ for e in entries)
+    monkeypatch.setattr(local_reads.SmallReads, "_cached", lambda self, fd: cached)
+    out, openers = _read_all(guest, entries)
+    assert out == [(e.path, contents[e.path]) for e in entries]
+    if cached:
+        assert openers == {threading.current_thread().name}, "a warm cache is read without threads"
+    else:
+        assert "guest-read" in openers, "a cold cache is read ahead"
+
+
+def test_files_changed_after_the_scan_are_reported_by_readers_ahead_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, entries, contents = _guest(tmp_path, 400)
+    monkeypatch.setattr(local_reads.SmallReads, "_cached", lambda self, fd: False)
+    home = Path(os.fsdecode(guest.home))
+    (home / "f0300").write_bytes(b"grown" + contents[b"f0300"])
+    (home / "f0301").unlink()
+    out = dict(_read_all(guest, entries)[0])
+    assert out[b"f0300"] == "f0300: changed while it was read"
+    assert out[b"f0301"] == "f0301: cannot open (No such file or directory)"
+    assert sum(isinstance(v, bytes) for v in out.values()) == 398

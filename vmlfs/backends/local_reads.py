@@ -1,0 +1,144 @@
+"""Reading the small files of a batch of a local guest's files: whole, and a few threads ahead once a disk is waited for.
+
+A small file (at most :data:`SMALL_READ` bytes) costs four system calls,
+open, pread, fstat and close, and no generator: with a million tiny files
+that per-file cost is much of a backup. (A larger file is streamed in chunks
+without reading its holes, by :mod:`vmlfs.engine.holes`.)
+
+On a cold cache each small file waits for the disk (50 µs and more, against
+5 µs from the page cache), and a disk serves several requests at once while
+one thread reading in turn waits for each. So once reads find their files not
+in the page cache (a one-byte ``RWF_NOWAIT`` read says so without waiting;
+four of the last sixteen: a tree mostly cached is read faster without them),
+:data:`READERS` threads read the rest of the batch just ahead of the backup,
+at most :data:`AHEAD` files and :data:`AHEAD_BYTES` ahead, so memory stays bounded. On a warm cache
+they never start: they would need the GIL between two system calls, and
+handing it to and fro costs more than the reads.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable
+
+from vmlfs.engine.guest import FileChanged, ScanEntry
+
+SMALL_READ = 1 << 20
+READERS = 8  # a cold 50,000-file read: 2.2 s with 4, 1.7 s with 8, 1.5-1.8 s with 16
+AHEAD, AHEAD_BYTES = 128, 32 << 20  # files read ahead of the consumer, and their bytes, at most
+MISSES, RECENT = 4, (1 << 16) - 1  # this many misses among the last 16 probes start the readers
+_UNREAD = object()
+
+
+class SmallReads:
+    """The small files of one batch, handed out in order, each read whole and checked against its scan."""
+
+    def __init__(self, open_file: Callable[[ScanEntry], int], entries: list[ScanEntry]) -> None:
+        self._open, self._entries = open_file, entries
+        self._results: list[object] = []
+        self._claimed = 0  # entries before this one are taken, by a reader or by the consumer
+        self._consumed = 0
+        self._ahead_bytes = 0  # of the entries claimed by readers and not yet taken
+        self._stop = False
+        self._cond = threading.Condition(threading.Lock())
+        self._threads: list[threading.Thread] = []
+        self._probe = bytearray(1)
+        self._missed = 0  # one bit per recent probe, 1 if its file was not in the page cache
+
+    def take(self, i: int) -> bytes | FileChanged:
+        """Entry ``i``'s content, or why it cannot be taken as scanned (entries are taken in order, each once)."""
+        if not self._threads:
+            return self._read(i, probe=True)
+        cond = self._cond
+        with cond:
+            self._consumed = i + 1
+            mine = self._claimed <= i
+            if mine:
+                self._claimed = i + 1
+            else:
+                while self._results[i] is _UNREAD:
+                    cond.wait()
+                self._ahead_bytes -= self._entries[i].size
+            cond.notify_all()  # a reader may wait for room ahead
+        if mine:
+            return self._read(i, probe=False)
+        result, self._results[i] = self._results[i], None
+        return result  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()
+
+    def _read(self, i: int, probe: bool) -> bytes | FileChanged:
+        """Read entry ``i``; with ``probe``, start the readers if its bytes are not in the page cache.
+
+        One fstat after the read checks the file against the scan: still a
+        regular file of the scanned size and mtime. A hole reads as zeros.
+        """
+        entry = self._entries[i]
+        try:
+            fd = self._open(entry)
+        except FileChanged as exc:
+            return exc
+        try:
+            size = entry.size
+            if probe and size:
+                self._missed = (self._missed << 1 | (not self._cached(fd))) & RECENT
+                if self._missed.bit_count() >= MISSES:
+                    self._start(i + 1)
+            data = os.pread(fd, size, 0) if size else b""
+            while 0 < len(data) < size:  # a short read before the end: some file systems do that
+                more = os.pread(fd, size - len(data), len(data))
+                if not more:
+                    break
+                data += more
+            st = os.fstat(fd)
+        except OSError as exc:
+            return FileChanged(f"{os.fsdecode(entry.path)}: cannot read ({exc.strerror})")
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            return FileChanged(f"{os.fsdecode(entry.path)}: shrank while it was read")
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != entry.mtime_ns:
+            return FileChanged(f"{os.fsdecode(entry.path)}: changed while it was read")
+        return data
+
+    def _cached(self, fd: int) -> bool:
+        """Whether the file's first byte is in the page cache (a file system that cannot tell: yes)."""
+        try:
+            os.preadv(fd, [self._probe], 0, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            pass
+        return True
+
+    def _start(self, first: int) -> None:
+        """Let :data:`READERS` threads read the entries from ``first`` on."""
+        self._results = [_UNREAD] * len(self._entries)
+        self._claimed = self._consumed = first
+        self._threads = [threading.Thread(target=self._work, name="guest-read", daemon=True) for _ in range(READERS)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        entries, cond = self._entries, self._cond
+        while True:
+            with cond:
+                while not self._stop and self._claimed < len(entries) and (
+                        self._claimed >= self._consumed + AHEAD or self._ahead_bytes >= AHEAD_BYTES):
+                    cond.wait()
+                if self._stop or self._claimed >= len(entries):
+                    return
+                i = self._claimed
+                self._claimed += 1
+                self._ahead_bytes += entries[i].size
+            result = self._read(i, probe=False)
+            with cond:
+                self._results[i] = result
+                cond.notify_all()

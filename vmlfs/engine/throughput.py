@@ -1,0 +1,74 @@
+"""What a backup does to the process and the disk to go faster, without changing what it writes.
+
+* The cyclic garbage collector runs once per :data:`GC_YOUNG` objects
+  instead of 700 (:func:`rare_collections`).
+* The layer's pages go to the disk as they are written (:class:`WrittenBack`),
+  so the commit's fsync has little left to wait for.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+GC_YOUNG = 20_000  # objects the cyclic garbage collector lets a backup allocate (net) between two passes
+WRITEBACK = 8 << 20  # bytes of the layer after which they are handed to the disk
+
+
+@contextmanager
+def rare_collections() -> Iterator[None]:
+    """Let the cyclic garbage collector run once per :data:`GC_YOUNG` objects instead of 700 while a
+    backup scans and packs.
+
+    A batch keeps a few objects per file alive until it is packed (some
+    16,000), so with the default threshold the collector walked them, and
+    everything older, some 600 times per 100,000 files: 0.3 s, a tenth of such
+    a backup. Cycles still count towards the threshold, so memory stays bounded.
+    """
+    global _gc_backups, _gc_saved
+    with _gc_lock:
+        if not _gc_backups:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(_gc_saved[0], GC_YOUNG), *_gc_saved[1:])
+        _gc_backups += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_backups -= 1
+            if not _gc_backups:
+                gc.set_threshold(*_gc_saved)
+
+
+_gc_lock = threading.Lock()
+_gc_backups = 0  # backups running in this process (a mount's run in threads): the first sets, the last restores
+_gc_saved: tuple[int, ...] = ()
+
+
+class WrittenBack(io.RawIOBase):
+    """An unbuffered file whose every :data:`WRITEBACK` bytes are handed to the disk at once (an
+    asynchronous writeback, ``POSIX_FADV_DONTNEED``), not at the commit's fsync: that fsync of a
+    245 MiB layer took 66 ms after the plain writes, 6-10 ms after these. Nothing reads the
+    layer back while it is written, so dropping its clean pages from the cache costs nothing."""
+
+    def __init__(self, f: io.RawIOBase) -> None:
+        self._f, self._fd = f, f.fileno()
+        self._written = self._handed = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._f.write(data) or 0
+        self._written += n
+        if self._written - self._handed >= WRITEBACK:
+            try:
+                os.posix_fadvise(self._fd, self._handed, self._written - self._handed, os.POSIX_FADV_DONTNEED)
+            except OSError:  # a file system that takes no such hint: the commit's fsync does it all
+                pass
+            self._handed = self._written
+        return n
