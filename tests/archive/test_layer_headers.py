@@ -12,7 +12,7 @@ from vmlfs.archive.layer import LayerWriter, MemberInfo
 from vmlfs.archive.xattr_io import encode_xattrs
 
 NAMES = [b"a", b"d014/s0141/f003941.txt", b"x" * 100, b"y" * 101, "d\u00e9j\u00e0/vu".encode(), b"p/" * 120 + b"q"]
-MTIMES = [0, 1_764_586_740_123_456_789, 1_764_586_740_000_000_000, -15 * 10**9, 8**11 * 10**9 + 7]
+MTIMES = [0, 1_764_586_740_123_456_789, 1_764_586_740_000_000_000, -15 * 10**9, -1_500_000_000, -1, 8**11 * 10**9 + 7]
 OWNERS = [(0, 0, "root", "root"), (1000, 100, "u" * 32, "g"), (8**7, 2**32 - 2, "u" * 33, "\u00e9l\u00e8ve"), (5, 6, "", "")]
 
 

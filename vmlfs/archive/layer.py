@@ -84,6 +84,13 @@ def _owner_fields(mode: int, uid: int, gid: int, uname: bytes, gname: bytes) -> 
     return ids, rest, sum(ids) + sum(rest) + _CHECKSUM_BLANK
 
 
+def _pax_time(ns: int) -> bytes:
+    """A time as pax writes it: the sign, then whole seconds and nanoseconds of its magnitude
+    (-1.5 s is ``-1.500000000``; floor division would give ``-2.500000000``, half a second wrong)."""
+    seconds, nanos = divmod(abs(ns), _NS)
+    return b"%s%d.%09d" % (b"-" if ns < 0 else b"", seconds, nanos)
+
+
 def _block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
            linkname: bytes, uname: bytes, gname: bytes) -> bytes:
     """One ustar block; its checksum is the shared fields' sum, cached, plus the sum of the others."""
@@ -144,7 +151,7 @@ def _header(info: Member) -> bytes:
         main = _block(path, info.mode & 0o7777, info.uid, info.gid, size, seconds, _TAR_TYPES[kind], target, uname, gname)
         if not nanos:
             return main
-        pax = _pax_record(b"mtime", b"%d.%09d" % (seconds, nanos))
+        pax = _pax_record(b"mtime", _pax_time(info.mtime_ns))
         return _pax_block(len(pax)) + pax + _ZEROS[: -len(pax) % BLOCK] + main
     records = []
     if not _ascii_fits(path, 100):
@@ -152,7 +159,7 @@ def _header(info: Member) -> bytes:
     if not _ascii_fits(target, 100):
         records.append(_pax_record(b"linkpath", target))
     if nanos or not 0 <= seconds < 8**11:
-        records.append(_pax_record(b"mtime", b"%d.%09d" % (seconds, nanos)))
+        records.append(_pax_record(b"mtime", _pax_time(info.mtime_ns)))
     if info.uid >= 8**7:
         records.append(_pax_record(b"uid", b"%d" % info.uid))
     if info.gid >= 8**7:
