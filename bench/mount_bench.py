@@ -258,15 +258,18 @@ def mount_ready(store: Path, mountpoint: Path, runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def prepare(work: Path, home: Path) -> tuple[dict[str, Tool], Path]:
-    """A store whose entry ``e`` has one full backup of ``home``, written anew by the vmlfs under test (what it
-    records decides how the mount answers), and ratarmount's index of that backup's layer (kept under ``work``
-    while the layer is the same); the three file systems serving that backup, and the layer."""
+def prepare(work: Path, home: Path, *, written_this_run: bool = False) -> tuple[dict[str, Tool], Path]:
+    """A store whose entry ``e`` starts with a full backup of ``home``, written anew by the vmlfs under test
+    (what it records decides how the mount answers) unless the caller wrote it in this run, and ratarmount's
+    index of that backup's layer (kept under ``work`` while the layer is the same); the three file systems
+    serving that backup, and the layer."""
     ratar = ratarmount_cmd()
-    shutil.rmtree(work / "store", ignore_errors=True)
+    if not written_this_run:
+        shutil.rmtree(work / "store", ignore_errors=True)
+        store = LocalStore(work / "store")
+        store.add_entry(EntryConfig("e", str(home)))
+        run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full"))
     store = LocalStore(work / "store")
-    store.add_entry(EntryConfig("e", str(home)))
-    run_backup(store, store.load_entry("e"), LocalGuest(home), BackupOptions(kind="full"))
     ts = store.backups("e")[0].timestamp
     archive, layer = work / "same-tree.tar.zst", store.meta("e", ts).layer["sha256"]
     if not archive.exists() or not (work / f"same-tree.{layer}").exists():
