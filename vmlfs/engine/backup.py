@@ -307,8 +307,6 @@ class _Builder:
         self._emit(node, item.base)
 
 
-
-
 def _file_record(path: Path) -> dict[str, object]:
     h = hashlib.sha256()
     with open(path, "rb") as f:
