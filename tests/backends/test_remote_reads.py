@@ -136,6 +136,50 @@ def test_a_read_of_a_frame_being_fetched_waits_for_that_fetch() -> None:
     assert len(reads) == 1 and r.frames_decompressed == 4, "the read was served by the group's fetch"
 
 
+def test_concurrent_read_ahead_fetches_every_frame_once() -> None:
+    """Fetches running side by side do not prove the frames before them by fetching those again
+    (which doubled a first sequential read's traffic): each frame's bytes cross once."""
+    plain, blob = layer(24)
+    reads: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    first_batch = 1 << 20  # where frame 1 starts, near enough: the first read-ahead fetch is the slow one
+
+    def read_range(offset: int, length: int) -> bytes:
+        if offset and offset < first_batch + (64 << 10):
+            time.sleep(0.3)  # the fetch of the first group answers last
+        with lock:
+            reads.append((offset, length))
+        return blob[offset:offset + length]
+
+    r = RangedLayerReader("k#sha", len(blob), blob[-TAIL:], read_range, cache=FrameCache(), name="layer",
+                          proofs=None, frames_per_fetch=4)
+    ahead = ReadAhead(frames=12, workers=3)
+    cursor = ahead.cursor(r, 0, r.size)
+    for offset in range(0, 24 << 20, 1 << 20):
+        assert r.read(offset, 1 << 20) == plain[offset:offset + (1 << 20)]
+        cursor.after_read(offset, offset + (1 << 20))
+    ahead.close()
+    frames = r.table.c_offsets[-1]
+    assert sum(n for _, n in reads) == frames, sorted(reads)
+
+
+def test_a_frame_fetched_ahead_is_not_served_before_the_frames_before_it_are_placed() -> None:
+    plain, blob = layer(8)
+    frames, sizes = entries_of(blob)
+    sizes[2] = (sizes[2][0], sizes[2][1] - 1)  # frame 2's entry lies about its size
+    lying = frames + encode_seek_table(sizes)
+    reads: list[tuple[int, int]] = []
+    r = reader(lying, reads, per_fetch=4)
+    r.load_frames([4, 5, 6, 7])  # decompress on their own, as a read-ahead fetch does
+    assert r.is_cached(5) and r.read_cached(5 << 20, 10) is None
+    with pytest.raises(CorruptData, match="frame 2"):
+        r.read(5 << 20, 10)
+    good = reader(blob, [], per_fetch=4)
+    good.load_frames([4, 5, 6, 7])
+    assert good.read((5 << 20) - 1, 10) == plain[(5 << 20) - 1:(5 << 20) + 9]
+    assert good.read_cached(5 << 20, 10) == plain[5 << 20:(5 << 20) + 10], "placed now: served from the cache"
+
+
 def test_the_footer_says_how_long_the_seek_table_is() -> None:
     _, blob = layer(3)
     r = reader(blob, [], per_fetch=1)

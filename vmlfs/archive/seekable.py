@@ -330,6 +330,9 @@ class SeekableReader:
         self._proofs, self._proof_key = proofs, proof_key
         # Frames before this one are known to hold the sizes the seek table gives them.
         self._placed = proofs.read(proof_key, table.digest, table.frames) if proofs is not None else 0
+        # Frames after it already checked on their own (a read-ahead decompressed them first): the
+        # proof skips them, and ``_placed`` moves past them once the frames before are proved too.
+        self._proven: set[int] = set()
 
     def _read_compressed(self, offset: int, length: int) -> bytes:
         """Raw bytes of the layer file (a remote store reads them over SFTP instead)."""
@@ -355,13 +358,17 @@ class SeekableReader:
     def frame(self, index: int) -> bytes:
         key = (self.path, index)
         cached = self._cache.get(key)
-        if cached is not None:
+        if cached is not None and index < self._placed:
             return cached
         with self._loading[index % len(self._loading)]:
             cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-            return self._load(index)
+            if cached is None:
+                return self._load(index)
+            # Decompressed ahead (it holds its entry's size) but not served before the frames before it are placed.
+            self._check_placement(index)
+            with self._lock:
+                self._mark_placed(index)
+            return cached
 
     def _check_placement(self, index: int) -> None:
         """Prove every frame before ``index`` is where and what the seek table says, once per reader.
@@ -378,18 +385,31 @@ class SeekableReader:
         fails alone if a frame starts exactly where its entry ends.
         """
         with self._lock:
-            start = self._placed
-        if start < index:
-            self._place(start, index)
-            with self._lock:
-                self._placed = max(self._placed, index)
-            if self._proofs is not None:
-                self._proofs.write(self._proof_key, self.table.digest, index)
+            todo = [j for j in range(self._placed, index) if j not in self._proven]
+        if not todo:
+            return
+        self._place(todo)
+        with self._lock:
+            for j in todo:
+                self._mark_placed(j)
+            placed = self._placed
+        if self._proofs is not None:
+            self._proofs.write(self._proof_key, self.table.digest, placed)
 
-    def _place(self, start: int, index: int) -> None:
-        """Check frames ``start`` to ``index - 1`` from their headers (a few bytes each, never decompressed)."""
+    def _mark_placed(self, index: int) -> None:
+        """Frame ``index`` holds the size its entry gives it; the caller holds ``_lock``."""
+        if index == self._placed:
+            self._placed += 1
+            while self._placed in self._proven:
+                self._proven.remove(self._placed)
+                self._placed += 1
+        elif index > self._placed:
+            self._proven.add(index)
+
+    def _place(self, frames: list[int]) -> None:
+        """Check ``frames`` (ascending) from their headers (a few bytes each, never decompressed)."""
         t = self.table
-        for j in range(start, index):
+        for j in frames:
             problem = misplacing(self._read_compressed, t.c_offsets[j], t.c_offsets[j + 1], t.d_offsets[j + 1] - t.d_offsets[j],
                                  last=j + 1 == t.frames)
             if problem:
@@ -409,8 +429,7 @@ class SeekableReader:
         frame = decompress_frame(bytes(data), t.d_offsets[index + 1] - t.d_offsets[index], f"{self.name} frame {index}")
         with self._lock:
             self.frames_decompressed += 1
-            if self._placed == index:
-                self._placed = index + 1
+            self._mark_placed(index)  # it decompressed to exactly its entry's size: it is where the entry says
         self._cache.put((self.path, index), frame)
         return frame
 
@@ -434,8 +453,11 @@ class SeekableReader:
         the FUSE adapter hands it straight to the kernel.
         """
         t = self.table
+        covering = t.frames_covering(offset, length)
+        if covering and covering[-1] >= self._placed:
+            return None  # decompressed ahead, but the frames before are not all placed yet: frame() proves them
         parts = []
-        for i in t.frames_covering(offset, length):
+        for i in covering:
             frame = self._cache.get((self.path, i))
             if frame is None:
                 return None

@@ -73,7 +73,9 @@ class RangedLayerReader(SeekableReader):
             todo = [i for i in indices if not self.is_cached(i)]
             if not todo:
                 return
-            self._check_placement(todo[0])
+            # No proof of the frames before first: another read-ahead is fetching them now, and fetching
+            # them again to walk their headers doubled a first read's traffic. Decompressing proves each
+            # of these, and none is served before the frames before it are placed (frame(), read_cached()).
             t = self.table
             base = t.c_offsets[todo[0]]
             data = memoryview(self._read_compressed(base, t.c_offsets[todo[-1] + 1] - base))
@@ -83,13 +85,15 @@ class RangedLayerReader(SeekableReader):
             for slot in held:
                 self._loading[slot].release()
 
-    def _place(self, start: int, index: int) -> None:
+    def _place(self, frames: list[int]) -> None:
         t = self.table
-        first = start
-        while first < index:
-            last = first
-            while last + 1 < index and t.c_offsets[last + 2] - t.c_offsets[first] <= PLACE_FETCH:
-                last += 1
+        at = 0
+        while at < len(frames):
+            first = last = frames[at]  # one read: a run of adjacent frames, up to PLACE_FETCH bytes
+            at += 1
+            while at < len(frames) and frames[at] == last + 1 and t.c_offsets[last + 2] - t.c_offsets[first] <= PLACE_FETCH:
+                last = frames[at]
+                at += 1
             base = t.c_offsets[first]  # and the next frame's magic, which a damaged frame's placement looks at
             data = memoryview(self._read_compressed(base, min(t.c_offsets[last + 1] + 4, t.c_offsets[-1]) - base))
 
@@ -101,7 +105,6 @@ class RangedLayerReader(SeekableReader):
                                      last=j + 1 == t.frames)
                 if problem:
                     raise CorruptData(f"{self.name} frame {j}: {problem} (so the frames after it cannot be placed)")
-            first = last + 1
 
     def close(self) -> None:
         """Nothing to close: reads go through the store's connection."""
