@@ -213,6 +213,32 @@ def test_latest_comes_from_a_listing_at_most_a_second_old(recorded, monkeypatch)
     assert latest.readlink() in targets and calls.count("store.timestamps") == 1, calls
 
 
+def test_a_path_walk_lists_the_store_once_a_second_and_finds_a_new_backup_at_once(recorded, monkeypatch) -> None:
+    """Every step of a path walk looks its name up in its directory, and each lookup listed the store
+    (on S3 one to three requests a step, twelve before the first byte of a file): a listing under
+    SHORT old answers a name it has, and a name it lacks is looked for in a fresh listing."""
+    st, calls, _ = recorded
+    now = [1000.0]
+    monkeypatch.setattr(state_module, "time", SimpleNamespace(monotonic=lambda: now[0], time_ns=time.time_ns))
+    for _ in range(20):
+        entry = st.root.lookup(b"entries").lookup(b"e1")
+        backup = entry.lookup(entry.lookup(b"latest").readlink())
+        backup.lookup(b"home")
+    once = {"store.entry_names": 1, "store.load_entry": 1,
+            "store.timestamps": 2}  # each of the two entries once: /entries lists them for its time
+    assert all(calls.count(call) <= most for call, most in once.items()), calls
+    stamps = st.store.timestamps("e1")
+    config = st.store.load_entry("e1")
+    run_backup(st.store, config, LocalGuest(config.guest))  # committed a moment ago, as by another process
+    new = (set(st.store.timestamps("e1")) - set(stamps)).pop()
+    calls.clear()
+    assert entry.lookup(new.encode()) and calls.count("store.timestamps") == 1, "not in the recent listing: listed again"
+    now[0] += SHORT
+    calls.clear()
+    st.root.lookup(b"entries").lookup(b"e1").lookup(b"latest")
+    assert calls.count("store.entry_names") == calls.count("store.timestamps") == 1, calls
+
+
 def test_status_size_is_what_a_read_returns(recorded) -> None:
     st, calls, vm = recorded
     for path in ((b"control", b"status"), (b"entries", b"e1", b"control", b"status")):

@@ -45,6 +45,10 @@ class MountContext(Protocol):
     def entry_names(self) -> list[str]:
         ...
 
+    def entry_names_recently(self) -> list[str] | None:
+        """From memory: ``entry_names`` as listed under ``SHORT`` seconds ago, or None."""
+        ...
+
     def listed(self, entry: str) -> bool:
         """Whether the mount has listed the entry's backups already (from memory)."""
         ...
@@ -62,7 +66,7 @@ class MountContext(Protocol):
         ...
 
     def has_domain(self, entry: str) -> bool:
-        """Whether ``entry`` names a libvirt domain (then it has ``vm/``)."""
+        """Whether ``entry`` names a libvirt domain (then it has ``vm/``), as read under ``SHORT`` seconds ago."""
         ...
 
     def backup_meta(self, entry: str, ts: str) -> BackupMeta:

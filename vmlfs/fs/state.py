@@ -5,9 +5,9 @@ over a store and the jobs, and owns what one mount shares: the inode table,
 the read-ahead, and caches of immutable things. Committed backups never
 change (DESIGN.md, "commit"), so their metadata, manifests and layer readers
 are cached for the life of the mount; the lists of entries and backups are
-read again on every listing or lookup, which is how a backup committed by
-another process appears without a remount while a backup still in ``.tmp``
-never does.
+read again on every listing, and on a lookup of a name the last listing (if
+under a second old) lacks, which is how a backup committed by another process
+appears without a remount while a backup still in ``.tmp`` never does.
 
 An adapter uses ``root``, ``table`` (kernel references: ``get``,
 ``remember``, ``forget``), ``active_jobs()`` and ``close()``; nodes use the
@@ -56,6 +56,8 @@ class MountState:
         self._stamps: dict[str, list[str]] = {}  # each entry's backups as last listed, and the newest one's time
         self._newest: dict[str, int] = {}
         self._listed_at: dict[str, float] = {}  # monotonic time of each entry's last listing
+        self._names: tuple[list[str], float] | None = None  # the entries as last listed, and when (monotonic)
+        self._domains: dict[str, tuple[bool, float]] = {}  # whether each entry has a domain, and when that was read
         self._serves_xattrs: bool | None = None  # decided at the first attribute request (serves_xattrs)
         self.on_change: Callable[[str, list[str]], None] = lambda entry, gone: None
         """Told (entry, backups that vanished) when a listing finds an entry's backups changed: the
@@ -86,7 +88,16 @@ class MountState:
 
     def entry_names(self) -> list[str]:
         self.store.check_alive()
-        return self.store.entry_names()
+        names = self.store.entry_names()
+        with self._lock:
+            self._names = (names, time.monotonic())
+        return names
+
+    def entry_names_recently(self) -> list[str] | None:
+        """From memory: the entries as listed under SHORT seconds ago, else None."""
+        with self._lock:
+            listed = self._names
+        return listed[0] if listed is not None and time.monotonic() - listed[1] < SHORT else None
 
     def timestamps(self, entry: str) -> list[str]:
         """Committed backups of ``entry``, oldest first; a change since the last listing (a backup taken
@@ -130,7 +141,14 @@ class MountState:
             log.warning("after a job of %s, listing it failed: %s", entry, exc)
 
     def has_domain(self, entry: str) -> bool:
-        return bool(self.store.load_entry(entry).domain)
+        with self._lock:
+            known = self._domains.get(entry)
+        if known is not None and time.monotonic() - known[1] < SHORT:
+            return known[0]
+        has = bool(self.store.load_entry(entry).domain)
+        with self._lock:
+            self._domains[entry] = (has, time.monotonic())
+        return has
 
     def serves_xattrs(self) -> bool:
         """Whether this mount answers extended attributes at all; decided once, at the first request

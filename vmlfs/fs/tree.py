@@ -50,13 +50,20 @@ class VirtualDir(VirtualNode):
     def attrs(self) -> Attrs:
         return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.mtime_ns, self.timeout)
 
+    def recent_slots(self) -> list[Slot] | None:
+        """The layout from memory, from listings under SHORT seconds old; None if there are none."""
+        return None
+
     def lookup(self, name: bytes) -> FsNode:
+        """The child ``name``: from the recent listing if it has it (a path walk looks up every
+        directory on its way, and each lookup listed the store: on S3 a request or three), else
+        from a fresh one, so a backup committed a moment ago is found at once."""
         if layout.is_probe(name):  # a file manager's probe: no store listing for it
             raise NotFound(f"no {name.decode(errors='replace')!r} here")
-        for slot in self.slots():
-            if slot.name.encode() == name:
-                return self.child(slot)
-        raise NotFound(f"no {name.decode(errors='replace')!r} here")
+        slot = _named(self.recent_slots() or [], name) or _named(self.slots(), name)
+        if slot is None:
+            raise NotFound(f"no {name.decode(errors='replace')!r} here")
+        return self.child(slot)
 
     def listing(self) -> Listing:
         return Children([(slot.name.encode(), self.child(slot)) for slot in self.slots()])
@@ -77,7 +84,7 @@ class EntriesDir(VirtualDir):
 
     def __init__(self, ctx: MountContext) -> None:
         super().__init__(ctx, ("entries",), ctx.mounted_ns)
-        for entry in ctx.entry_names():
+        for entry in ctx.entry_names_recently() or ctx.entry_names():
             if ctx.listed(entry):
                 continue
             try:
@@ -88,6 +95,10 @@ class EntriesDir(VirtualDir):
     def slots(self) -> list[Slot]:
         return layout.entries_layout(self.ctx.entry_names())
 
+    def recent_slots(self) -> list[Slot] | None:
+        names = self.ctx.entry_names_recently()
+        return None if names is None else layout.entries_layout(names)
+
     def attrs(self) -> Attrs:
         return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.ctx.newest_ns(), self.timeout)
 
@@ -96,12 +107,17 @@ class EntryDir(VirtualDir):
     """``/entries/<entry>``: its backups appear here as soon as they are committed."""
 
     def __init__(self, ctx: MountContext, entry: str) -> None:
-        ctx.timestamps(entry)  # the listing that sets the entry's time
+        if ctx.listed_recently(entry) is None:
+            ctx.timestamps(entry)  # the listing that sets the entry's time
         super().__init__(ctx, ("entry", entry), ctx.mounted_ns)
         self.entry = entry
 
     def slots(self) -> list[Slot]:
         return layout.entry_layout(self.ctx.timestamps(self.entry), has_domain=self.ctx.has_domain(self.entry))
+
+    def recent_slots(self) -> list[Slot] | None:
+        stamps = self.ctx.listed_recently(self.entry)
+        return None if stamps is None else layout.entry_layout(stamps, has_domain=self.ctx.has_domain(self.entry))
 
     def attrs(self) -> Attrs:
         """The time of its newest backup as last listed: it changes when a backup appears or vanishes."""
@@ -188,3 +204,7 @@ NODE_KINDS: dict[Kind, NodeFactory] = {
                                                    partial(parent.snapshots.xml, slot.arg)),
     Kind.SNAPSHOT_TREE: lambda parent, slot: VmFile(parent.ctx, parent.entry, slot.name, parent.snapshots.tree),
 }
+
+
+def _named(slots: list[Slot], name: bytes) -> Slot | None:
+    return next((slot for slot in slots if slot.name.encode() == name), None)
