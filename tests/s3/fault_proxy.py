@@ -2,8 +2,9 @@
 
 Requests pass through unchanged (the Host header too, so SigV4 signatures
 still verify) unless a rule matches: then the proxy answers an S3 error
-(``503 SlowDown`` storms) or reads part of the request and drops the
-connection (a cut mid-upload). Each rule applies to a number of matching
+(``503 SlowDown`` storms), reads part of the request and drops the
+connection (a cut mid-upload), or passes it on after a delay, counting how many
+such requests were in flight at once (``slow``). Each rule applies to a number of matching
 requests, which the test sets and the proxy counts.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -21,10 +23,13 @@ from urllib.parse import urlsplit
 class Rule:
     matches: Callable[[str, str], bool]  # (method, path) -> applies
     left: int
-    action: str  # "error" or "cut"
+    action: str  # "error", "cut" or "slow"
     status: int = 503
     code: str = "SlowDown"
+    delay: float = 0.0  # for "slow": seconds before the request is passed on
     hits: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0  # for "slow": the most matching requests in flight at once
 
 
 class FaultProxy:
@@ -80,6 +85,14 @@ class FaultProxy:
             req.connection.shutdown(2)
             return
         body = req.rfile.read(length) if length else b""
+        if rule is not None and rule.action == "slow":
+            with self.lock:
+                rule.in_flight += 1
+                rule.most_in_flight = max(rule.most_in_flight, rule.in_flight)
+            time.sleep(rule.delay)
+            with self.lock:
+                rule.in_flight -= 1
+            rule = None
         if rule is not None:
             xml = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{rule.code}</Code>'
                    f"<Message>injected</Message></Error>").encode()

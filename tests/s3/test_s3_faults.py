@@ -102,3 +102,16 @@ def test_a_mount_answers_eio_for_the_file_the_storm_hits_and_recovers(
     assert sorted(os.listdir(home / "sub")) == ["data.bin"]
     proxy.clear()
     assert (home / "sub" / "data.bin").read_bytes() == (guest / "sub" / "data.bin").read_bytes()
+
+
+def test_an_entry_s_records_are_read_side_by_side(faulty: Vmlfs, proxy: FaultProxy, guest: Path) -> None:
+    """Every backup, listing and mount reads all of an entry's records, one GET each: in turn, a
+    long history cost a round trip per backup before anything else happened."""
+    faulty.run("entry", "add", "e", "--guest", str(guest))
+    for _ in range(4):
+        faulty.run("backup", "e")
+    slow = proxy.add(lambda method, path: method == "GET" and "/backups/" in path and path.endswith(".json"), 1000,
+                     "slow", delay=0.2)
+    listed = faulty.run("list", "e").stdout.decode()
+    assert listed.count("incremental") == 3 and listed.count("full") == 1, listed
+    assert slow.hits == 4 and slow.most_in_flight == 4, (slow.hits, slow.most_in_flight)

@@ -152,3 +152,25 @@ def test_a_server_that_ignores_conditional_writes_is_refused(moto_s3: S3Server, 
     with pytest.raises(ReadOnly, match="ignores conditional writes"):
         store._create("entries/x/backups/20260101T000000Z.json", b"{}")
     assert not store._exists("entries/x/backups/20260101T000000Z.json")
+    with pytest.raises(ReadOnly, match="ignores conditional writes"), store.lock("x"):
+        pytest.fail("a backup started on a server whose leases cannot work")
+    assert not store._exists("entries/x/.lock"), "the lease it took is gone again"
+
+
+def test_taking_a_lease_proves_conditional_writes_once(any_s3: S3Server, s3_store: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in any_s3.env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    from vmlfs.backends.s3_store import S3Store
+
+    store = S3Store(s3_store)
+    puts: list[str] = []
+    put = store.bucket.put
+    monkeypatch.setattr(store.bucket, "put", lambda key, data, **kw: puts.append(key) or put(key, data, **kw))
+    with store.lock("x"):
+        store._create("entries/x/backups/20260101T000000Z.json", b"{}")
+    assert [k.rsplit("/", 1)[-1] for k in puts] == [".lock", ".lock", ".lock", "20260101T000000Z.json"], puts
+    puts.clear()
+    with store.lock("x"):
+        pass
+    assert len(puts) == 1, "proved once per process: one create of the lease"

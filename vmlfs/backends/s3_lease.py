@@ -14,6 +14,12 @@ change to it is conditional:
   holder blocks the entry for at most :data:`TTL` seconds;
 - released with a delete conditional on its ETag (never someone else's lease).
 
+Taking it also proves, once per process, that the server honours
+``If-None-Match: *`` at all (everything above rests on it): a lease found
+taken is proof, and a lease just created is created a second time, which
+must be refused. A server that accepts the second create is refused before
+the backup reads anything (:data:`IGNORES_CONDITIONS`).
+
 Expiry compares the holder's clock with the taker's: hosts whose clocks
 differ by more than a fraction of :data:`TTL` should not share a store.
 """
@@ -26,10 +32,11 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from vmlfs.backends.s3_client import ConditionFailed, S3Bucket
 from vmlfs.engine.store_files import this_host
-from vmlfs.errors import Busy
+from vmlfs.errors import Busy, ReadOnly
 
 log = logging.getLogger(__name__)
 TTL = float(os.environ.get("VMLFS_S3_LEASE_TTL", "120"))
@@ -39,9 +46,20 @@ class LeaseLost(Busy):
     """The lease expired and another process took it over while this one held it."""
 
 
+def ignores_conditions(where: str) -> ReadOnly:
+    """The refusal of a server that ignores conditional writes (a second create replaced the first)."""
+    return ReadOnly(f"the S3 server of {where} ignores conditional writes (If-None-Match: *), "
+                    "so concurrent backups could overwrite each other's commits; vmlfs will not write there",
+                    hint="use a server that supports conditional writes (AWS S3, SeaweedFS, Ceph RGW >= 18)")
+
+
 class S3Lease:
-    def __init__(self, bucket: S3Bucket, key: str, what: str, ttl: float = TTL) -> None:
+    def __init__(self, bucket: S3Bucket, key: str, what: str, ttl: float = TTL, *, where: str = "",
+                 proven: Callable[[], None] | None = None) -> None:
+        """``proven``, if given: the server is not yet known to honour If-None-Match; taking the lease
+        proves it (then ``proven()`` is called) or refuses the server, naming the store ``where``."""
         self.bucket, self.key, self.what, self.ttl = bucket, key, what, ttl
+        self._where, self._proven = where, proven
         self._etag: str | None = None
         self._lost = False
         self._stop = threading.Event()
@@ -55,11 +73,8 @@ class S3Lease:
     def acquire(self) -> "S3Lease":
         self._since = time.time()
         for _ in range(3):  # a lease released or taken over between our reads: look again
-            try:
-                self._etag = self.bucket.put(self.key, self._doc(), if_none_match=True)
+            if self._create():
                 break
-            except ConditionFailed:
-                pass
             try:
                 data, etag = self.bucket.get_tagged(self.key)
             except FileNotFoundError:
@@ -80,6 +95,28 @@ class S3Lease:
         self._thread = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
         self._thread.start()
         return self
+
+    def _create(self) -> bool:
+        """Create the lease if there is none (False if there is one), proving conditional writes."""
+        try:
+            self._etag = self.bucket.put(self.key, self._doc(), if_none_match=True)
+        except ConditionFailed:
+            self._conditions_hold()
+            return False
+        if self._proven is not None:
+            try:
+                self._etag = self.bucket.put(self.key, self._doc(), if_none_match=True)
+            except ConditionFailed:
+                self._conditions_hold()
+            else:
+                self.release()
+                raise ignores_conditions(self._where)
+        return True
+
+    def _conditions_hold(self) -> None:
+        if self._proven is not None:
+            self._proven()
+            self._proven = None
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):

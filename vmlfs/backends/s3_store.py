@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -46,10 +47,10 @@ from vmlfs.archive.seekable import FrameCache, SeekableReader
 from vmlfs.backends.remote_reads import (FIRST_TAIL, TAIL, RangedLayerReader, cache_root, cached_tree, cached_tree_path,
                                          seek_table_bytes)
 from vmlfs.backends.s3_client import ConditionFailed, S3Bucket
-from vmlfs.backends.s3_lease import S3Lease
+from vmlfs.backends.s3_lease import S3Lease, ignores_conditions
 from vmlfs.engine.store import STORE_DIRS, STORE_FILE, StoreLayout, entry_path
 from vmlfs.engine.store_files import this_host
-from vmlfs.errors import ConnectionFailed, CorruptData, InvalidRequest, ReadOnly
+from vmlfs.errors import ConnectionFailed, CorruptData, InvalidRequest, VmlfsError
 
 log = logging.getLogger(__name__)
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -58,6 +59,7 @@ PREFIX_PART = re.compile(r"[A-Za-z0-9._-]{1,128}")
 #: (signing, endpoint rules): on SeaweedFS over loopback 1 MiB GETs cost the client 2.4 ms of CPU
 #: per MiB, 4 MiB GETs 0.7 ms, 8 MiB GETs 0.5 ms.
 FRAMES_PER_GET = 8
+READ_EACH_THREADS = 8  # GETs side by side for many small files (botocore keeps 10 connections)
 READ_ATTEMPTS = 3  # a layer range whose body broke off is fetched again this often (botocore retries the rest)
 T = TypeVar("T")
 UNKNOWN_SPACE = 1 << 50  # an object store states no capacity; df shows 1 PiB free rather than a full disk
@@ -114,6 +116,14 @@ class S3Store(StoreLayout):
     def _read(self, rel: str) -> bytes:
         return self.bucket.get(self._key(rel))
 
+    def _read_each(self, rels: list[str]) -> list[bytes | OSError | VmlfsError]:
+        """Side by side (READ_EACH_THREADS GETs at a time): an entry's records are one GET each, and
+        every backup, listing and mount reads them all (100 backups took 100 round trips in turn)."""
+        if len(rels) < 2:
+            return super()._read_each(rels)
+        with ThreadPoolExecutor(max_workers=min(READ_EACH_THREADS, len(rels)), thread_name_prefix="s3-read") as pool:
+            return list(pool.map(lambda rel: super(S3Store, self)._read_each([rel])[0], rels))
+
     def _write(self, rel: str, data: bytes) -> None:
         """One PUT replaces the object whole: readers see the old or the new content."""
         self.bucket.put(self._key(rel), data)
@@ -133,7 +143,8 @@ class S3Store(StoreLayout):
 
     def _check_conditional(self) -> None:
         """Refuse to write to a server that ignores If-None-Match (a second create would silently
-        replace a committed backup); probed once per process, under a key of this process only."""
+        replace a committed backup); probed once per process, under a key of this process only,
+        unless taking an entry's lease proved it already (:class:`S3Lease`)."""
         if self._conditional_checked:
             return
         probe = self._key(f".vmlfs-probe/{this_host()}-{os.getpid()}")
@@ -141,13 +152,14 @@ class S3Store(StoreLayout):
         try:
             self.bucket.put(probe, b"2", if_none_match=True)
         except ConditionFailed:
-            self._conditional_checked = True
+            self._conditions_hold()
             return
         finally:
             self.bucket.delete(probe)
-        raise ReadOnly(f"the S3 server of {self.description} ignores conditional writes (If-None-Match: *), "
-                       "so concurrent backups could overwrite each other's commits; vmlfs will not write there",
-                       hint="use a server that supports conditional writes (AWS S3, SeaweedFS, Ceph RGW >= 18)")
+        raise ignores_conditions(self.description)
+
+    def _conditions_hold(self) -> None:
+        self._conditional_checked = True
 
     def _put(self, local: Path, rel: str) -> None:
         """Upload unless the object exists: its name is its sha256, so an existing one has these bytes
@@ -296,7 +308,9 @@ class S3Store(StoreLayout):
     # the rest of the port ------------------------------------------------------
 
     def lock(self, entry: str) -> S3Lease:
-        lease = S3Lease(self.bucket, self._key(entry_path(entry, ".lock")), f"entry {entry!r}")
+        # Taking the lease proves conditional writes too (two requests instead of the probe's three).
+        lease = S3Lease(self.bucket, self._key(entry_path(entry, ".lock")), f"entry {entry!r}", where=self.description,
+                        proven=None if self._conditional_checked else self._conditions_hold)
         self._leases[names.entry_name(entry)] = lease
         return lease
 

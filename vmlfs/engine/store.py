@@ -102,8 +102,15 @@ class StoreLayout(StoreFiles):
     # header ---------------------------------------------------------------------------
 
     def _create_or_check(self, create: bool) -> None:
-        """Make a new store's skeleton, or refuse a missing one; then check the header."""
-        if not self._exists(STORE_FILE):
+        """Make a new store's skeleton, or refuse a missing one; then check the header (read once: on
+        a remote store, asking whether it exists first was one more round trip per command)."""
+        try:
+            header: bytes | None = self._read(STORE_FILE)
+        except FileNotFoundError:
+            header = None
+        except OSError as exc:
+            raise CorruptData(f"cannot read {self.description}/{STORE_FILE}: {exc.strerror}") from None
+        if header is None:
             if not create:
                 raise NotFound(f"no vmlfs store at {self.description}", hint="create one with 'vmlfs entry add' or pass --store")
             try:
@@ -111,8 +118,9 @@ class StoreLayout(StoreFiles):
                     self._mkdir("entries")
             except OSError as exc:
                 raise write_failed(exc, f"cannot create store at {self.description}") from None
-            self._write(STORE_FILE, dump_json({"format": "vmlfs-store", "version": STORE_VERSION, "default_entry": None}))
-        self._read_header()
+            header = dump_json({"format": "vmlfs-store", "version": STORE_VERSION, "default_entry": None})
+            self._write(STORE_FILE, header)
+        self._read_header(header)
         if self.format >= 2:
             self.make_object_dirs()
 
@@ -133,10 +141,11 @@ class StoreLayout(StoreFiles):
         self._write(STORE_FILE, dump_json(doc))
         self._read_header()
 
-    def _read_header(self) -> dict:
+    def _read_header(self, header: bytes | None = None) -> dict:
+        """The store's header (``header``: its bytes, already read), checked; sets :attr:`format`."""
         where = f"{self.description}/{STORE_FILE}"
         try:
-            doc = parse_json(self._read(STORE_FILE), where)
+            doc = parse_json(self._read(STORE_FILE) if header is None else header, where)
         except OSError as exc:
             raise CorruptData(f"cannot read {where}: {exc.strerror}") from None
         if doc.get("format") != "vmlfs-store":
@@ -253,7 +262,7 @@ class StoreLayout(StoreFiles):
             self.load_entry(entry)  # a missing entry says so; an entry without backups/ has none
             return []
         protected = self.protected(entry)
-        records = [self.backup_record(entry, ts) for ts in stamps]
+        records = self._backup_records(entry, stamps)
         for record in records:
             record.protected = record.timestamp in protected
         return records
@@ -262,17 +271,39 @@ class StoreLayout(StoreFiles):
         return record_path(entry, ts) if self.format >= 2 else backup_path(entry, ts, META)
 
     def backup_record(self, entry: str, ts: str) -> BackupRecord:
+        return self._backup_records(entry, [ts])[0]
+
+    def _backup_records(self, entry: str, stamps: list[str]) -> list[BackupRecord]:
+        """The records of backups ``stamps``, read by one :meth:`_read_each`."""
+        rels = {ts: self._record_rel(entry, ts) for ts in stamps if not names.backup_name_problem(ts)}
+        read = dict(zip(rels, self._read_each(list(rels.values()))))
+        return [self._record(entry, ts, read.get(ts, b"")) for ts in stamps]
+
+    def _read_each(self, rels: list[str]) -> list[bytes | OSError | VmlfsError]:
+        """Each file's bytes, or the error reading it gave, one after the other (a store whose every
+        read is a round trip reads them side by side: S3Store)."""
+        found: list[bytes | OSError | VmlfsError] = []
+        for rel in rels:
+            try:
+                found.append(self._read(rel))
+            except (OSError, VmlfsError) as exc:
+                found.append(exc)
+        return found
+
+    def _record(self, entry: str, ts: str, read: bytes | OSError | VmlfsError) -> BackupRecord:
+        """Backup ``ts``'s record from what reading its file gave."""
         problem = names.backup_name_problem(ts)
         if problem:
             return BackupRecord(entry, ts, None, f"{self.description}/{entry_path(entry, 'backups')}/{ts}: {problem}")
-        rel = self._record_rel(entry, ts)
-        where = f"{self.description}/{rel}"
-        try:
-            meta = BackupMeta.from_json(self._read(rel), where)
-        except FileNotFoundError:
+        where = f"{self.description}/{self._record_rel(entry, ts)}"
+        if isinstance(read, FileNotFoundError):
             return BackupRecord(entry, ts, None, f"{where}: metadata missing")
-        except OSError as exc:
-            return BackupRecord(entry, ts, None, f"{where}: {exc.strerror}")
+        if isinstance(read, OSError):
+            return BackupRecord(entry, ts, None, f"{where}: {read.strerror}")
+        if isinstance(read, VmlfsError):
+            return BackupRecord(entry, ts, None, str(read))
+        try:
+            meta = BackupMeta.from_json(read, where)
         except VmlfsError as exc:
             return BackupRecord(entry, ts, None, str(exc))
         if meta.major != self.format or meta.timestamp != ts:
