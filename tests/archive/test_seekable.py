@@ -137,3 +137,32 @@ def test_write_errors_become_storage_full() -> None:
         w.write(os.urandom(10_000))
         w.close()
     w.abort()
+
+
+def test_the_writer_lets_the_caller_run_ahead_of_compression_by_a_bounded_number_of_frames(monkeypatch) -> None:
+    """A backup reads on while the big files it read are compressed (PENDING_FRAMES frames, bounded)."""
+    import threading
+
+    from vmlfs.archive import seekable
+
+    gate = threading.Event()
+    real = seekable._compress_frame
+    monkeypatch.setattr(seekable, "_compress_frame", lambda data, level: gate.wait(30) and real(data, level))
+    out = io.BytesIO()
+    writer = SeekableWriter(out, frame_size=1024)
+    written = threading.Semaphore(0)
+
+    def write(frames: int) -> None:
+        for _ in range(frames):
+            writer.write(os.urandom(1024))
+            written.release()
+
+    caller = threading.Thread(target=write, args=(seekable.PENDING_FRAMES + 2,))
+    caller.start()
+    for _ in range(seekable.PENDING_FRAMES):
+        assert written.acquire(timeout=10), "the caller waited for compression before the bound"
+    assert not written.acquire(timeout=0.5) or not written.acquire(timeout=0.5), "nothing bounds the frames waiting"
+    gate.set()
+    caller.join(10)
+    writer.close()
+    assert len(out.getvalue()) > (seekable.PENDING_FRAMES + 2) * 1024 * 0.9

@@ -169,6 +169,13 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
     return out
 
 
+#: Frames a writer lets wait for compression before the caller waits. A backup's big files come
+#: faster than two threads compress them, its small files slower than one thread can read them:
+#: with room for 32 frames the reading runs on into the small files while the compression of the
+#: big ones catches up (bench tree, full backup: 2.20 -> 1.90 s median; peak RSS 50 -> 90 MiB).
+PENDING_FRAMES = 32
+
+
 class SeekableWriter:
     """Write a byte stream as independent zstd frames, then the seek table.
 
@@ -189,7 +196,7 @@ class SeekableWriter:
         self._pending: list[Future[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="zstd")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-writer")
-        self._max_pending = max(2, threads * 2)
+        self._max_pending = PENDING_FRAMES
         self._sha256 = hashlib.sha256()
         self.position = 0
         self.compressed_bytes = 0
