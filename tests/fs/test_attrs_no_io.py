@@ -239,6 +239,18 @@ def test_a_path_walk_lists_the_store_once_a_second_and_finds_a_new_backup_at_onc
     assert calls.count("store.entry_names") == calls.count("store.timestamps") == 1, calls
 
 
+def test_deciding_whether_to_serve_attributes_reads_an_entry_s_records_with_one_store_call(recorded) -> None:
+    """The first getxattr reads every record: one call per entry (on S3 its GETs go side by side), not per backup."""
+    st, calls, _ = recorded
+    config = st.store.load_entry("e1")
+    for _ in range(3):
+        run_backup(st.store, config, LocalGuest(config.guest))
+    calls.clear()
+    st.serves_xattrs()
+    # Each entry's newest record is read by its listing (the entry's time), the others in one call.
+    assert calls.count("store.backup_record") == 2 and calls.count("store.backup_records") == 1, calls
+
+
 def test_status_size_is_what_a_read_returns(recorded) -> None:
     st, calls, vm = recorded
     for path in ((b"control", b"status"), (b"entries", b"e1", b"control", b"status")):

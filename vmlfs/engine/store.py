@@ -262,7 +262,7 @@ class StoreLayout(StoreFiles):
             self.load_entry(entry)  # a missing entry says so; an entry without backups/ has none
             return []
         protected = self.protected(entry)
-        records = self._backup_records(entry, stamps)
+        records = self.backup_records(entry, stamps)
         for record in records:
             record.protected = record.timestamp in protected
         return records
@@ -271,10 +271,10 @@ class StoreLayout(StoreFiles):
         return record_path(entry, ts) if self.format >= 2 else backup_path(entry, ts, META)
 
     def backup_record(self, entry: str, ts: str) -> BackupRecord:
-        return self._backup_records(entry, [ts])[0]
+        return self.backup_records(entry, [ts])[0]
 
-    def _backup_records(self, entry: str, stamps: list[str]) -> list[BackupRecord]:
-        """The records of backups ``stamps``, read by one :meth:`_read_each`."""
+    def backup_records(self, entry: str, stamps: list[str]) -> list[BackupRecord]:
+        """The records of backups ``stamps``, read by one :meth:`_read_each` (side by side on S3)."""
         rels = {ts: self._record_rel(entry, ts) for ts in stamps if not names.backup_name_problem(ts)}
         read = dict(zip(rels, self._read_each(list(rels.values()))))
         return [self._record(entry, ts, read.get(ts, b"")) for ts in stamps]
