@@ -239,6 +239,21 @@ def test_a_path_walk_lists_the_store_once_a_second_and_finds_a_new_backup_at_onc
     assert calls.count("store.entry_names") == calls.count("store.timestamps") == 1, calls
 
 
+def test_an_entry_given_a_domain_lists_vm_at_once(recorded, monkeypatch) -> None:
+    """readdir always reads the entry again, so ``vm/`` appears as soon as ``entry edit`` names a domain."""
+    import dataclasses
+
+    st, _, _ = recorded
+    now = [1000.0]
+    monkeypatch.setattr(state_module, "time", SimpleNamespace(monotonic=lambda: now[0], time_ns=time.time_ns))
+    entry = st.root.lookup(b"entries").lookup(b"e1")
+    entry.lookup(b"latest")
+    assert b"vm" not in [name for _, name, _ in entry.listing().entries(0, 100)]
+    st.store.save_entry(dataclasses.replace(st.store.load_entry("e1"), domain="cvm"))
+    assert b"vm" in [name for _, name, _ in entry.listing().entries(0, 100)], "the listing read the entry again"
+    assert entry.lookup(b"vm"), "and a lookup then finds it"
+
+
 def test_deciding_whether_to_serve_attributes_reads_an_entry_s_records_with_one_store_call(recorded) -> None:
     """The first getxattr reads every record: one call per entry (on S3 its GETs go side by side), not per backup."""
     st, calls, _ = recorded

@@ -66,7 +66,11 @@ class MountContext(Protocol):
         ...
 
     def has_domain(self, entry: str) -> bool:
-        """Whether ``entry`` names a libvirt domain (then it has ``vm/``), as read under ``SHORT`` seconds ago."""
+        """Whether ``entry`` names a libvirt domain (then it has ``vm/``)."""
+        ...
+
+    def has_domain_recently(self, entry: str) -> bool | None:
+        """From memory: ``has_domain`` as read under ``SHORT`` seconds ago, or None."""
         ...
 
     def backup_meta(self, entry: str, ts: str) -> BackupMeta:

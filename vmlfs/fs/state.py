@@ -141,14 +141,15 @@ class MountState:
             log.warning("after a job of %s, listing it failed: %s", entry, exc)
 
     def has_domain(self, entry: str) -> bool:
-        with self._lock:
-            known = self._domains.get(entry)
-        if known is not None and time.monotonic() - known[1] < SHORT:
-            return known[0]
         has = bool(self.store.load_entry(entry).domain)
         with self._lock:
             self._domains[entry] = (has, time.monotonic())
         return has
+
+    def has_domain_recently(self, entry: str) -> bool | None:
+        with self._lock:
+            known = self._domains.get(entry)
+        return known[0] if known is not None and time.monotonic() - known[1] < SHORT else None
 
     def serves_xattrs(self) -> bool:
         """Whether this mount answers extended attributes at all; decided once, at the first request

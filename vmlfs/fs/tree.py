@@ -51,7 +51,7 @@ class VirtualDir(VirtualNode):
         return self.owned_attrs(stat.S_IFDIR | self.mode, 0, self.mtime_ns, self.timeout)
 
     def recent_slots(self) -> list[Slot] | None:
-        """The layout from memory, from listings under SHORT seconds old; None if there are none."""
+        """The layout from the listings made under SHORT seconds ago; None if there are none."""
         return None
 
     def lookup(self, name: bytes) -> FsNode:
@@ -117,7 +117,10 @@ class EntryDir(VirtualDir):
 
     def recent_slots(self) -> list[Slot] | None:
         stamps = self.ctx.listed_recently(self.entry)
-        return None if stamps is None else layout.entry_layout(stamps, has_domain=self.ctx.has_domain(self.entry))
+        if stamps is None:
+            return None
+        domain = self.ctx.has_domain_recently(self.entry)
+        return layout.entry_layout(stamps, has_domain=self.ctx.has_domain(self.entry) if domain is None else domain)
 
     def attrs(self) -> Attrs:
         """The time of its newest backup as last listed: it changes when a backup appears or vanishes."""
