@@ -172,7 +172,9 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
 #: Frames a writer lets wait for compression before the caller waits. A backup's big files come
 #: faster than two threads compress them, its small files slower than one thread can read them:
 #: with room for 32 frames the reading runs on into the small files while the compression of the
-#: big ones catches up (bench tree, full backup: 2.20 -> 1.90 s median; peak RSS 50 -> 90 MiB).
+#: big ones catches up. Bench tree, full backup, 9 runs each taking turns on a quiet machine:
+#: median 1.70 -> 1.50 s, peak RSS 53 -> 87 MiB. (An earlier try, on a machine busy with other
+#: runs, saw no gain over 9 runs and went back to 4: measure on a quiet machine.)
 PENDING_FRAMES = 32
 
 

@@ -122,7 +122,7 @@ class S3Store(StoreLayout):
         if len(rels) < 2:
             return super()._read_each(rels)
         with ThreadPoolExecutor(max_workers=min(READ_EACH_THREADS, len(rels)), thread_name_prefix="s3-read") as pool:
-            return list(pool.map(lambda rel: super(S3Store, self)._read_each([rel])[0], rels))
+            return list(pool.map(self._read_or_error, rels))
 
     def _write(self, rel: str, data: bytes) -> None:
         """One PUT replaces the object whole: readers see the old or the new content."""

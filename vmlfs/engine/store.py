@@ -282,13 +282,13 @@ class StoreLayout(StoreFiles):
     def _read_each(self, rels: list[str]) -> list[bytes | OSError | VmlfsError]:
         """Each file's bytes, or the error reading it gave, one after the other (a store whose every
         read is a round trip reads them side by side: S3Store)."""
-        found: list[bytes | OSError | VmlfsError] = []
-        for rel in rels:
-            try:
-                found.append(self._read(rel))
-            except (OSError, VmlfsError) as exc:
-                found.append(exc)
-        return found
+        return [self._read_or_error(rel) for rel in rels]
+
+    def _read_or_error(self, rel: str) -> bytes | OSError | VmlfsError:
+        try:
+            return self._read(rel)
+        except (OSError, VmlfsError) as exc:
+            return exc
 
     def _record(self, entry: str, ts: str, read: bytes | OSError | VmlfsError) -> BackupRecord:
         """Backup ``ts``'s record from what reading its file gave."""

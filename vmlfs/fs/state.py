@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Hashable
+from typing import Callable, Hashable, TypeVar
 
 from vmlfs.app.changes import changes_text
 from vmlfs.archive.manifest import Manifest
@@ -37,6 +37,7 @@ from vmlfs.fs.protocol import SHORT, FsNode
 from vmlfs.fs.tree import RootDir
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class MountState:
@@ -55,9 +56,9 @@ class MountState:
         self._layers: dict[tuple[str, str], SeekableReader] = {}
         self._stamps: dict[str, list[str]] = {}  # each entry's backups as last listed, and the newest one's time
         self._newest: dict[str, int] = {}
-        self._listed_at: dict[str, float] = {}  # monotonic time of each entry's last listing
-        self._names: tuple[list[str], float] | None = None  # the entries as last listed, and when (monotonic)
-        self._domains: dict[str, tuple[bool, float]] = {}  # whether each entry has a domain, and when that was read
+        # Answers read from the store and when (monotonic), for lookups within SHORT of them: the
+        # entries ("names",), an entry's backups ("stamps", e), whether it has a domain ("domain", e).
+        self._recent: dict[tuple[str, ...], tuple[object, float]] = {}
         self._serves_xattrs: bool | None = None  # decided at the first attribute request (serves_xattrs)
         self.on_change: Callable[[str, list[str]], None] = lambda entry, gone: None
         """Told (entry, backups that vanished) when a listing finds an entry's backups changed: the
@@ -88,16 +89,22 @@ class MountState:
 
     def entry_names(self) -> list[str]:
         self.store.check_alive()
-        names = self.store.entry_names()
-        with self._lock:
-            self._names = (names, time.monotonic())
-        return names
+        return self._answered(("names",), self.store.entry_names())
 
     def entry_names_recently(self) -> list[str] | None:
         """From memory: the entries as listed under SHORT seconds ago, else None."""
+        return self._recently(("names",))
+
+    def _answered(self, key: tuple[str, ...], value: T) -> T:
         with self._lock:
-            listed = self._names
-        return listed[0] if listed is not None and time.monotonic() - listed[1] < SHORT else None
+            self._recent[key] = (value, time.monotonic())
+        return value
+
+    def _recently(self, key: tuple[str, ...]):
+        """What the store answered for ``key`` under SHORT seconds ago, or None."""
+        with self._lock:
+            value, at = self._recent.get(key, (None, 0.0))
+        return value if value is not None and time.monotonic() - at < SHORT else None
 
     def timestamps(self, entry: str) -> list[str]:
         """Committed backups of ``entry``, oldest first; a change since the last listing (a backup taken
@@ -108,7 +115,7 @@ class MountState:
         with self._lock:
             before = self._stamps.get(entry)
             self._stamps[entry], self._newest[entry] = stamps, newest
-            self._listed_at[entry] = time.monotonic()
+            self._recent[("stamps", entry)] = (stamps, time.monotonic())
         if before is not None and before != stamps:
             self.on_change(entry, sorted(set(before) - set(stamps)))
         return stamps
@@ -117,9 +124,7 @@ class MountState:
         """From memory: the entry's backups as listed under SHORT seconds ago, else None. The kernel
         reads ``latest`` at every path walk through it (it caches no symlink target), so ``ls -lR
         latest/home`` listed the store once per file. A job's refresh lists again at once."""
-        with self._lock:
-            stamps, at = self._stamps.get(entry), self._listed_at.get(entry, -SHORT)
-        return stamps if stamps is not None and time.monotonic() - at < SHORT else None
+        return self._recently(("stamps", entry))
 
     def listed(self, entry: str) -> bool:
         with self._lock:
@@ -141,15 +146,10 @@ class MountState:
             log.warning("after a job of %s, listing it failed: %s", entry, exc)
 
     def has_domain(self, entry: str) -> bool:
-        has = bool(self.store.load_entry(entry).domain)
-        with self._lock:
-            self._domains[entry] = (has, time.monotonic())
-        return has
+        return self._answered(("domain", entry), bool(self.store.load_entry(entry).domain))
 
     def has_domain_recently(self, entry: str) -> bool | None:
-        with self._lock:
-            known = self._domains.get(entry)
-        return known[0] if known is not None and time.monotonic() - known[1] < SHORT else None
+        return self._recently(("domain", entry))
 
     def serves_xattrs(self) -> bool:
         """Whether this mount answers extended attributes at all; decided once, at the first request
