@@ -64,3 +64,13 @@ def test_a_backup_or_forget_by_another_process_is_noticed_at_the_next_listing(mo
     time.sleep(1.1)
     assert second not in os.listdir(entry) and os.readlink(entry / "latest") == first
     assert wait_log(m.log, "entry e1 changed (1 vanished)")
+
+
+@needs_fuse
+def test_a_backup_committed_a_moment_ago_is_found_by_name_at_once(mounted) -> None:
+    """A lookup answers from the mount's listing while it is under a second old, but a name that
+    listing lacks is looked for in a fresh one: a new backup's directory opens at once by name."""
+    s, first, m, entry = mounted
+    assert (entry / first / "home").is_dir() and os.readlink(entry / "latest") == first  # the entry just listed
+    second = s.backup()
+    assert (entry / second / "home").is_dir(), "found by name within the second the old listing is kept"

@@ -115,3 +115,23 @@ def test_an_entry_s_records_are_read_side_by_side(faulty: Vmlfs, proxy: FaultPro
     listed = faulty.run("list", "e").stdout.decode()
     assert listed.count("incremental") == 3 and listed.count("full") == 1, listed
     assert slow.hits == 4 and slow.most_in_flight == 4, (slow.hits, slow.most_in_flight)
+
+
+@needs_fuse
+def test_a_path_walk_through_the_mount_lists_each_directory_once(
+        faulty: Vmlfs, proxy: FaultProxy, guest: Path, mountpoint: Path, tmp_path: Path) -> None:
+    """Every step of entries/e/latest/<ts>/home looked its name up with a fresh listing (13 requests
+    before a file's first byte); a listing under a second old now answers the names it has."""
+    import time
+
+    faulty.run("entry", "add", "e", "--guest", str(guest))
+    faulty.run("backup", "e")
+    faulty.run("mount", str(mountpoint), "--log-file", str(tmp_path / "mount.log"))
+    time.sleep(1.5)  # the warm-up's listings are done and over a second old
+    count = lambda what: proxy.add(lambda method, path: method == "GET" and what(path), 1000, "slow")  # noqa: E731
+    lists = count(lambda path: "list-type=2" in path)
+    headers = count(lambda path: path.endswith("/vmlfs-store.json"))
+    entries = count(lambda path: path.endswith("/entry.json"))
+    assert (mountpoint / "entries" / "e" / "latest" / "home" / "a.txt").read_text() == "a\n"
+    assert lists.hits == 2, "the entries once, the entry's backups once"
+    assert headers.hits == 2 and entries.hits <= 1, (headers.hits, entries.hits)
