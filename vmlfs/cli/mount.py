@@ -26,6 +26,7 @@ from vmlfs.app.vm import SessionVm
 from vmlfs.archive.seekable import FrameCache
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import Context, guest_options, libvirt_options, pass_context
+from vmlfs.engine.throughput import serving_collections
 from vmlfs.errors import Busy, InvalidRequest, NotFound, VmlfsError
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
@@ -139,8 +140,9 @@ def mount(ctx: Context, mountpoint: str, store_path: str | None, foreground: boo
         session = Session(location, guest_keys=replace(checked.guest_keys, accept_new=accept_new_host_key),
                           store_keys=checked.store_keys, libvirt_uri=libvirt_uri, insecure=insecure,
                           frame_cache=FrameCache(cache_size << 20), shared_store=True)
-        store = session.store(create=False)
-        return MountState(store, Jobs(session, SessionVm(session)))
+        state = MountState(session.store(create=False), Jobs(session, SessionVm(session)))
+        serving_collections()  # what lives now lives as long as the mount
+        return state
 
     if foreground:
         from vmlfs.fs.fuse_adapter import serve

@@ -20,6 +20,7 @@ from vmlfs.app.vm import SessionVm
 from vmlfs.archive.seekable import FrameCache
 from vmlfs.cli.main import cli
 from vmlfs.cli.options import LIBVIRT_URI_ENV, Context, guest_options, pass_context
+from vmlfs.engine.throughput import serving_collections
 from vmlfs.errors import InvalidRequest
 from vmlfs.fs.control import Jobs
 from vmlfs.fs.state import MountState
@@ -95,4 +96,5 @@ def serve(ctx: Context, webdav: bool, web: bool, listen: str, auth_file: str | N
     def ready(url: str) -> None:
         click.echo(f"vmlfs: serving {url} ({what}); Ctrl-C stops", err=True)
 
+    serving_collections()  # what lives now lives as long as the server
     http.serve(state, server, ready)

@@ -1,7 +1,9 @@
-"""What a backup does to the process and the disk to go faster, without changing what it writes.
+"""What a backup or a server does to the process and the disk to go faster, without changing what it writes.
 
 * The cyclic garbage collector runs once per :data:`GC_YOUNG` objects
-  instead of 700 (:func:`rare_collections`).
+  instead of 700 (:func:`rare_collections`) while a backup runs, and a
+  mount or WebDAV server leaves its start-up objects out of its passes
+  (:func:`serving_collections`).
 * The layer's pages go to the disk as they are written (:class:`WrittenBack`),
   so the commit's fsync has little left to wait for.
 """
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 GC_YOUNG = 20_000  # objects the cyclic garbage collector lets a backup allocate (net) between two passes
+GC_SERVING_YOUNG = 10_000  # the same for a mount or WebDAV server, between two requests' worth of garbage
 WRITEBACK = 8 << 20  # bytes of the layer after which they are handed to the disk
 
 
@@ -42,6 +45,21 @@ def rare_collections() -> Iterator[None]:
             _gc_backups -= 1
             if not _gc_backups:
                 gc.set_threshold(*_gc_saved)
+
+
+def serving_collections() -> None:
+    """Before a mount or WebDAV server starts answering: move every object alive now (the modules,
+    classes and the store's state: some 47,000 the collector tracks) out of its reach, and let it run once
+    per :data:`GC_SERVING_YOUNG` objects instead of 700.
+
+    Every request allocates a few objects per entry it answers (rows, nodes, attributes). With the
+    defaults, ``ls -lR`` of 20,000 files made 79 collections, and the oldest generation's walked the
+    whole start-up heap. Objects made later are still collected, so memory stays bounded; a backup
+    started from a control file raises the threshold further while it runs (:func:`rare_collections`).
+    Measured, 6 walks each taking turns: the mount's CPU 0.295 -> 0.26 s, median wall 0.58 -> 0.525 s.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_SERVING_YOUNG, *gc.get_threshold()[1:])
 
 
 _gc_lock = threading.Lock()
