@@ -36,9 +36,12 @@ def change(home: Path, step: int) -> None:
         (home / "sub" / "back").write_text("a new directory where an old one was")
 
 
-@pytest.fixture
-def twelve(vmlfs: Vmlfs, tmp_path: Path) -> tuple[Vmlfs, dict[str, Path]]:
-    """12 backups of a changing guest, each with a cp -a copy of the guest at its time."""
+@pytest.fixture(scope="module")
+def twelve_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Vmlfs, dict[str, Path]]:
+    """12 backups of a changing guest, each with a cp -a copy of the guest at its time: made once for
+    the module, since backups a second apart (their names are timestamps) take 12 s of waiting."""
+    tmp_path = tmp_path_factory.mktemp("twelve")
+    vmlfs = Vmlfs(tmp_path / "store", dict(os.environ, VMLFS_STORE=str(tmp_path / "store"), PYTHONUNBUFFERED="1"))
     home = tmp_path / "g"
     (home / "data").mkdir(parents=True)
     (home / "sub" / "deep").mkdir(parents=True)
@@ -56,6 +59,16 @@ def twelve(vmlfs: Vmlfs, tmp_path: Path) -> tuple[Vmlfs, dict[str, Path]]:
         vmlfs.run("-q", "backup", "e", "--kind", kind)
         copies[vmlfs.backups("e")[-1]] = snapshot_copy(home, tmp_path / f"copy{step}")
     return vmlfs, copies
+
+
+@pytest.fixture
+def twelve(twelve_once: tuple[Vmlfs, dict[str, Path]], tmp_path: Path) -> tuple[Vmlfs, dict[str, Path]]:
+    """A copy of the module's twelve backups, the test's own to forget, collect and kill in
+    (the guest copies are only read)."""
+    made, copies = twelve_once
+    store = tmp_path / "store"
+    shutil.copytree(made.store, store, symlinks=True)
+    return Vmlfs(store, made.env | {"VMLFS_STORE": str(store)}), copies
 
 
 def check_all(v: Vmlfs, copies: dict[str, Path], tmp_path: Path, tag: str) -> None:
