@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import gc
 import io
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+log = logging.getLogger(__name__)
 GC_YOUNG = 20_000  # objects the cyclic garbage collector lets a backup allocate (net) between two passes
 GC_SERVING_YOUNG = 10_000  # the same for a mount or WebDAV server, between two requests' worth of garbage
 WRITEBACK = 8 << 20  # bytes of the layer after which they are handed to the disk
@@ -60,6 +62,8 @@ def serving_collections() -> None:
     """
     gc.freeze()
     gc.set_threshold(GC_SERVING_YOUNG, *gc.get_threshold()[1:])
+    log.debug("%d start-up objects kept out of the garbage collector's passes; it runs once per %d new objects",
+             gc.get_freeze_count(), GC_SERVING_YOUNG)
 
 
 _gc_lock = threading.Lock()

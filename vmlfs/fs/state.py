@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Hashable, TypeVar
+from typing import Any, Callable, Hashable, TypeVar
 
 from vmlfs.app.changes import changes_text
 from vmlfs.archive.manifest import Manifest
@@ -54,10 +54,10 @@ class MountState:
         self._records: dict[tuple[str, str], BackupRecord] = {}
         self._backups: dict[tuple[str, str], BackupData] = {}
         self._layers: dict[tuple[str, str], SeekableReader] = {}
-        self._stamps: dict[str, list[str]] = {}  # each entry's backups as last listed, and the newest one's time
-        self._newest: dict[str, int] = {}
-        # Answers read from the store and when (monotonic), for lookups within SHORT of them: the
-        # entries ("names",), an entry's backups ("stamps", e), whether it has a domain ("domain", e).
+        self._newest: dict[str, int] = {}  # the time of each listed entry's newest backup
+        # The store's last answers and when (monotonic): the entries ("names",), an entry's backups
+        # ("stamps", e), whether it has a domain ("domain", e). Lookups within SHORT use them, and a
+        # listing compares an entry's backups with the last ones to notice a change.
         self._recent: dict[tuple[str, ...], tuple[object, float]] = {}
         self._serves_xattrs: bool | None = None  # decided at the first attribute request (serves_xattrs)
         self.on_change: Callable[[str, list[str]], None] = lambda entry, gone: None
@@ -100,7 +100,7 @@ class MountState:
             self._recent[key] = (value, time.monotonic())
         return value
 
-    def _recently(self, key: tuple[str, ...]):
+    def _recently(self, key: tuple[str, ...]) -> Any:
         """What the store answered for ``key`` under SHORT seconds ago, or None."""
         with self._lock:
             value, at = self._recent.get(key, (None, 0.0))
@@ -113,9 +113,8 @@ class MountState:
         stamps = sorted(self.store.timestamps(entry))
         newest = self.backup_time_ns(entry, stamps[-1]) if stamps else self.mounted_ns
         with self._lock:
-            before = self._stamps.get(entry)
-            self._stamps[entry], self._newest[entry] = stamps, newest
-            self._recent[("stamps", entry)] = (stamps, time.monotonic())
+            before = self._recent.get(("stamps", entry), (None, 0.0))[0]
+            self._recent[("stamps", entry)], self._newest[entry] = (stamps, time.monotonic()), newest
         if before is not None and before != stamps:
             self.on_change(entry, sorted(set(before) - set(stamps)))
         return stamps
@@ -128,7 +127,7 @@ class MountState:
 
     def listed(self, entry: str) -> bool:
         with self._lock:
-            return entry in self._stamps
+            return ("stamps", entry) in self._recent
 
     def newest_ns(self, entry: str | None = None) -> int:
         """From memory: the time of ``entry``'s newest backup as last listed (of any entry's, for None)."""
