@@ -32,8 +32,8 @@ class MutatingGuest(LocalGuest):
         super().__init__(home)
         self.victims = victims
 
-    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
-        for entry in super().scan(rules, report):
+    def scan(self, rules: Rules, report: ScanReport, xattrs_since: int | None = None) -> Iterator[ScanEntry]:
+        for entry in super().scan(rules, report, xattrs_since):
             yield entry
             if entry.path in self.victims:
                 with open(os.path.join(self.home, entry.path), "ab") as f:
@@ -89,9 +89,9 @@ def test_the_garbage_collector_is_left_as_it_was_found(tmp_path: Path) -> None:
     seen = []
     real_run = backup._Builder.run
 
-    def run(self, rules):  # type: ignore[no-untyped-def]
+    def run(self, rules, xattrs_since):  # type: ignore[no-untyped-def]
         seen.append(gc.get_threshold())
-        real_run(self, rules)
+        real_run(self, rules, xattrs_since)
         raise GuestError("the guest went away")
 
     with pytest.MonkeyPatch.context() as mp:

@@ -237,12 +237,12 @@ class _Unreadable(LocalGuest):
             raise FileChanged(f"{entry.path.decode()}: cannot open (Permission denied)")
         return super()._open(entry)
 
-    def _children(self, rel, rules, report):  # type: ignore[no-untyped-def]
+    def _children(self, rel, rules, report, unread):  # type: ignore[no-untyped-def]
         if self.unlistable and rel == b"":
             report.unreadable += 1
             report.warn("cannot list .: Permission denied; its contents are left out")
             return iter(())
-        return super()._children(rel, rules, report)
+        return super()._children(rel, rules, report, unread)
 
 
 def test_files_the_backup_user_cannot_read_are_one_warning_and_an_unlistable_cache_an_error(tmp_path: Path) -> None:

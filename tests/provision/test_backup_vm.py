@@ -36,7 +36,7 @@ class Watched:
         self.inner, self.seen, self.fail = inner, seen, fail
         self.description = inner.description
 
-    def scan(self, rules, report):
+    def scan(self, rules, report, xattrs_since=None):
         with open_connection(URI) as conn:
             dom = lookup_domain(conn, "test")
             state = domain_state(dom)
@@ -47,7 +47,7 @@ class Watched:
             self.seen.append(state)
         if self.fail:
             raise GuestError("the guest went away mid-scan")
-        return self.inner.scan(rules, report)
+        return self.inner.scan(rules, report, xattrs_since)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -208,6 +208,11 @@ class Manifest:
             raise CorruptData(f"{where}: a delta's checkpoint is itself a delta")
 
     @property
+    def records_xattrs(self) -> bool:
+        """Whether every row says its path's attributes (a tree older than 2.1 says none)."""
+        return all(cols is COLUMNS for cols in self._cols.values())
+
+    @property
     def checkpoint_path(self) -> str:
         """The whole tree this one is stored against (itself if it is whole)."""
         return self.base_path or self.path

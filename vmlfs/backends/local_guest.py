@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 from vmlfs.archive.xattr_io import read_xattrs
 from vmlfs.backends.local_reads import SMALL_READ, SmallReads
-from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport
+from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport, UnreadXattrs
 from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import GuestError, NotFound
@@ -43,7 +43,8 @@ def _name(entry: os.DirEntry) -> bytes:
     return entry.name
 
 
-def _entry(path: bytes, st: os.stat_result, kind: str, target: bytes | None, xattrs: bytes | None) -> ScanEntry:
+def _entry(path: bytes, st: os.stat_result, kind: str, target: bytes | None,
+           xattrs: bytes | UnreadXattrs | None) -> ScanEntry:
     uid, gid = st.st_uid, st.st_gid
     return ScanEntry(path, kind, st.st_mode & 0o7777, uid, gid, user_name(uid), group_name(gid),
                      st.st_size if kind == "f" else 0, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_dev,
@@ -66,12 +67,15 @@ class LocalGuest:
     def _abs(self, rel: bytes) -> bytes:
         return os.path.join(self.home, rel) if rel else self.home
 
-    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+    def scan(self, rules: Rules, report: ScanReport, xattrs_since: int | None = None) -> Iterator[ScanEntry]:
         """Depth-first, siblings in byte order; iterative, since nested generators cost
-        a frame switch per level for every entry."""
+        a frame switch per level for every entry. The root's attributes are always read."""
         st = os.lstat(self.home)
         yield _entry(b"", st, _KINDS.get(stat.S_IFMT(st.st_mode), "?"), None, read_xattrs(self.home, report.warn))
-        todo: list[Iterator[ScanEntry]] = [self._children(b"", rules, report)]
+        unread = None
+        if xattrs_since is not None:
+            unread = (UnreadXattrs(lambda rel: read_xattrs(self._abs(rel), report.warn)), xattrs_since)
+        todo: list[Iterator[ScanEntry]] = [self._children(b"", rules, report, unread)]
         while todo:
             entry = next(todo[-1], None)
             if entry is None:
@@ -79,10 +83,12 @@ class LocalGuest:
                 continue
             yield entry
             if entry.type == "d":
-                todo.append(self._children(entry.path, rules, report))
+                todo.append(self._children(entry.path, rules, report, unread))
 
-    def _children(self, rel: bytes, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
-        """One directory's entries: per child one lstat (scandir's), one listxattr and a link's readlink."""
+    def _children(self, rel: bytes, rules: Rules, report: ScanReport,
+                  unread: tuple[UnreadXattrs, int] | None) -> Iterator[ScanEntry]:
+        """One directory's entries: per child one lstat (scandir's), a link's readlink, and one
+        listxattr unless ``unread`` = (its marker, the ctime before which they may be left)."""
         try:
             with os.scandir(self._abs(rel)) as it:
                 children = sorted(it, key=_name)
@@ -93,6 +99,7 @@ class LocalGuest:
         prefix = rel + b"/" if rel else b""
         check_rules = bool(rules.exclude)
         warn = report.warn
+        marker, since = unread if unread is not None else (None, None)
         for child in children:
             path = prefix + child.name
             try:
@@ -111,7 +118,10 @@ class LocalGuest:
                 continue
             if check_rules and rules.excluded(path, kind == "d"):
                 continue
-            yield _entry(path, st, kind, target, read_xattrs(child.path, warn))
+            if since is not None and st.st_ctime_ns < since:
+                yield _entry(path, st, kind, target, marker)
+            else:
+                yield _entry(path, st, kind, target, read_xattrs(child.path, warn))
 
     def _open(self, entry: ScanEntry) -> int:
         """An fd of the file to read; O_NONBLOCK keeps a file replaced by a FIFO from hanging the

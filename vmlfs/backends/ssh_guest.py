@@ -205,7 +205,9 @@ class SshGuest:
             raise
         self._idle.append(agent)
 
-    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+    def scan(self, rules: Rules, report: ScanReport, xattrs_since: int | None = None) -> Iterator[ScanEntry]:
+        """``xattrs_since`` is not used: the agent sends every path's attributes with its record, which
+        costs it a listxattr each but no round trip, and spares the guest knowing the base."""
         with self._agent() as agent:
             agent.proc.write(b"S")
             yield from self._records(agent.reader, rules, report)

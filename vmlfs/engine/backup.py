@@ -21,22 +21,24 @@ from pathlib import Path
 from typing import Protocol
 
 from vmlfs.archive.layer import LayerWriter, Member
-from vmlfs.archive.manifest import DIR, FILE, ID, NAME, Manifest, Node
+from vmlfs.archive.manifest import DIR, FILE, ID, NAME, XATTRS, Manifest, Node
 from vmlfs.archive.manifest_writer import ManifestWriter
 from vmlfs.archive.trees import choose_stored, materialize
 from vmlfs.engine.cvmfs import CvmfsSource, capture, known_objects
-from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport
+from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport, UnreadXattrs
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.engine.pack import Packer, Stats, hardlink
 from vmlfs.engine.plan import (
+    base_xattrs_hold,
     choose_base,
     content_unchanged,
     metadata_unchanged,
     next_timestamp,
     untouched,
+    xattrs_read_since,
 )
 from vmlfs.engine.rules import Rules
-from vmlfs.engine.scan_check import checked_scan
+from vmlfs.engine.scan_check import checked_late_xattrs, checked_scan
 from vmlfs.engine.throughput import WrittenBack, rare_collections
 from vmlfs.engine.store import LAYER, MANIFEST, META, StoreLayout
 from vmlfs.errors import CorruptData, GuestError, InvalidRequest, write_failed
@@ -114,7 +116,8 @@ class _Builder:
         self.leaders: dict[tuple[int, int], _Pending | Node] = {}  # (dev, ino) -> first file: read, or unchanged
         self.group_sizes: dict[int, int] = {}
 
-    def run(self, rules: Rules) -> None:
+    def run(self, rules: Rules, xattrs_since: int | None = None) -> None:
+        """Scan and diff; ``xattrs_since`` as :func:`vmlfs.engine.plan.xattrs_read_since` gives it."""
         report = ScanReport()
         stack: list[_OpenDir] = []
         stats = self.stats
@@ -122,16 +125,19 @@ class _Builder:
         count = 0
         # The fast path's counts, added to the stats at the end (the slow path adds to them directly).
         files = nbytes = dirs = symlinks = 0
-        for entry in checked_scan(self.guest.scan(rules, report), self.guest.description):
+        for entry in checked_scan(self.guest.scan(rules, report, xattrs_since), self.guest.description):
             count += 1
             if not count % 1000:
                 self.progress.scanned(count)
-            if entry.xattrs:
-                stats.xattr_files += 1
             path = entry.path
             if path == b"":
                 parent_id, name = 0, b""
                 base_node = self.base.root() if self.base else None
+                if type(entry.xattrs) is UnreadXattrs:
+                    entry.xattrs = self._late_xattrs(entry, entry.xattrs,
+                                                     base_node.as_row() if base_node is not None else None)
+                if entry.xattrs:
+                    stats.xattr_files += 1
             else:
                 slash = path.rfind(b"/")
                 parent_path, name = (path[:slash], path[slash + 1:]) if slash >= 0 else (b"", path)
@@ -141,6 +147,10 @@ class _Builder:
                     top = stack[-1]
                 parent_id = top.id
                 base_row = top.base_children.pop(name, None)
+                if type(entry.xattrs) is UnreadXattrs:
+                    entry.xattrs = self._late_xattrs(entry, entry.xattrs, base_row)
+                if entry.xattrs:
+                    stats.xattr_files += 1
                 if base_row is not None and untouched(entry, base_row, checksum):
                     # The fast path: the row copied from the base stays as it is (no Node, no write).
                     kind = entry.type
@@ -186,6 +196,12 @@ class _Builder:
         self.stats.skipped_special = report.skipped_special
         self.stats.unreadable = report.unreadable
         self.warnings[:0] = report.warnings
+
+    def _late_xattrs(self, entry: ScanEntry, unread: UnreadXattrs, base_row: tuple | None) -> bytes | None:
+        """The attributes of a path the scan left unread: its base row's if they still hold, else read now."""
+        if base_row is not None and base_xattrs_hold(entry, base_row):
+            return base_row[XATTRS]
+        return checked_late_xattrs(unread.read(entry.path), entry.path, self.guest.description)
 
     def _base_children(self, base_id: int) -> dict[bytes, tuple]:
         assert self.base is not None
@@ -423,8 +439,10 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         layer = LayerWriter(WrittenBack(raw), threads=plan.options.threads)
         builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum)
         try:
+            since = xattrs_read_since(plan.base_meta.started if plan.base_meta is not None else None,
+                                      base is not None and base.records_xattrs, plan.options.checksum)
             with rare_collections():
-                builder.run(Rules(tuple(plan.cfg.include), tuple(plan.cfg.exclude)))
+                builder.run(Rules(tuple(plan.cfg.include), tuple(plan.cfg.exclude)), since)
             layer.close()
             # Until now the new layer was called by the backup's name; its object name is its sha256.
             manifest.rename_layer(plan.ts, layer.sha256)

@@ -14,6 +14,17 @@ from vmlfs.engine.rules import Rules
 from vmlfs.errors import GuestError
 
 
+class UnreadXattrs:
+    """What a scan puts in ``ScanEntry.xattrs`` for a path whose attributes it left unread
+    (``Guest.scan``'s ``xattrs_since``): ``read(path)`` reads them when the engine needs them.
+    One object serves a whole scan, so leaving them costs nothing per path."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[bytes], bytes | None]) -> None:
+        self.read = read
+
+
 @dataclass(slots=True)
 class ScanEntry:
     """One path found by a scan; ``path`` is relative to the guest home (b'' = home).
@@ -36,7 +47,7 @@ class ScanEntry:
     dev: int = 0
     ino: int = 0
     target: bytes | None = None
-    xattrs: bytes | None = None  # kept extended attributes, ACLs, capabilities (vmlfs.archive.xattrs)
+    xattrs: bytes | UnreadXattrs | None = None  # kept extended attributes, ACLs, capabilities (vmlfs.archive.xattrs)
 
 
 class FileChanged(GuestError):
@@ -63,8 +74,14 @@ class Guest(Protocol):
 
     description: str
 
-    def scan(self, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
-        """Every included path, parents before children, siblings in byte order."""
+    def scan(self, rules: Rules, report: ScanReport, xattrs_since: int | None = None) -> Iterator[ScanEntry]:
+        """Every included path, parents before children, siblings in byte order.
+
+        With ``xattrs_since`` (ns since the epoch), a guest may leave the attributes of a path
+        whose ctime is earlier unread (:class:`UnreadXattrs`): the listxattr call per path is a
+        good part of a no-change backup, and the engine takes them from the base row instead
+        when the path's ctime is the row's (:func:`vmlfs.engine.plan.xattrs_read_since`).
+        """
         ...
 
     def read_many(self, entries: Iterable[ScanEntry]) -> Iterator[tuple[ScanEntry, Iterator[bytes]]]:

@@ -15,6 +15,8 @@ from vmlfs.engine.guest import ScanEntry
 from vmlfs.engine.model import KINDS, BackupMeta
 from vmlfs.errors import InvalidRequest
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 
 def choose_base(history: list[BackupMeta], kind: str | None) -> tuple[str, str | None, list[str]]:
     """Return (kind, base timestamp or None, notes) for a new backup.
@@ -54,6 +56,35 @@ def next_timestamp(existing: list[str], now: datetime | None = None) -> str:
         if moment <= newest:
             moment = newest + timedelta(seconds=1)
     return names.format_timestamp(moment)
+
+
+#: How far before the base backup's start a path's ctime must lie for its attributes to be taken
+#: from the base row: a ctime is stamped from the kernel's coarse clock (a tick of a few ms), so an
+#: attribute set in the tick in which the base read the path's attributes could keep the ctime the
+#: base recorded; two seconds also cover a small step of the clock.
+RACY_CTIME_NS = 2 * 10**9
+
+
+def xattrs_read_since(base_started: str | None, base_records_xattrs: bool, checksum: bool) -> int | None:
+    """The ``xattrs_since`` of a scan (``Guest.scan``): paths whose ctime is earlier may leave their
+    attributes unread, to be taken from the base row of the same ctime (:func:`base_xattrs_hold`).
+    None (read every path's) for a full backup, under ``--checksum``, over a tree older than 2.1
+    (it records no attributes) or a base whose start time cannot be read."""
+    if base_started is None or not base_records_xattrs or checksum:
+        return None
+    try:
+        started = datetime.fromisoformat(base_started)
+    except ValueError:
+        return None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return (started - EPOCH) // timedelta(microseconds=1) * 1000 - RACY_CTIME_NS
+
+
+def base_xattrs_hold(entry: ScanEntry, row: tuple) -> bool:
+    """Whether the base row's attributes are still the path's: setting or removing an attribute
+    (an ACL, a capability) changes the path's ctime, so a row of the same type and ctime has them."""
+    return row[TYPE] == entry.type and row[CTIME] == entry.ctime_ns
 
 
 def metadata_unchanged(entry: ScanEntry, row: tuple | None) -> bool:

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 from vmlfs import names
 from vmlfs.archive import xattrs
 from vmlfs.archive.manifest import DIR, FILE, SYMLINK
-from vmlfs.engine.guest import ScanEntry
+from vmlfs.engine.guest import ScanEntry, UnreadXattrs
 from vmlfs.errors import CorruptData, GuestError, UnsafePath
 
 U32 = 1 << 32
@@ -40,10 +40,12 @@ def _int(value: object, low: int, high: int) -> bool:
 
 def _plain(e: ScanEntry, owners: set[str]) -> bool:
     """The common record, recognised in one expression: a file or directory with plain int fields
-    in range, owner names already found sound, no target and no attributes. True implies that
+    in range, owner names already found sound, no target and no attributes (or attributes left
+    unread, checked when read: :func:`checked_late_xattrs`). True implies that
     :func:`_fields_problem` finds nothing; False only means the full check must run."""
     return (
-        (e.type == FILE or (e.type == DIR and e.size == 0)) and e.target is None and e.xattrs is None
+        (e.type == FILE or (e.type == DIR and e.size == 0)) and e.target is None
+        and (e.xattrs is None or type(e.xattrs) is UnreadXattrs)
         and type(e.mode) is int and 0 <= e.mode <= 0o7777
         and type(e.uid) is int and 0 <= e.uid < U32 - 1 and type(e.gid) is int and 0 <= e.gid < U32 - 1
         and type(e.size) is int and 0 <= e.size < I64
@@ -79,12 +81,28 @@ def _fields_problem(e: ScanEntry) -> str | None:
             return f"symlink target {e.target!r} is malformed"
     elif e.target is not None:
         return "only a symlink has a target"
-    if e.xattrs is not None:
+    if e.xattrs is not None and type(e.xattrs) is not UnreadXattrs:
         try:
             xattrs.decode(e.xattrs if isinstance(e.xattrs, bytes) else b"\xff")
         except CorruptData as exc:
             return f"extended attributes are malformed: {exc}"
     return None
+
+
+def _refusal(guest: str, path: object, why: str) -> BadRecord:
+    shown = path.decode("utf-8", "backslashreplace") if isinstance(path, bytes) else repr(path)
+    return BadRecord(f"{guest} sent an invalid record for {shown or '.'!r}: {why}; nothing was committed",
+                     hint="the guest's agent or file system is damaged or not what it claims to be")
+
+
+def checked_late_xattrs(blob: bytes | None, path: bytes, guest: str) -> bytes | None:
+    """Attributes a scan left unread and the engine read later, checked as a record's are."""
+    if blob is not None:
+        try:
+            xattrs.decode(blob)
+        except CorruptData as exc:
+            raise _refusal(guest, path, f"extended attributes are malformed: {exc}") from None
+    return blob
 
 
 def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry]:
@@ -101,9 +119,7 @@ def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry
         path = entry.path
 
         def refuse(why: str) -> BadRecord:
-            shown = path.decode("utf-8", "backslashreplace") if isinstance(path, bytes) else repr(path)
-            return BadRecord(f"{guest} sent an invalid record for {shown or '.'!r}: {why}; nothing was committed",
-                             hint="the guest's agent or file system is damaged or not what it claims to be")
+            return _refusal(guest, path, why)
 
         if not isinstance(path, bytes):
             raise refuse("path is not bytes")
