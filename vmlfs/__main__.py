@@ -1,3 +1,3 @@
-from vmlfs.cli.main import main
+from vmlfs.cli import main
 
 main()

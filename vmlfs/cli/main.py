@@ -16,6 +16,7 @@ import traceback
 
 import click
 
+from vmlfs.cli.collector import held_collections
 from vmlfs.cli.options import Context
 from vmlfs.errors import VmlfsError
 
@@ -61,12 +62,14 @@ class LazyGroup(WholeHelpGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in COMMAND_MODULES:
-            importlib.import_module(f"vmlfs.cli.{COMMAND_MODULES[name]}")
+            with held_collections():
+                importlib.import_module(f"vmlfs.cli.{COMMAND_MODULES[name]}")
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        for module in sorted(set(COMMAND_MODULES.values())):
-            importlib.import_module(f"vmlfs.cli.{module}")
+        with held_collections():
+            for module in sorted(set(COMMAND_MODULES.values())):
+                importlib.import_module(f"vmlfs.cli.{module}")
         return super().list_commands(ctx)
 
 
