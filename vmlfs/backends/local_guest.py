@@ -8,6 +8,7 @@ import os
 import pwd
 import stat
 from functools import lru_cache
+from operator import attrgetter
 from typing import Iterable, Iterator
 
 from vmlfs.archive.xattr_io import read_xattrs
@@ -37,10 +38,7 @@ def group_name(gid: int) -> str:
 
 
 _KINDS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l"}
-
-
-def _name(entry: os.DirEntry) -> bytes:
-    return entry.name
+_NAME = attrgetter("name")  # a sort key in C: a Python function was called once per path
 
 
 def _entry(path: bytes, st: os.stat_result, kind: str, target: bytes | None,
@@ -91,7 +89,7 @@ class LocalGuest:
         listxattr unless ``unread`` = (its marker, the ctime before which they may be left)."""
         try:
             with os.scandir(self._abs(rel)) as it:
-                children = sorted(it, key=_name)
+                children = sorted(it, key=_NAME)
         except OSError as exc:
             report.unreadable += 1
             report.warn(f"cannot list {os.fsdecode(rel) or '.'}: {exc.strerror}; its contents are left out")

@@ -134,8 +134,8 @@ class _Builder:
                 parent_id, name = 0, b""
                 base_node = self.base.root() if self.base else None
                 if type(entry.xattrs) is UnreadXattrs:
-                    entry.xattrs = self._late_xattrs(entry, entry.xattrs,
-                                                     base_node.as_row() if base_node is not None else None)
+                    entry.xattrs = (base_node.xattrs if base_node is not None and base_xattrs_hold(entry, base_node.as_row())
+                                    else self._late_xattrs(entry, entry.xattrs))
                 if entry.xattrs:
                     stats.xattr_files += 1
             else:
@@ -148,7 +148,8 @@ class _Builder:
                 parent_id = top.id
                 base_row = top.base_children.pop(name, None)
                 if type(entry.xattrs) is UnreadXattrs:
-                    entry.xattrs = self._late_xattrs(entry, entry.xattrs, base_row)
+                    entry.xattrs = (base_row[XATTRS] if base_row is not None and base_xattrs_hold(entry, base_row)
+                                    else self._late_xattrs(entry, entry.xattrs))
                 if entry.xattrs:
                     stats.xattr_files += 1
                 if base_row is not None and untouched(entry, base_row, checksum):
@@ -197,10 +198,8 @@ class _Builder:
         self.stats.unreadable = report.unreadable
         self.warnings[:0] = report.warnings
 
-    def _late_xattrs(self, entry: ScanEntry, unread: UnreadXattrs, base_row: tuple | None) -> bytes | None:
-        """The attributes of a path the scan left unread: its base row's if they still hold, else read now."""
-        if base_row is not None and base_xattrs_hold(entry, base_row):
-            return base_row[XATTRS]
+    def _late_xattrs(self, entry: ScanEntry, unread: UnreadXattrs) -> bytes | None:
+        """The attributes of a path the scan left unread, whose base row's do not hold: read now."""
         return checked_late_xattrs(unread.read(entry.path), entry.path, self.guest.description)
 
     def _base_children(self, base_id: int) -> dict[bytes, tuple]:

@@ -117,18 +117,14 @@ def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry
     owners: set[str] = set()  # owner names _fields_problem found sound
     for entry in entries:
         path = entry.path
-
-        def refuse(why: str) -> BadRecord:
-            return _refusal(guest, path, why)
-
         if not isinstance(path, bytes):
-            raise refuse("path is not bytes")
+            raise _refusal(guest, path, "path is not bytes")
         if not path:  # the root
             problem = _fields_problem(entry)
             if problem:
-                raise refuse(problem)
+                raise _refusal(guest, path, problem)
             if open_dirs or entry.type != DIR:
-                raise refuse("a second root" if open_dirs else "the root is not a directory")
+                raise _refusal(guest, path, "a second root" if open_dirs else "the root is not a directory")
             open_dirs.append([b"", None])
             yield entry
             continue
@@ -142,21 +138,21 @@ def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry
             try:
                 names.guest_path(path)
             except UnsafePath as exc:
-                raise refuse(str(exc)) from None
+                raise _refusal(guest, path, str(exc)) from None
         if not _plain(entry, owners):
             problem = _fields_problem(entry)
             if problem:
-                raise refuse(problem)
+                raise _refusal(guest, path, problem)
             for owner in (entry.uname, entry.gname):
                 if type(owner) is str:
                     owners.add(owner)
         if not open_dirs:
-            raise refuse("its parent directory was not sent before it (out of order, or not a directory)"
+            raise _refusal(guest, path, "its parent directory was not sent before it (out of order, or not a directory)"
                          if had_open else "the scan did not start with the root")
         top = open_dirs[-1]
         last = top[1]
         if last is not None and name <= last:
-            raise refuse("a duplicate name" if name == last else "siblings out of byte order")
+            raise _refusal(guest, path, "a duplicate name" if name == last else "siblings out of byte order")
         top[1] = name
         if entry.type == DIR:
             open_dirs.append([path, None])
