@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 from vmlfs.errors import InvalidRequest, UnsafePath
 
@@ -81,10 +82,17 @@ def timestamp(ts: str) -> str:
     if not isinstance(ts, str) or not TIMESTAMP.fullmatch(ts):
         raise InvalidRequest(f"invalid backup timestamp {ts!r}", hint="expected YYYYMMDDTHHMMSSZ")
     try:
-        datetime.strptime(ts, TIMESTAMP_FORMAT)
+        _parsed(ts)
     except ValueError as exc:
         raise InvalidRequest(f"invalid backup timestamp {ts!r}: {exc}") from None
     return ts
+
+
+@lru_cache(maxsize=1 << 16)
+def _parsed(ts: str) -> datetime:
+    """A well-formed name's moment, parsed once per process: strptime takes some 10 µs, and a
+    command met each backup's name about ten times (1,315 parses listing 132 backups)."""
+    return datetime.strptime(ts, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def digest(name: str) -> str:
@@ -120,7 +128,7 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(ts: str) -> datetime:
-    return datetime.strptime(timestamp(ts), TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return _parsed(timestamp(ts))
 
 
 def printable(raw: bytes) -> str:

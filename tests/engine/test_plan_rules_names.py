@@ -40,6 +40,29 @@ def test_next_timestamp_is_strictly_increasing() -> None:
     assert next_timestamp(["20260501T120005Z"], now) == "20260501T120006Z"
 
 
+def test_a_backup_name_is_parsed_once_however_often_it_is_met(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    real = datetime.strptime
+
+    class Counting(datetime):
+        @classmethod
+        def strptime(cls, text: str, fmt: str) -> datetime:  # type: ignore[override]
+            parsed.append(text)
+            return real(text, fmt)
+
+    monkeypatch.setattr(names, "datetime", Counting)
+    names._parsed.cache_clear()
+    stamps = ["20260501T120000Z", "20260502T120000Z"]
+    for _ in range(5):
+        assert next_timestamp(stamps, datetime(2026, 5, 3, tzinfo=timezone.utc)) == "20260503T000000Z"
+        assert [names.backup_name_problem(ts) for ts in stamps] == [None, None]
+    assert sorted(parsed) == stamps
+    with pytest.raises(InvalidRequest, match="invalid backup timestamp"):
+        names.timestamp("20261399T999999Z")  # a malformed one is refused every time, never remembered
+    with pytest.raises(InvalidRequest):
+        names.timestamp("20261399T999999Z")
+
+
 def test_content_unchanged_trusts_size_mtime_ctime() -> None:
     e = ScanEntry(b"a", "f", 0o644, 0, 0, "", "", 10, 5, 7)
     base = Node(2, 1, b"a", "f", 0o600, 0, 0, "", "", 10, 5, 7).as_row()
