@@ -1,5 +1,5 @@
 """The ``vmlfs`` command imports its modules with the cyclic garbage collector held off, then freezes
-them (vmlfs.cli.collector.held_collections). Run in a fresh interpreter through both ways in: freezing is for
+them (vmlfs.engine.throughput.held_collections). Run in a fresh interpreter through both ways in: freezing is for
 the life of a process, and the test process must keep its own collector as it is."""
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def test_start_up_makes_no_collector_pass_and_leaves_it_on(start: str) -> None:
     done = subprocess.run([sys.executable, "-c", CHECK.format(start=start)], capture_output=True, text=True, check=True)
     assert "Usage: vmlfs" in done.stdout
     passes, frozen, enabled = done.stderr.split()
-    assert int(passes) <= 2, "writing the help may allocate enough for a pass or two; importing made about 90"
+    # Importing vmlfs.engine.throughput (logging) before the hold may make a few passes over a small
+    # heap, and writing the help one or two; importing everything with the collector on made about 95.
+    assert int(passes) <= 10
     assert int(frozen) > 20_000 and enabled == "True"
 
 

@@ -22,6 +22,7 @@ from vmlfs.engine.guest import Guest
 from vmlfs.engine.model import EntryConfig
 from vmlfs.engine.restore import RestoreReport
 from vmlfs.engine.store import StoreLayout
+from vmlfs.engine.throughput import held_collections
 from vmlfs.errors import InvalidRequest
 
 GUEST_OPTION = "--accept-new-host-key"
@@ -138,9 +139,10 @@ def open_store(location: str, keys: HostKeys = HostKeys(option=STORE_OPTION), *,
     (``s3_endpoint``: a non-AWS server; botocore is imported only for an S3 store)."""
     check_location(location, "store")
     if is_s3(location):
-        from vmlfs.backends.s3_store import S3Store
+        with held_collections():  # botocore's import and client build some 50,000 objects
+            from vmlfs.backends.s3_store import S3Store
 
-        return S3Store(location, create=create, cache=cache, endpoint=s3_endpoint)
+            return S3Store(location, create=create, cache=cache, endpoint=s3_endpoint)
     if is_ssh(location):
         from vmlfs.backends.ssh_store import SshStore
 

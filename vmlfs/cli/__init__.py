@@ -1,12 +1,13 @@
 """The ``vmlfs`` command (:mod:`vmlfs.cli.main`); :func:`main` is its entry point.
 
-This module and :mod:`vmlfs.cli.collector` import nothing but :mod:`gc`, so that
-:func:`~vmlfs.cli.collector.held_collections` covers the whole start-up.
+This module imports only :mod:`vmlfs.engine.throughput` (the standard library's ``gc``,
+``logging`` and a few more), so that :func:`~vmlfs.engine.throughput.held_collections` covers
+nearly the whole start-up.
 """
 
 from __future__ import annotations
 
-from vmlfs.cli.collector import become_the_command_process, held_collections
+from vmlfs.engine.throughput import become_the_command_process, held_collections
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,8 +16,8 @@ import traceback
 
 import click
 
-from vmlfs.cli.collector import held_collections
 from vmlfs.cli.options import Context
+from vmlfs.engine.throughput import held_collections
 from vmlfs.errors import VmlfsError
 
 # Which module defines each command. Modules are imported only when their

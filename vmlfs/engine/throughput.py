@@ -3,7 +3,9 @@
 * The cyclic garbage collector runs once per :data:`GC_YOUNG` objects
   instead of 700 (:func:`rare_collections`) while a backup runs, and a
   mount or WebDAV server leaves its start-up objects out of its passes
-  (:func:`serving_collections`).
+  (:func:`serving_collections`). The ``vmlfs`` command imports its modules,
+  and an S3 store its client, with the collector held off, then freezes
+  what they built (:func:`held_collections`).
 * The layer's pages go to the disk as they are written (:class:`WrittenBack`),
   so the commit's fsync has little left to wait for.
 """
@@ -49,6 +51,43 @@ def rare_collections() -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
+@contextmanager
+def held_collections() -> Iterator[None]:
+    """No pass of the cyclic garbage collector while objects that live as long as the process are
+    built (the command's modules, classes and functions; an S3 client): none of them is garbage, so
+    they are then moved out of its reach for good.
+
+    Importing ``vmlfs backup``'s modules allocates some 60,000 tracked objects, so with the default
+    threshold of 700 the collector ran about a hundred times over an ever larger heap: a tenth of the
+    import, and the passes a backup makes later walked that whole heap again. Measured, 12 runs each
+    taking turns: a no-change backup of the 20,003-file bench tree 0.295 -> 0.279 s, ``vmlfs entry
+    list`` 0.121 -> 0.097 s; held off but not frozen, the backup took 0.298 s against 0.277.
+
+    botocore is the same: importing it and building an S3 client (its service model is some 50,000
+    dicts and lists) under the default threshold, and the backup's passes over them later, cost a no-change
+    backup to S3 a tenth of its time: 0.589 -> 0.533 s, 8 runs each taking turns.
+
+    Only the process :func:`vmlfs.cli.main` runs is frozen (:func:`become_the_command_process`): a test
+    or a program that uses vmlfs in its own process keeps its collector as it was (freezing hides
+    objects from ``gc.get_referrers``).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _command_process:
+            gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
+def become_the_command_process() -> None:
+    """Called once by :func:`vmlfs.cli.main`: this process is the vmlfs command, its collector the command's."""
+    global _command_process
+    _command_process = True
+
+
 def serving_collections() -> None:
     """Before a mount or WebDAV server starts answering: move every object alive now (the modules,
     classes and the store's state: some 47,000 the collector tracks) out of its reach, and let it run once
@@ -66,6 +105,7 @@ def serving_collections() -> None:
              gc.get_freeze_count(), GC_SERVING_YOUNG)
 
 
+_command_process = False
 _gc_lock = threading.Lock()
 _gc_backups = 0  # backups running in this process (a mount's run in threads): the first sets, the last restores
 _gc_saved: tuple[int, ...] = ()
