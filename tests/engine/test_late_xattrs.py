@@ -18,21 +18,18 @@ from vmlfs.engine import backup
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import ScanReport, UnreadXattrs
 from vmlfs.engine.model import EntryConfig
-from vmlfs.engine.plan import RACY_CTIME_NS, xattrs_read_since
+from vmlfs.engine.plan import xattrs_read_since
 from vmlfs.engine.rules import Rules
 from vmlfs.engine.scan_check import BadRecord, checked_late_xattrs
 
 FAR_FUTURE_NS = 1 << 62  # every path's ctime is earlier: every attribute may be left unread
 
 
-def test_the_instant_before_which_attributes_may_be_left_unread() -> None:
-    since = xattrs_read_since("2026-12-01T10:00:00.250+00:00", True, False)
-    assert since == 1796119200_250_000_000 - RACY_CTIME_NS
-    assert xattrs_read_since("2026-12-01T10:00:00.250", True, False) == since, "a time without a zone is UTC"
+def test_attributes_may_be_left_unread_for_paths_settled_before_the_base() -> None:
+    assert xattrs_read_since(12345, True, False) == 12345
     assert xattrs_read_since(None, True, False) is None, "a full backup reads them all"
-    assert xattrs_read_since("2026-12-01T10:00:00+00:00", False, False) is None, "a base tree older than 2.1"
-    assert xattrs_read_since("2026-12-01T10:00:00+00:00", True, True) is None, "--checksum"
-    assert xattrs_read_since("yesterday", True, False) is None
+    assert xattrs_read_since(12345, False, False) is None, "a base tree older than 2.1"
+    assert xattrs_read_since(12345, True, True) is None, "--checksum"
 
 
 def test_a_late_read_blob_is_checked_like_a_record() -> None:
@@ -97,7 +94,7 @@ def test_an_incremental_reads_the_attributes_of_changed_paths_only(tmp_path: Pat
     full = run_backup(store, cfg, LocalGuest(home))
     os.setxattr(home / "d" / "changed", "user.origin", b"lhcb")  # each changes the path's ctime only
     os.setxattr(home / "d" / "gains", "user.new", b"1")
-    monkeypatch.setattr(backup, "xattrs_read_since", lambda *args: FAR_FUTURE_NS)
+    monkeypatch.setattr(backup, "settled_before", lambda started: FAR_FUTURE_NS)  # as if the base were old
     calls = _listxattr_calls(monkeypatch)
     incremental = run_backup(store, cfg, LocalGuest(home))
     assert sorted(os.path.relpath(p, os.fsencode(home.resolve())) for p in calls) == [b".", b"d/changed", b"d/gains"]

@@ -11,7 +11,16 @@ from vmlfs import names
 from vmlfs.archive.manifest import Node
 from vmlfs.engine.guest import ScanEntry
 from vmlfs.engine.model import BackupMeta
-from vmlfs.engine.plan import choose_base, content_unchanged, metadata_unchanged, next_timestamp, untouched
+from vmlfs.engine.plan import (
+    NOTHING_SETTLED,
+    RACY_CTIME_NS,
+    choose_base,
+    content_unchanged,
+    metadata_unchanged,
+    next_timestamp,
+    settled_before,
+    untouched,
+)
 from vmlfs.engine.rules import Rules
 from vmlfs.errors import InvalidRequest, UnsafePath
 
@@ -63,28 +72,40 @@ def test_a_backup_name_is_parsed_once_however_often_it_is_met(monkeypatch: pytes
         names.timestamp("20261399T999999Z")
 
 
-def test_content_unchanged_trusts_size_mtime_ctime() -> None:
+SETTLED = 100  # every ctime below is older than the base's start
+
+
+def test_content_unchanged_trusts_size_mtime_ctime_settled_before_the_base() -> None:
     e = ScanEntry(b"a", "f", 0o644, 0, 0, "", "", 10, 5, 7)
     base = Node(2, 1, b"a", "f", 0o600, 0, 0, "", "", 10, 5, 7).as_row()
-    assert content_unchanged(e, base)
-    assert not content_unchanged(e, None)
+    assert content_unchanged(e, base, SETTLED)
+    assert not content_unchanged(e, None, SETTLED)
     for change in ({"size": 11}, {"mtime_ns": 6}, {"ctime_ns": 8}):
-        assert not content_unchanged(replace(e, **change), base)
+        assert not content_unchanged(replace(e, **change), base, SETTLED)
+    assert not content_unchanged(e, base, 7), "changed in the tick in which the base may have read it"
+
+
+def test_settled_before_is_two_seconds_before_the_base_started() -> None:
+    assert settled_before("2026-12-01T10:00:00.250+00:00") == 1796119200_250_000_000 - RACY_CTIME_NS
+    assert settled_before("2026-12-01T10:00:00.250") == settled_before("2026-12-01T10:00:00.250+00:00"), "UTC"
+    assert settled_before("yesterday") == NOTHING_SETTLED, "a start that cannot be read trusts no row"
 
 
 def test_untouched_is_metadata_and_content_unchanged_without_links() -> None:
     """One rule decides whether a base row survives as it is; each field it records counts."""
     e = ScanEntry(b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7)
     row = Node(2, 1, b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7).as_row()
-    assert metadata_unchanged(e, row) and untouched(e, row, False)
-    assert not untouched(e, row, True)
+    assert metadata_unchanged(e, row) and untouched(e, row, False, SETTLED)
+    assert not untouched(e, row, True, SETTLED)
+    assert not untouched(e, row, False, 7)
     for change in ({"mode": 0o600}, {"uid": 9}, {"gid": 9}, {"uname": "x"}, {"gname": "x"}, {"mtime_ns": 6},
                    {"size": 11}, {"ctime_ns": 8}, {"nlink": 2}):
-        assert not untouched(replace(e, **change), row, False), change
+        assert not untouched(replace(e, **change), row, False, SETTLED), change
     linked = Node(2, 1, b"a", "f", 0o644, 1, 2, "u", "g", 10, 5, 7, link_group=2).as_row()
-    assert not untouched(e, linked, False)
+    assert not untouched(e, linked, False, SETTLED)
     d = ScanEntry(b"d", "d", 0o755, 1, 2, "u", "g", 0, 5, 7)
-    assert untouched(d, Node(3, 1, b"d", "d", 0o755, 1, 2, "u", "g", 4096, 5, 99).as_row(), False)
+    dir_row = Node(3, 1, b"d", "d", 0o755, 1, 2, "u", "g", 4096, 5, 99).as_row()
+    assert untouched(d, dir_row, False, SETTLED) and untouched(d, dir_row, False, 0), "a directory has no bytes"
 
 
 def test_rules_are_gitignore_style() -> None:

@@ -1,8 +1,9 @@
 """Take one backup: scan the guest, diff against the base manifest, pack, commit.
 
 The new manifest lists every path of the guest at backup time. A file whose
-size, mtime and ctime match the base keeps pointing at the layer that already
-holds its bytes; anything else is read, hashed, and stored in the new layer
+size, mtime and ctime match the base, with a ctime settled before the base
+began (:func:`vmlfs.engine.plan.settled_before`), keeps pointing at the layer
+that already holds its bytes; anything else is read, hashed, and stored in the new layer
 unless a file with the same sha256 is already stored (rename, copy). Paths
 absent from the scan are absent from the manifest: that is how deletions work.
 """
@@ -29,11 +30,13 @@ from vmlfs.engine.guest import FileChanged, Guest, ScanEntry, ScanReport, Unread
 from vmlfs.engine.model import BackupMeta, EntryConfig
 from vmlfs.engine.pack import Packer, Stats, hardlink
 from vmlfs.engine.plan import (
+    NOTHING_SETTLED,
     base_xattrs_hold,
     choose_base,
     content_unchanged,
     metadata_unchanged,
     next_timestamp,
+    settled_before,
     untouched,
     xattrs_read_since,
 )
@@ -104,9 +107,10 @@ class _Builder:
     """
 
     def __init__(self, ts: str, guest: Guest, base: Manifest | None, layer: LayerWriter,
-                 manifest: ManifestWriter, progress: Progress, checksum: bool) -> None:
+                 manifest: ManifestWriter, progress: Progress, checksum: bool, settled: int) -> None:
         self.ts, self.guest, self.base, self.layer, self.manifest = ts, guest, base, layer, manifest
         self.progress, self.checksum = progress, checksum
+        self.settled = settled  # base rows of paths whose ctime is earlier are trusted (plan.settled_before)
         self.stats = Stats()
         self.warnings: list[str] = []
         self.queue: list[_Pending | _Follower | Member] = []
@@ -121,7 +125,7 @@ class _Builder:
         report = ScanReport()
         stack: list[_OpenDir] = []
         stats = self.stats
-        checksum = self.checksum
+        checksum, settled = self.checksum, self.settled
         count = 0
         # The fast path's counts, added to the stats at the end (the slow path adds to them directly).
         files = nbytes = dirs = symlinks = 0
@@ -152,7 +156,7 @@ class _Builder:
                                     else self._late_xattrs(entry, entry.xattrs))
                 if entry.xattrs:
                     stats.xattr_files += 1
-                if base_row is not None and untouched(entry, base_row, checksum):
+                if base_row is not None and untouched(entry, base_row, checksum, settled):
                     # The fast path: the row copied from the base stays as it is (no Node, no write).
                     kind = entry.type
                     if kind == FILE:
@@ -242,7 +246,7 @@ class _Builder:
             node.link_group = node.id
             node.nlink = base_node.nlink if base_node is not None else 1  # final count set by set_nlink
             self.group_sizes[node.id] = 1
-        if base_node is not None and not self.checksum and content_unchanged(entry, base_node.as_row()):
+        if base_node is not None and not self.checksum and content_unchanged(entry, base_node.as_row(), self.settled):
             node.sha256, node.layer, node.data_offset = base_node.sha256, base_node.layer, base_node.data_offset
             self.stats.unchanged_files += 1
             self._emit(node, base_node)
@@ -436,10 +440,11 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         raise write_failed(exc, "cannot create layer") from exc
     with raw:
         layer = LayerWriter(WrittenBack(raw), threads=plan.options.threads)
-        builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum)
+        settled = settled_before(plan.base_meta.started) if plan.base_meta is not None else None
+        builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum,
+                           NOTHING_SETTLED if settled is None else settled)
         try:
-            since = xattrs_read_since(plan.base_meta.started if plan.base_meta is not None else None,
-                                      base is not None and base.records_xattrs, plan.options.checksum)
+            since = xattrs_read_since(settled, base is not None and base.records_xattrs, plan.options.checksum)
             with rare_collections():
                 builder.run(Rules(tuple(plan.cfg.include), tuple(plan.cfg.exclude)), since)
             layer.close()

@@ -58,27 +58,36 @@ def next_timestamp(existing: list[str], now: datetime | None = None) -> str:
     return names.format_timestamp(moment)
 
 
-#: How far before the base backup's start a path's ctime must lie for its attributes to be taken
-#: from the base row: a ctime is stamped from the kernel's coarse clock (a tick of a few ms), so an
-#: attribute set in the tick in which the base read the path's attributes could keep the ctime the
-#: base recorded; two seconds also cover a small step of the clock.
+#: How far before the base backup's start a path's ctime must lie for the base row to be trusted for
+#: what a scan does not compare itself (a file's bytes, the attributes left unread). A ctime is stamped
+#: from the kernel's coarse clock (a tick of a few ms): a file rewritten at its size, or an attribute
+#: set, in the tick in which the base read it keeps the ctime the base recorded ("racily clean", in
+#: git's words). Two seconds also cover a small step of the clock, or of a guest's against the host's.
 RACY_CTIME_NS = 2 * 10**9
+NOTHING_SETTLED = -(1 << 63)
 
 
-def xattrs_read_since(base_started: str | None, base_records_xattrs: bool, checksum: bool) -> int | None:
-    """The ``xattrs_since`` of a scan (``Guest.scan``): paths whose ctime is earlier may leave their
-    attributes unread, to be taken from the base row of the same ctime (:func:`base_xattrs_hold`).
-    None (read every path's) for a full backup, under ``--checksum``, over a tree older than 2.1
-    (it records no attributes) or a base whose start time cannot be read."""
-    if base_started is None or not base_records_xattrs or checksum:
-        return None
+def settled_before(base_started: str) -> int:
+    """The ctime (ns since the epoch) before which a base row still says a path's bytes and
+    attributes when the path's ctime is the row's: :data:`RACY_CTIME_NS` before the base backup
+    started. A start that cannot be read settles nothing: every file is read again."""
     try:
         started = datetime.fromisoformat(base_started)
-    except ValueError:
-        return None
+    except (TypeError, ValueError):
+        return NOTHING_SETTLED
     if started.tzinfo is None:
         started = started.replace(tzinfo=timezone.utc)
     return (started - EPOCH) // timedelta(microseconds=1) * 1000 - RACY_CTIME_NS
+
+
+def xattrs_read_since(settled: int | None, base_records_xattrs: bool, checksum: bool) -> int | None:
+    """The ``xattrs_since`` of a scan (``Guest.scan``): paths whose ctime is earlier may leave their
+    attributes unread, to be taken from the base row of the same ctime (:func:`base_xattrs_hold`).
+    None (read every path's) for a full backup (``settled`` None), under ``--checksum`` or over a
+    tree older than 2.1 (it records no attributes)."""
+    if settled is None or not base_records_xattrs or checksum:
+        return None
+    return settled
 
 
 def base_xattrs_hold(entry: ScanEntry, row: tuple) -> bool:
@@ -96,27 +105,29 @@ def metadata_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
           entry.xattrs)
 
 
-def content_unchanged(entry: ScanEntry, row: tuple | None) -> bool:
+def content_unchanged(entry: ScanEntry, row: tuple | None, settled: int) -> bool:
     """Whether a file's bytes can be taken from the base row without reading it.
 
     Like restic and rsync, trust size, mtime and ctime; a changed ctime
     (chmod, rename, rewrite with a forged mtime) means re-read, and the content
-    hash then finds the bytes already stored.
+    hash then finds the bytes already stored. Unlike them, a ctime at or after
+    ``settled`` (:func:`settled_before`) means re-read too: the base may have
+    read the file in the tick of a rewrite that left all three as they were.
     """
-    return row is not None and row[TYPE] == FILE and (row[SIZE], row[MTIME], row[CTIME]) == (
-        entry.size, entry.mtime_ns, entry.ctime_ns)
+    return row is not None and row[TYPE] == FILE and entry.ctime_ns < settled and (
+        row[SIZE], row[MTIME], row[CTIME]) == (entry.size, entry.mtime_ns, entry.ctime_ns)
 
 
-def untouched(entry: ScanEntry, row: tuple, checksum: bool) -> bool:
+def untouched(entry: ScanEntry, row: tuple, checksum: bool, settled: int) -> bool:
     """Whether the base row can stay exactly as it is: the fast path of a backup where little changed,
     run once per path, so it is :func:`metadata_unchanged` and :func:`content_unchanged` written out.
 
     Hardlinked files never take it (their group is rebuilt), nor does any
-    file under ``--checksum``.
+    file under ``--checksum`` or changed since ``settled`` (:func:`content_unchanged`).
     """
     if (row[TYPE], row[MODE], row[UID], row[GID], row[MTIME], row[UNAME], row[GNAME], row[TARGET], row[XATTRS]) != (
             entry.type, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.uname, entry.gname, entry.target,
             entry.xattrs):
         return False
     return entry.type != FILE or not (checksum or entry.nlink > 1 or row[LINK_GROUP] is not None
-                                      or (row[SIZE], row[CTIME]) != (entry.size, entry.ctime_ns))
+                                      or entry.ctime_ns >= settled or (row[SIZE], row[CTIME]) != (entry.size, entry.ctime_ns))
