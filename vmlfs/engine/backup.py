@@ -3,9 +3,10 @@
 The new manifest lists every path of the guest at backup time. A file whose
 size, mtime and ctime match the base, with a ctime settled before the base
 began (:func:`vmlfs.engine.plan.settled_before`), keeps pointing at the layer
-that already holds its bytes; anything else is read, hashed, and stored in the new layer
-unless a file with the same sha256 is already stored (rename, copy). Paths
-absent from the scan are absent from the manifest: that is how deletions work.
+that already holds its bytes; anything else is read, hashed, and stored in the
+new layer unless a file with the same sha256 is already stored (rename, copy).
+Paths absent from the scan are absent from the manifest: that is how deletions
+work.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class _Builder:
         self.leaders: dict[tuple[int, int], _Pending | Node] = {}  # (dev, ino) -> first file: read, or unchanged
         self.group_sizes: dict[int, int] = {}
 
-    def run(self, rules: Rules, xattrs_since: int | None = None) -> None:
+    def run(self, rules: Rules, xattrs_since: int | None) -> None:
         """Scan and diff; ``xattrs_since`` as :func:`vmlfs.engine.plan.xattrs_read_since` gives it."""
         report = ScanReport()
         stack: list[_OpenDir] = []
