@@ -18,16 +18,16 @@ from vmlfs.engine import backup
 from vmlfs.engine.backup import run_backup
 from vmlfs.engine.guest import ScanReport, UnreadXattrs
 from vmlfs.engine.model import EntryConfig
-from vmlfs.engine.plan import xattrs_read_since
+from vmlfs.engine.plan import NOTHING_SETTLED, xattrs_read_since
 from vmlfs.engine.rules import Rules
-from vmlfs.engine.scan_check import BadRecord, checked_late_xattrs
+from vmlfs.engine.scan_check import BadRecord, checked_late_xattrs, checked_scan
 
 FAR_FUTURE_NS = 1 << 62  # every path's ctime is earlier: every attribute may be left unread
 
 
 def test_attributes_may_be_left_unread_for_paths_settled_before_the_base() -> None:
     assert xattrs_read_since(12345, True, False) == 12345
-    assert xattrs_read_since(None, True, False) is None, "a full backup reads them all"
+    assert xattrs_read_since(NOTHING_SETTLED, True, False) is None, "a full backup reads them all"
     assert xattrs_read_since(12345, False, False) is None, "a base tree older than 2.1"
     assert xattrs_read_since(12345, True, True) is None, "--checksum"
 
@@ -36,6 +36,13 @@ def test_a_late_read_blob_is_checked_like_a_record() -> None:
     assert checked_late_xattrs(None, b"a", "guest") is None
     with pytest.raises(BadRecord, match="'a/b'.*extended attributes are malformed"):
         checked_late_xattrs(b"\xff", b"a/b", "guest")
+
+
+def test_a_root_with_its_attributes_left_unread_is_refused(home: Path) -> None:
+    root, *rest = LocalGuest(home).scan(Rules(), ScanReport())
+    root.xattrs = UnreadXattrs(lambda path: None)
+    with pytest.raises(BadRecord, match="'.'.*its attributes were left unread"):
+        list(checked_scan([root, *rest], "guest"))
 
 
 @pytest.fixture

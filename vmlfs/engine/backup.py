@@ -138,10 +138,7 @@ class _Builder:
             if path == b"":
                 parent_id, name = 0, b""
                 base_node = self.base.root() if self.base else None
-                if type(entry.xattrs) is UnreadXattrs:
-                    entry.xattrs = (base_node.xattrs if base_node is not None and base_xattrs_hold(entry, base_node.as_row())
-                                    else self._late_xattrs(entry, entry.xattrs))
-                if entry.xattrs:
+                if entry.xattrs:  # a scan reads the root's always (checked_scan)
                     stats.xattr_files += 1
             else:
                 slash = path.rfind(b"/")
@@ -441,9 +438,8 @@ def _build(plan: _Plan, progress: Progress) -> BackupMeta:
         raise write_failed(exc, "cannot create layer") from exc
     with raw:
         layer = LayerWriter(WrittenBack(raw), threads=plan.options.threads)
-        settled = settled_before(plan.base_meta.started) if plan.base_meta is not None else None
-        builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum,
-                           NOTHING_SETTLED if settled is None else settled)
+        settled = settled_before(plan.base_meta.started) if plan.base_meta is not None else NOTHING_SETTLED
+        builder = _Builder(plan.ts, plan.guest, base, layer, manifest, progress, plan.options.checksum, settled)
         try:
             since = xattrs_read_since(settled, base is not None and base.records_xattrs, plan.options.checksum)
             with rare_collections():

@@ -78,9 +78,9 @@ class Guest(Protocol):
         """Every included path, parents before children, siblings in byte order.
 
         With ``xattrs_since`` (ns since the epoch), a guest may leave the attributes of a path
-        whose ctime is earlier unread (:class:`UnreadXattrs`): the listxattr call per path is a
-        good part of a no-change backup, and the engine takes them from the base row instead
-        when the path's ctime is the row's (:func:`vmlfs.engine.plan.settled_before`).
+        (not the root) whose ctime is earlier unread (:class:`UnreadXattrs`): the listxattr call
+        per path is a good part of a no-change backup, and the engine takes them from the base row
+        instead when the path's ctime is the row's (:func:`vmlfs.engine.plan.settled_before`).
         """
         ...
 

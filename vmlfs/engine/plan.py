@@ -80,12 +80,12 @@ def settled_before(base_started: str) -> int:
     return (started - EPOCH) // timedelta(microseconds=1) * 1000 - RACY_CTIME_NS
 
 
-def xattrs_read_since(settled: int | None, base_records_xattrs: bool, checksum: bool) -> int | None:
+def xattrs_read_since(settled: int, base_records_xattrs: bool, checksum: bool) -> int | None:
     """The ``xattrs_since`` of a scan (``Guest.scan``): paths whose ctime is earlier may leave their
     attributes unread, to be taken from the base row of the same ctime (:func:`base_xattrs_hold`).
-    None (read every path's) for a full backup (``settled`` None), under ``--checksum`` or over a
-    tree older than 2.1 (it records no attributes)."""
-    if settled is None or not base_records_xattrs or checksum:
+    None (read every path's) when nothing is settled (a full backup has no base), under
+    ``--checksum`` or over a tree older than 2.1 (it records no attributes)."""
+    if settled == NOTHING_SETTLED or not base_records_xattrs or checksum:
         return None
     return settled
 

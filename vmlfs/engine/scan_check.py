@@ -120,7 +120,7 @@ def checked_scan(entries: Iterable[ScanEntry], guest: str) -> Iterator[ScanEntry
         if not isinstance(path, bytes):
             raise _refusal(guest, path, "path is not bytes")
         if not path:  # the root
-            problem = _fields_problem(entry)
+            problem = "its attributes were left unread" if type(entry.xattrs) is UnreadXattrs else _fields_problem(entry)
             if problem:
                 raise _refusal(guest, path, problem)
             if open_dirs or entry.type != DIR:

@@ -67,6 +67,9 @@ def held_collections() -> Iterator[None]:
     dicts and lists) under the default threshold, and the backup's passes over them later, cost a no-change
     backup to S3 a tenth of its time: 0.589 -> 0.533 s, 8 runs each taking turns.
 
+    A store opened again mid-command (a backup's retry after a dropped connection) freezes what
+    lives then as well: cycles among those objects are never collected, a bounded cost per retry.
+
     Only the process :func:`vmlfs.cli.main` runs is frozen (:func:`become_the_command_process`): a test
     or a program that uses vmlfs in its own process keeps its collector as it was (freezing hides
     objects from ``gc.get_referrers``).
