@@ -35,24 +35,27 @@ def default_store_path() -> str:
     return os.path.join(base, "vmlfs")
 
 
-def durable_temporary(path: Path, data: bytes) -> Path:
-    """``data`` in a temporary file beside ``path``, on disk (fsynced): what a rename or a link then names."""
+def temporary_beside(path: Path, data: bytes, *, durable: bool = True) -> Path:
+    """``data`` in a temporary file beside ``path``, on disk (fsynced) if ``durable``: what a rename
+    or a link then names."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file so readers see the old or the new content, never half."""
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write a small file so readers see the old or the new content, never half; on disk before it
+    is renamed into place if ``durable``."""
     try:
-        tmp = durable_temporary(path, data)
+        tmp = temporary_beside(path, data, durable=durable)
         try:
             os.replace(tmp, path)
         finally:
@@ -105,6 +108,11 @@ class LocalStore(StoreLayout):
     def _write(self, rel: str, data: bytes) -> None:
         write_atomic(self.root / rel, data)
 
+    def _write_volatile(self, rel: str, data: bytes) -> None:
+        # No fsync: under a backup's writeback an fsync waits for the journal to flush it all
+        # (0.6 s seen at a mount's start), and a lease need not outlive a crash of this host.
+        write_atomic(self.root / rel, data, durable=False)
+
     def _listdir(self, rel: str) -> list[str]:
         return os.listdir(self.root / rel)
 
@@ -130,7 +138,7 @@ class LocalStore(StoreLayout):
     def _create(self, rel: str, data: bytes) -> None:
         """Write a temporary file, fsync it, and link() it to ``rel``: EEXIST if the name is taken."""
         target = self.root / rel
-        tmp = durable_temporary(target, data)
+        tmp = temporary_beside(target, data)
         try:
             os.link(tmp, target)
             fsync_dir(target.parent)

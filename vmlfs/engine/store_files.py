@@ -85,6 +85,11 @@ class StoreFiles(ABC):
     def _write(self, rel: str, data: bytes) -> None:
         """Replace a small file so readers see the old or the new content, never half."""
 
+    def _write_volatile(self, rel: str, data: bytes) -> None:
+        """:meth:`_write` a file that need not outlive a crash of the host writing it (a reader's
+        lease, which dies with its process anyway); a store may then skip making it durable."""
+        self._write(rel, data)
+
     @abstractmethod
     def _create(self, rel: str, data: bytes) -> None:
         """Create a small file durably and atomically, FileExistsError if the name is taken
@@ -231,7 +236,7 @@ class StoreFiles(ABC):
         now = time.time()
         name = f"{this_host()}-{os.getpid()}-{int(now)}.json"
         try:
-            self._write(f"{LEASES}/{name}", json.dumps({"host": this_host(), "pid": os.getpid(), "since": now}).encode())
+            self._write_volatile(f"{LEASES}/{name}", json.dumps({"host": this_host(), "pid": os.getpid(), "since": now}).encode())
         except (OSError, VmlfsError) as exc:  # a read-only store: nothing can be collected under us either
             log.warning("cannot register as a reader of the store: %s", exc)
             return None
