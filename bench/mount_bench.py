@@ -69,12 +69,12 @@ def drop_caches() -> bool:
 class Served:
     """A foreground mount process (so its pid, hence its peak RSS, is known)."""
 
-    def __init__(self, argv: list[str], mountpoint: Path, probe: Path) -> None:
+    def __init__(self, argv: list[str], mountpoint: Path, probe: Path, timeout: float = 120) -> None:
         self.mountpoint = mountpoint
         mountpoint.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 if os.path.ismount(mountpoint) and os.listdir(probe):
@@ -82,7 +82,8 @@ class Served:
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[0]} did not mount {mountpoint}")
+                self.stop()  # a mount that is late is not left running behind the error
+                raise RuntimeError(f"{argv[0]} did not mount {mountpoint} within {timeout:.0f} s")
             time.sleep(0.005)
         self.ready_s = time.perf_counter() - t0
 
@@ -99,6 +100,7 @@ class Served:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
 
 
 REPEAT = 3
@@ -276,9 +278,10 @@ def prepare(work: Path, home: Path, *, written_this_run: bool = False) -> tuple[
         for stale in work.glob("same-tree.*"):
             stale.unlink()
         shutil.copy(store.object_file("layers", layer), archive)
-        (work / f"same-tree.{layer}").touch()
         print("building the ratarmount index ...", flush=True)
-        Served([*ratar, "-f", str(archive), str(work / "rmnt")], work / "rmnt", work / "rmnt").stop()
+        # Not timed; a million members take ratarmount minutes on a slow host (more than 120 s here once).
+        Served([*ratar, "-f", str(archive), str(work / "rmnt")], work / "rmnt", work / "rmnt", timeout=3600).stop()
+        (work / f"same-tree.{layer}").touch()  # only once the index is whole: a killed build is redone
     here = Path(__file__).resolve().parent
     tools = {
         "vmlfs": Tool([*VMLFS, "--store", str(work / "store"), "mount", "-f", str(work / "vmnt")], work / "vmnt",
