@@ -90,9 +90,12 @@ def timestamp(ts: str) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _parsed(ts: str) -> datetime:
-    """A well-formed name's moment, parsed once per process: strptime takes some 10 µs, and a
-    command met each backup's name about ten times (1,315 parses listing 132 backups)."""
-    return datetime.strptime(ts, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    """A well-formed name's moment (``ts`` matched :data:`TIMESTAMP`), parsed once per process: a
+    command meets each backup's name about ten times (1,315 parses listing 132 backups). Built from
+    its digits, not by strptime, which costs some 10 µs a call and 3 ms of imports (``_strptime``,
+    ``calendar``); an impossible date or time raises ValueError either way."""
+    return datetime(int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), int(ts[13:15]),
+                    tzinfo=timezone.utc)
 
 
 def digest(name: str) -> str:

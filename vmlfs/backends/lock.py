@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import socket
+import platform
 from types import TracebackType
 
 from vmlfs.errors import Busy
@@ -42,7 +42,7 @@ class EntryLock:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
             os.close(fd)
             who = f"pid {holder[0]}" if holder else "another process"
-            if len(holder) > 1 and holder[1] != socket.gethostname():
+            if len(holder) > 1 and holder[1] != platform.node():
                 who += f" on {holder[1]}"
             raise Busy(f"{self.what} is locked by {who}: a backup is already running", hint="wait for it to finish") from None
         previous = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
@@ -50,7 +50,7 @@ class EntryLock:
             if not _pid_alive(int(previous[0])):
                 log.warning("%s: taking over a stale lock left by dead pid %s", self.what, previous[0])
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {platform.node()}\n".encode(), 0)
         self._fd = fd
         return self
 

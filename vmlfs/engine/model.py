@@ -10,11 +10,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmlfs import names
-from vmlfs.engine.retention import StoredPolicy
 from vmlfs.errors import CorruptData, InvalidRequest, UnsupportedVersion
+
+if TYPE_CHECKING:
+    from vmlfs.engine.retention import StoredPolicy
 
 STORE_VERSION = "2.0"  # 2.0: layers and trees are shared objects (docs/FORMAT.md); 1.x is still read
 ENTRY_VERSION = "1.2"  # 1.1: backup defaults ("backup": {...}) and keep rules ("prune"); 1.2: "cvmfs"; older readers ignore them
@@ -164,7 +166,7 @@ class EntryConfig:
                 env_file=_opt_str(doc.get("env_file")),
                 vm=_object(doc.get("vm") or {}),
                 backup=BackupDefaults.from_doc(doc.get("backup", {})),
-                prune=StoredPolicy.from_doc(doc["prune"]) if doc.get("prune") is not None else None,
+                prune=_stored_policy(doc["prune"]) if doc.get("prune") is not None else None,
                 cvmfs=CvmfsSettings.from_doc(doc.get("cvmfs", {})),
             )
         except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
@@ -302,6 +304,14 @@ def _check_cvmfs(part: Any) -> None:
             raise TypeError(f"cvmfs.{key} must be a non-negative integer")
     _str(part.get("base"))
     _str_list(part.get("repositories"))
+
+
+def _stored_policy(doc: Any) -> "StoredPolicy":
+    """An entry's keep rules; the retention module is imported only for an entry that has some
+    (9 ms of every backup's start on a slow host, for entries that have none)."""
+    from vmlfs.engine.retention import StoredPolicy
+
+    return StoredPolicy.from_doc(doc)
 
 
 def _number(value: Any) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
+import platform
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -69,7 +69,7 @@ def object_path(kind: str, digest: str) -> str:
 
 
 def this_host() -> str:
-    return "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname())[:64] or "host"
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in platform.node())[:64] or "host"
 
 
 class StoreFiles(ABC):
