@@ -109,7 +109,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _tail(path: Path) -> str:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if " error : " in line or "rror" in line]
+    text = path.read_text(errors="replace").splitlines()
+    lines = [line for line in text if " error : " in line or "rror" in line] or [line for line in text if line.strip()]
     return " | ".join(lines[-3:]) or "no output"
 
 
@@ -123,6 +124,9 @@ def _private_state(work: Path) -> list[str]:
         if os.path.isdir(path):
             subprocess.run(["cp", "-a", path, str(copy)], check=True)
         else:
+            # The mount point must exist: /run/libvirt is made by the service's first start, which a
+            # machine that installed libvirt but never started it (no systemd) has not had.
+            os.makedirs(path, exist_ok=True)
             copy.mkdir()
         mounts.append(f'mount --bind "{copy}" "{path}"')
     etc = work / "etc-libvirt"
