@@ -72,3 +72,30 @@ def test_files_changed_after_the_scan_are_reported_by_readers_ahead_too(
     assert out[b"f0300"] == "f0300: changed while it was read"
     assert out[b"f0301"] == "f0301: cannot open (No such file or directory)"
     assert sum(isinstance(v, bytes) for v in out.values()) == 398
+
+
+def test_the_choice_tries_both_ways_then_keeps_the_faster_and_now_and_then_the_other() -> None:
+    choice = local_reads.ReadAheadChoice()
+    assert choice.readers() is True, "the first cold batch: with readers"
+    choice.record(True, 3.0, 1000)
+    assert choice.readers() is False, "the second: without"
+    choice.record(False, 1.0, 1000)
+    ways = [choice.readers() for _ in range(2 * local_reads.RETRY_EVERY)]
+    assert ways.count(True) == 2 and ways.count(False) == len(ways) - 2, "inline was faster; readers retried"
+    choice.record(True, 0.5, 1000)  # the retry found readers faster now
+    assert choice.per_file(True) == 0.0005
+    assert [choice.readers() for _ in range(3)].count(True) >= 2
+    choice.record(False, 0.1, local_reads.MIN_SAMPLE - 1)
+    assert choice.per_file(False) == 0.001, "a short cold part measures nothing"
+
+
+def test_a_guest_whose_disk_readers_do_not_speed_up_reads_a_cold_batch_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, entries, contents = _guest(tmp_path, 700)
+    monkeypatch.setattr(local_reads.SmallReads, "_cached", lambda self, fd: False)
+    guest._read_ahead.record(True, 10.0, 1000)
+    guest._read_ahead.record(False, 1.0, 1000)
+    out, openers = _read_all(guest, entries)
+    assert out == [(e.path, contents[e.path]) for e in entries]
+    assert openers == {threading.current_thread().name}, "read inline: readers were measured slower"
+    assert guest._read_ahead.per_file(False) < 0.001, "and this batch's cold part was measured"

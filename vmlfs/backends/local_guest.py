@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import Iterable, Iterator
 
 from vmlfs.archive.xattr_io import read_xattrs
-from vmlfs.backends.local_reads import SMALL_READ, SmallReads
+from vmlfs.backends.local_reads import SMALL_READ, ReadAheadChoice, SmallReads
 from vmlfs.engine.guest import FileChanged, ScanEntry, ScanReport, UnreadXattrs
 from vmlfs.engine.holes import read_with_holes
 from vmlfs.engine.rules import Rules
@@ -59,6 +59,7 @@ class LocalGuest:
         self.home = os.fsencode(os.path.realpath(home))
         self._env_file = env_file
         self._release = release
+        self._read_ahead = ReadAheadChoice()
         if not os.path.isdir(self.home):
             raise NotFound(f"guest home {self.description} is not a directory")
 
@@ -152,7 +153,7 @@ class LocalGuest:
         """Small files come whole, read ahead by a few threads (:mod:`vmlfs.backends.local_reads`)."""
         batch = list(entries)
         small = [e for e in batch if e.size <= SMALL_READ]
-        reads = SmallReads(self._open, small)
+        reads = SmallReads(self._open, small, self._read_ahead)
         try:
             taken = 0
             for entry in batch:
