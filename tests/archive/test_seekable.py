@@ -166,3 +166,27 @@ def test_the_writer_lets_the_caller_run_ahead_of_compression_by_a_bounded_number
     caller.join(10)
     writer.close()
     assert len(out.getvalue()) > (seekable.PENDING_FRAMES + 2) * 1024 * 0.9
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority") or os.uname().sysname != "Linux", reason="a thread's own nice value is Linux's")
+def test_frames_are_compressed_at_a_lower_priority_than_the_caller_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's per-file work cannot be shared out; the compressors' can wait for a free core."""
+    import threading
+
+    from vmlfs.archive import seekable
+
+    seen: list[int] = []
+    real = seekable._compress_frame
+
+    def recording(data, level):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(data, level)
+
+    monkeypatch.setattr(seekable, "_compress_frame", recording)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    out = io.BytesIO()
+    w = SeekableWriter(out, frame_size=4096)
+    w.write(os.urandom(3 * 4096))
+    w.close()
+    assert seen and all(nice == min(mine + seekable.COMPRESSOR_NICENESS, 19) for nice in seen)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine, "the caller keeps its priority"

@@ -26,6 +26,7 @@ import bisect
 import hashlib
 import os
 import struct
+import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -177,6 +178,25 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
 #: runs, saw no gain over 9 runs and went back to 4: measure on a quiet machine.)
 PENDING_FRAMES = 32
 
+#: How much nicer than the caller the compressing threads run (Linux, where a nice value is a thread's).
+#: The caller reads, hashes and packs the small files one by one and cannot be helped by a second
+#: thread; the compressors can wait: while the caller runs, it now keeps a core where it shared one
+#: with a compressor as an equal. Bench tree, full backup, 8 rounds taking turns: median 2.96 s at
+#: equal priority, 2.92 s at +5 (paired ratio 0.93), 2.72 s at +19 (0.89). +5 rather than +19: a
+#: busy host still gives the compressors a quarter of a core each, not 1.5 %.
+COMPRESSOR_NICENESS = 5
+
+
+def _behind_the_caller() -> None:
+    """A compressing thread's start: lower its priority, not the process's (elsewhere than Linux
+    setpriority would renice the whole process, so nothing is done)."""
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + COMPRESSOR_NICENESS)
+        except OSError:
+            pass  # a sandbox that forbids it: equal priority, as before
+
 
 class SeekableWriter:
     """Write a byte stream as independent zstd frames, then the seek table.
@@ -196,7 +216,8 @@ class SeekableWriter:
         self._buffered = 0
         self._sizes: list[tuple[int, int]] = []
         self._pending: list[Future[None]] = []
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="zstd")
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="zstd",
+                                        initializer=_behind_the_caller)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-writer")
         self._max_pending = PENDING_FRAMES
         self._sha256 = hashlib.sha256()
