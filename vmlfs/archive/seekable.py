@@ -23,6 +23,7 @@ writer's compression threads.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import os
 import struct
@@ -178,24 +179,17 @@ def decompress_frame(data: bytes, expected_size: int, where: str) -> bytes:
 #: runs, saw no gain over 9 runs and went back to 4: measure on a quiet machine.)
 PENDING_FRAMES = 32
 
-#: How much nicer than the caller the compressing threads run (Linux, where a nice value is a thread's).
-#: The caller reads, hashes and packs the small files one by one and cannot be helped by a second
-#: thread; the compressors can wait: while the caller runs, it now keeps a core where it shared one
-#: with a compressor as an equal. Bench tree, full backup, 8 rounds taking turns: median 2.96 s at
-#: equal priority, 2.92 s at +5 (paired ratio 0.93), 2.72 s at +19 (0.89). +5 rather than +19: a
-#: busy host still gives the compressors a quarter of a core each, not 1.5 %.
+#: Niceness of the compressors over the caller, the bottleneck on small files (full backup, 8 rounds:
+#: ratio 0.93 at +5, 0.89 at +19; +5 leaves them a quarter of a core on a busy host, not 1.5 %).
 COMPRESSOR_NICENESS = 5
 
 
 def _behind_the_caller() -> None:
-    """A compressing thread's start: lower its priority, not the process's (elsewhere than Linux
-    setpriority would renice the whole process, so nothing is done)."""
-    if sys.platform == "linux":
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + COMPRESSOR_NICENESS)
-        except OSError:
-            pass  # a sandbox that forbids it: equal priority, as before
+    """Lower this thread's priority (only on Linux: elsewhere it would be the whole process's)."""
+    me = threading.get_native_id()
+    with contextlib.suppress(OSError):  # a sandbox that forbids it: equal priority, as before
+        if sys.platform == "linux":
+            os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + COMPRESSOR_NICENESS)
 
 
 class SeekableWriter:
