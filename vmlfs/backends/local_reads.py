@@ -91,12 +91,11 @@ class SmallReads:
         self._missed = 0  # one bit per recent probe, 1 if its file was not in the page cache
         self._probing = True  # until the batch turns cold
         self._cold: tuple[float, int, bool] | None = None  # since when, from which entry, read with readers or not
-        self._taken = 0
 
     def take(self, i: int) -> bytes | FileChanged:
         """Entry ``i``'s content, or why it cannot be taken as scanned (entries are taken in order, each once)."""
-        self._taken = i + 1
         if not self._threads:
+            self._consumed = i + 1
             return self._read(i, probe=self._probing)
         cond = self._cond
         with cond:
@@ -122,7 +121,7 @@ class SmallReads:
             t.join()
         if self._cold is not None:
             since, first, readers = self._cold
-            self._choice.record(readers, time.perf_counter() - since, self._taken - first)
+            self._choice.record(readers, time.perf_counter() - since, self._consumed - first)
 
     def _read(self, i: int, probe: bool) -> bytes | FileChanged:
         """Read entry ``i``; with ``probe``, see whether the batch has turned cold, and then how to read on.
