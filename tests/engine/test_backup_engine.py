@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import snapshot_copy, tree_listing
-from vmlfs.archive.trees import write_delta
+from vmlfs.archive.trees import materialize, write_delta
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.local_store import LocalStore
 from vmlfs.engine import backup, throughput
@@ -194,9 +194,9 @@ def test_patched_manifests_follow_type_changes_subtree_deletions_and_link_counts
 
 
 def test_an_unchanged_tree_is_stored_as_its_base_and_any_change_is_not(tmp_path: Path) -> None:
-    """A backup that changes no row of its base writes its delta from the base's own rows (not by comparing
-    every row with the checkpoint): the bytes must be what the comparison writes, and a change of any
-    kind must still be seen as one."""
+    """A backup that changes no row of its base stores the base's tree object again: a whole base as
+    its own bytes, a delta base as the delta its rows give, written from the base's own rows (not by
+    comparing every row with the checkpoint). A change of any kind must still be seen as one."""
     store, cfg, home = setup(tmp_path)
     (home / "d").mkdir()
     for i in range(2000):  # a checkpoint large enough for small deltas over it
@@ -207,13 +207,17 @@ def test_an_unchanged_tree_is_stored_as_its_base_and_any_change_is_not(tmp_path:
     def backup() -> dict:
         return run_backup(store, cfg, LocalGuest(home)).manifest
 
-    over_checkpoint = backup()
-    assert over_checkpoint["base"]["sha256"] == full.manifest["sha256"]
-    tree = store.object_file("trees", over_checkpoint["sha256"])
-    compared = tmp_path / "compared.sqlite"
-    write_delta(store.object_file("trees", full.manifest["sha256"]), str(store.object_file("trees", full.manifest["sha256"])),
-                full.manifest["sha256"], compared)
-    assert tree.read_bytes() == compared.read_bytes(), "an empty delta, as the comparison writes it"
+    assert backup() == full.manifest, "unchanged over a whole tree: that tree's object, not a new one"
+    (home / "d" / "added").write_text("a")
+    over_checkpoint = run_backup(store, cfg, LocalGuest(home))
+    checkpoint = store.object_file("trees", full.manifest["sha256"])
+    assert over_checkpoint.manifest["base"]["sha256"] == full.manifest["sha256"]
+    assert backup() == over_checkpoint.manifest, "unchanged over a delta: the same delta"
+    materialized, compared = tmp_path / "whole.sqlite", tmp_path / "compared.sqlite"
+    materialize(store.open_manifest("e", over_checkpoint.timestamp), materialized)
+    write_delta(materialized, str(checkpoint), full.manifest["sha256"], compared)
+    tree = store.object_file("trees", over_checkpoint.manifest["sha256"])
+    assert tree.read_bytes() == compared.read_bytes(), "the delta as the comparison writes it"
     changes = [
         lambda: os.chmod(home / "d" / "f1", 0o600),
         lambda: os.utime(home / "g", ns=(0, 10**9)),
@@ -221,7 +225,7 @@ def test_an_unchanged_tree_is_stored_as_its_base_and_any_change_is_not(tmp_path:
         lambda: (home / "g").unlink(),
         lambda: os.chmod(home / "d", 0o700),
     ]
-    previous = over_checkpoint
+    previous = over_checkpoint.manifest
     for i, change in enumerate(changes):
         same = backup()
         assert same["sha256"] == previous["sha256"], f"step {i}: nothing changed, the base's tree object again"

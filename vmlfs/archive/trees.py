@@ -134,9 +134,15 @@ def choose_stored(full: Path, checkpoint: Manifest | None, checkpoint_digest: st
     """What to store for the whole tree ``full``: (file, is_delta). A delta over ``checkpoint``
     while it stays small, else ``full`` itself as a new checkpoint (also over a checkpoint older than 2.1,
     whose rows cannot say that attributes are the same). ``unchanged``: ``full`` has exactly the rows of
-    the tree ``checkpoint`` (a backup's base, which it patched without changing a row)."""
+    the tree ``checkpoint`` (a backup's base, which it patched without changing a row). An unchanged
+    whole tree is stored as a copy of the base's bytes: patching leaves other bytes (SQLite's change
+    counter), and a new object of the same rows would be stored, and kept, at every such backup."""
     if checkpoint is None or checkpoint_digest is None or not _columns_current(checkpoint.checkpoint_path):
         return full, False
+    if unchanged and checkpoint.base_path is None and _format_rows(checkpoint.path) == _format_rows(full):
+        same = full.with_name(full.name + ".base")
+        shutil.copyfile(checkpoint.path, same)
+        return same, False
     # A delta without the attributes column holds rows unlike the ones a delta would hold now: compared.
     same_as = checkpoint if unchanged and _columns_current(checkpoint.path) else None
     delta = full.with_name(full.name + ".delta")
@@ -145,6 +151,15 @@ def choose_stored(full: Path, checkpoint: Manifest | None, checkpoint_digest: st
         delta.unlink()
         return full, False
     return delta, True
+
+
+def _format_rows(path: str | os.PathLike[str]) -> list[tuple]:
+    """A tree file's format table (kind, version, checkpoint), which its rows alone do not say."""
+    db = sqlite3.connect(_ro_uri(os.fspath(path)), uri=True)
+    try:
+        return db.execute("SELECT key, value FROM format ORDER BY key").fetchall()
+    finally:
+        db.close()
 
 
 def _columns_current(path: str) -> bool:

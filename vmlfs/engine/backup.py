@@ -491,6 +491,6 @@ def _stored_tree(plan: _Plan) -> dict[str, object]:
         checkpoint = base_ref["base"] or {"sha256": base_ref["sha256"], "size": base_ref["size"]}
     stored, is_delta = choose_stored(full, plan.base, checkpoint["sha256"] if checkpoint else None,
                                      unchanged=plan.unchanged)
-    if is_delta:
+    if stored != full:
         stored.replace(full)
     return {**_file_record(full), "base": checkpoint if is_delta else None}
