@@ -11,7 +11,7 @@ busy moment on the shared machine does not fall on one tool only. Rows:
 * the mount's peak RSS (VmHWM of the mount process itself) after that walk;
 * ``find`` over the backup, against ratarmount;
 * cold ``cat`` of 100 random small files, page cache dropped: mean against
-  ratarmount's, and our worst;
+  ratarmount's, and our worst (ratarmount's worst reported beside it);
 * sequential read of a big file with 128 KiB requests, page cache dropped,
   against ratarmount and against ``zstd -d`` of the whole layer to /dev/null
   (one core: zstd decompresses on one thread), as MiB/s; again with the
@@ -224,6 +224,8 @@ def read_rows(tools: dict[str, Tool], layer: Path, big: str, small: list[str]) -
     return [
         ratio_row("cold cat of a small file (mean) vs ratarmount", mean["vmlfs"], mean["ratarmount"], "ms", "<= 1.0"),
         value_row("cold cat of a small file, worst of 100", max(best["vmlfs"]) * 1000, "ms", "<= 10"),
+        # The same disk's outliers under the peer (a spike of the host's storage shows in both).
+        value_row("cold cat of a small file, worst of 100, ratarmount", max(best["ratarmount"]) * 1000, "ms"),
         ratio_row("sequential read of a big file vs ratarmount", fast["vmlfs"], fast["ratarmount"], "MiB/s", ">= 1.3"),
         ratio_row("sequential read of a big file vs zstd -d of the layer", fast["vmlfs"], fast["zstd"], "MiB/s",
                   ">= 0.8"),
