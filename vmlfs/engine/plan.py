@@ -2,7 +2,8 @@
 
 What changed is decided here only, over base rows in the manifest's column
 order (``Manifest.children_rows``, ``Node.as_row``), so the fast path over raw
-rows and the slow path over nodes cannot disagree.
+rows and the slow path over nodes cannot disagree. The raw rows hold only the
+columns :func:`untouched` compares (``manifest.NOT_COMPARED`` are NULL).
 """
 
 from __future__ import annotations
