@@ -491,6 +491,10 @@ def _stored_tree(plan: _Plan) -> dict[str, object]:
         checkpoint = base_ref["base"] or {"sha256": base_ref["sha256"], "size": base_ref["size"]}
     stored, is_delta = choose_stored(full, plan.base, checkpoint["sha256"] if checkpoint else None,
                                      unchanged=plan.unchanged)
-    if stored != full:
-        stored.replace(full)
-    return {**_file_record(full), "base": checkpoint if is_delta else None}
+    if stored == full:
+        return {**_file_record(full), "base": None}
+    stored.replace(full)
+    if is_delta:
+        return {**_file_record(full), "base": checkpoint}
+    assert checkpoint is not None
+    return {"size": checkpoint["size"], "sha256": checkpoint["sha256"], "base": None}  # the checkpoint's own bytes
