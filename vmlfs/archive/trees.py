@@ -135,13 +135,17 @@ def choose_stored(full: Path, checkpoint: Manifest | None, checkpoint_digest: st
     while it stays small, else ``full`` itself as a new checkpoint (also over a checkpoint older than 2.1,
     whose rows cannot say that attributes are the same). ``unchanged``: ``full`` has exactly the rows of
     the tree ``checkpoint`` (a backup's base, which it patched without changing a row). An unchanged
-    whole tree is stored as a copy of the base's bytes: patching leaves other bytes (SQLite's change
-    counter), and a new object of the same rows would be stored, and kept, at every such backup."""
+    whole tree is stored as the base's own file (a hard link where it can be, read only from then on):
+    patching leaves other bytes (SQLite's change counter), and a new object of the same rows would be
+    stored, and kept, at every such backup."""
     if checkpoint is None or checkpoint_digest is None or not _columns_current(checkpoint.checkpoint_path):
         return full, False
     if unchanged and checkpoint.base_path is None and _format_rows(checkpoint.path) == _format_rows(full):
         same = full.with_name(full.name + ".base")
-        shutil.copyfile(checkpoint.path, same)
+        try:
+            os.link(checkpoint.path, same)  # no copy to write, and sync, of a tree that may be 100s of MB
+        except OSError:  # a checkpoint cached on another file system
+            shutil.copyfile(checkpoint.path, same)
         return same, False
     # A delta without the attributes column holds rows unlike the ones a delta would hold now: compared.
     same_as = checkpoint if unchanged and _columns_current(checkpoint.path) else None
