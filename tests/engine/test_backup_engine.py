@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import snapshot_copy, tree_listing
 from vmlfs.archive.trees import materialize, write_delta
 from vmlfs.backends.local_guest import LocalGuest
-from vmlfs.backends.local_store import LocalStore
+from vmlfs.backends.local_store import LocalStore, file_sha256
 from vmlfs.engine import backup, throughput
 from vmlfs.engine.backup import BackupOptions, run_backup
 from vmlfs.engine.guest import ScanEntry, ScanReport
@@ -208,9 +208,11 @@ def test_an_unchanged_tree_is_stored_as_its_base_and_any_change_is_not(tmp_path:
         return run_backup(store, cfg, LocalGuest(home)).manifest
 
     assert backup() == full.manifest, "unchanged over a whole tree: that tree's object, not a new one"
+    checkpoint = store.object_file("trees", full.manifest["sha256"])
+    assert file_sha256(checkpoint) == (full.manifest["size"], full.manifest["sha256"]), "and that object intact"
+    assert checkpoint.stat().st_nlink == 1, "no name of it is left in the backup's work directory"
     (home / "d" / "added").write_text("a")
     over_checkpoint = run_backup(store, cfg, LocalGuest(home))
-    checkpoint = store.object_file("trees", full.manifest["sha256"])
     assert over_checkpoint.manifest["base"]["sha256"] == full.manifest["sha256"]
     assert backup() == over_checkpoint.manifest, "unchanged over a delta: the same delta"
     materialized, compared = tmp_path / "whole.sqlite", tmp_path / "compared.sqlite"
