@@ -17,7 +17,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Iterator
 
 from vmlfs import names
 from vmlfs.archive import xattrs
@@ -71,14 +71,6 @@ COLUMNS = "id, parent, name, type, mode, uid, gid, uname, gname, size, mtime_ns,
  DATA_OFFSET, XATTRS) = range(19)
 #: What a tree older than 2.1, without the xattrs column, is read with: no attributes.
 OLD_COLUMNS = COLUMNS.replace(", xattrs", ", NULL")
-#: What a backup's diff never compares (vmlfs.engine.plan.untouched): NULL in ``Manifest.children_rows``,
-#: whose unchanged rows are only compared, so that a 20,000-file diff does not build 100,000 values it
-#: drops; a row the diff finds changed is read whole (``Manifest.get``).
-NOT_COMPARED = ("parent", "nlink", "sha256", "layer", "data_offset")
-
-
-def _compared(columns: str) -> str:
-    return ", ".join("NULL" if c in NOT_COMPARED else c for c in columns.split(", "))
 
 
 @dataclass(slots=True)
@@ -277,13 +269,11 @@ class Manifest:
             except (sqlite3.Error, UnicodeDecodeError) as exc:
                 raise CorruptData(f"{self.where}: manifest query failed: {exc}") from None
 
-    def _rows(self, cond: str, args: tuple = (), tail: str = "", columns: Callable[[str], str] = str) -> list[tuple]:
-        """Rows of the tree matching ``cond``: the delta's, then the checkpoint's it leaves visible;
-        ``columns`` maps a schema's column list to the one selected."""
-        main = columns(self._cols["main"])
+    def _rows(self, cond: str, args: tuple = (), tail: str = "") -> list[tuple]:
+        """Rows of the tree matching ``cond``: the delta's, then the checkpoint's it leaves visible."""
         if self.base_path is None:
-            return self._query(f"SELECT {main} FROM main.nodes WHERE {cond} {tail}", args)
-        return self._query(f"SELECT {main} FROM main.nodes WHERE {cond} UNION ALL SELECT {columns(self._cols['b'])}"
+            return self._query(f"SELECT {self._cols['main']} FROM main.nodes WHERE {cond} {tail}", args)
+        return self._query(f"SELECT {self._cols['main']} FROM main.nodes WHERE {cond} UNION ALL SELECT {self._cols['b']}"
                            f" FROM b.nodes WHERE {cond} AND {_VISIBLE} {tail}", args + args)
 
     def _nodes(self, cond: str, args: tuple = (), tail: str = "") -> list[Node]:
@@ -320,10 +310,9 @@ class Manifest:
                            f"ORDER BY name LIMIT {int(limit)}")
 
     def children_rows(self, parent: int) -> list[tuple]:
-        """Raw, unvalidated rows of a directory's children, for the backup's diff only, in column order
-        with :data:`NOT_COMPARED` NULL: their names and fields are only compared with the scan's, and
-        whatever the new manifest keeps of them is validated when read."""
-        return self._rows("parent = ? AND id != parent AND id != ?", (parent, ROOT_ID), columns=_compared)
+        """Raw, unvalidated rows of a directory's children, for the backup's diff only: their names are only
+        compared with the scan's, and whatever the new manifest keeps of them is validated when read."""
+        return self._rows("parent = ? AND id != parent AND id != ?", (parent, ROOT_ID))
 
     def lookup(self, path: bytes | tuple[bytes, ...]) -> Node:
         """The node at a relative path; symlinks are never followed."""

@@ -166,7 +166,7 @@ class _Builder:
                     else:
                         symlinks += 1
                     continue
-                base_node = self.base.get(base_row[ID]) if base_row is not None else None  # read whole
+                base_node = Node(*base_row) if base_row is not None else None
             if base_node is not None and base_node.type != entry.type:
                 self.manifest.delete_subtree(base_node.id)
                 base_node = None

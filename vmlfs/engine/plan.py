@@ -2,8 +2,7 @@
 
 What changed is decided here only, over base rows in the manifest's column
 order (``Manifest.children_rows``, ``Node.as_row``), so the fast path over raw
-rows and the slow path over nodes cannot disagree. The raw rows hold only the
-columns :func:`untouched` compares (``manifest.NOT_COMPARED`` are NULL).
+rows and the slow path over nodes cannot disagree.
 """
 
 from __future__ import annotations
