@@ -22,6 +22,7 @@ exit code 3 (not found), 4 (exists), 5 (unsafe name) or 1 (anything else).
 
 import hashlib
 import json
+import operator
 import os
 import stat
 import struct
@@ -41,6 +42,7 @@ LINK = struct.Struct("<IIqII")  # uid gid mtime_ns namelen targetlen
 HARD = struct.Struct("<QI")  # link_group namelen
 NO_META = 0xFFFFFFFF  # mode of a 'D' operation for a parent directory restored without its metadata
 CHUNK = 1 << 20
+_NAME = operator.attrgetter("name")  # the sort key of a listing, in C
 EXIT = {"notfound": 3, "exists": 4, "unsafe": 5}
 
 
@@ -104,10 +106,11 @@ class Scanner:
         msg = message.encode("utf-8", "replace")
         self.out.write(NAME.pack(tag, len(path), len(msg)) + path + msg)
 
-    def emit(self, rel, st, kind, target):
-        """The entry's record, after a b'X' record of its kept attributes if it has any."""
-        self.names(st)
-        attrs = read_xattrs(os.path.join(self.root, rel) if rel else self.root, lambda m: self.note(b"W", rel, m))
+    def emit(self, rel, st, kind, target, path):
+        """The entry's record (``path`` is its absolute path), after a b'X' record of its kept attributes if it has any."""
+        if st.st_uid not in self.users or st.st_gid not in self.groups:
+            self.names(st)
+        attrs = read_xattrs(path, lambda m: self.note(b"W", rel, m))
         if attrs:
             self.out.write(b"X" + struct.pack("<I", len(attrs)) + attrs)
         size = st.st_size if kind == b"f" else 0
@@ -119,34 +122,36 @@ class Scanner:
         path = os.path.join(self.root, rel) if rel else self.root
         try:
             with os.scandir(path) as it:
-                return iter(sorted((e.name, e) for e in it))
+                return iter(sorted(it, key=_NAME))
         except OSError as exc:
             self.note(b"R", rel, "cannot list %s: %s; its contents are left out" % (os.fsdecode(rel) or ".", exc.strerror))
             return iter(())
 
     def run(self):
-        self.emit(b"", os.stat(self.root), b"d", None)
+        """Depth first; a child's absolute path is its DirEntry's, not joined again per path."""
+        self.emit(b"", os.stat(self.root), b"d", None, self.root)
         stack = [(b"", self.listing(b""))]
         while stack:
             parent, children = stack[-1]
-            item = next(children, None)
-            if item is None:
+            child = next(children, None)
+            if child is None:
                 stack.pop()
                 continue
-            rel = parent + b"/" + item[0] if parent else item[0]
+            rel = parent + b"/" + child.name if parent else child.name
             try:
-                st = item[1].stat(follow_symlinks=False)
-                target = os.readlink(item[1].path) if stat.S_ISLNK(st.st_mode) else None
+                st = child.stat(follow_symlinks=False)
+                mode = st.st_mode
+                target = os.readlink(child.path) if stat.S_ISLNK(mode) else None
             except FileNotFoundError:
                 continue  # vanished between listing and stat: not in this backup
             except OSError as exc:
                 self.note(b"R", rel, "cannot stat %s: %s" % (os.fsdecode(rel), exc.strerror))
                 continue
-            kind = b"f" if stat.S_ISREG(st.st_mode) else b"d" if stat.S_ISDIR(st.st_mode) else b"l" if stat.S_ISLNK(st.st_mode) else None
+            kind = b"f" if stat.S_ISREG(mode) else b"d" if stat.S_ISDIR(mode) else b"l" if target is not None else None
             if kind is None:
                 self.note(b"S", rel, "skipped %s: not a regular file, directory or symlink" % os.fsdecode(rel))
                 continue
-            self.emit(rel, st, kind, target)
+            self.emit(rel, st, kind, target, child.path)
             if kind == b"d":
                 stack.append((rel, self.listing(rel)))
         self.out.write(b"Z")
