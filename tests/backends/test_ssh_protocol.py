@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.fake_runner import RecordingRunner
+from tests.backends.fake_runner import LocalProcess, RecordingRunner
 from tests.cli.test_backup_cycle import build_guest
 from vmlfs.backends.local_guest import LocalGuest
 from vmlfs.backends.ssh_guest import AGENT_SOURCE, SshGuest, agent_argv
@@ -88,6 +88,36 @@ def test_scan_matches_the_local_guest(tree: Path, rules: Rules) -> None:
     assert remote == local
     assert remote_report == local_report
     assert remote_report.skipped_special == 1
+
+
+class _TrickleProcess(LocalProcess):
+    """Hands the agent's answer on in pieces of 1 to 13 bytes, so records lie across reads in every way."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(command)
+        self._pending, self._piece = b"", 0
+
+    def read(self) -> bytes:
+        if not self._pending:
+            self._pending = super().read()
+        self._piece = self._piece % 13 + 1
+        piece, self._pending = self._pending[:self._piece], self._pending[self._piece:]
+        return piece
+
+
+class _TrickleRunner(RecordingRunner):
+    def start(self, argv):  # type: ignore[override]
+        return _TrickleProcess(remote_command(argv))
+
+
+def test_scan_records_split_across_reads_decode_the_same(tree: Path) -> None:
+    """Records whole in a read are decoded from it directly, the others piece by piece: both the same."""
+    os.symlink("a-long-target/" * 8, tree / "a-link")
+    os.setxattr(tree / "keep.root", "user.note", b"kept")
+    whole = list(SshGuest(RecordingRunner(), str(tree)).scan(Rules(), ScanReport()))
+    split = list(SshGuest(_TrickleRunner(), str(tree)).scan(Rules(), ScanReport()))
+    assert split == whole == list(LocalGuest(tree).scan(Rules(), ScanReport()))
+    assert any(e.target for e in split) and any(e.xattrs for e in split)
 
 
 def test_read_many_streams_files_and_reports_changes(tree: Path) -> None:

@@ -40,6 +40,8 @@ NAME = struct.Struct("<cII")
 REQUEST = struct.Struct("<IQq")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
+_ENTRY_TAGS = frozenset(b"fdl")  # the first byte of an entry record, as an int
+_KIND_NAMES = {b"f": "f", b"d": "d", b"l": "l"}
 MAX_XATTRS_BLOB = MAX_NAMES * (MAX_VALUE + 5 + 255)  # the most a path's attributes can take (archive/xattrs.py)
 ENV_TIMEOUT = 30.0  # seconds an interactive login shell may take to print the environment
 ENV_MARK = b"\0vmlfs-env-begin\0"  # printed by the login shell after its profile scripts' own output
@@ -213,12 +215,40 @@ class SshGuest:
             yield from self._records(agent.reader, rules, report)
 
     def _records(self, r: StreamReader, rules: Rules, report: ScanReport) -> Iterator[ScanEntry]:
+        """Entry records whole in the buffer are decoded straight from it (the common case: a record
+        is ~50 bytes, a chunk of the stream holds thousands); the rest goes through ``r.need``/``r.take``."""
         users: dict[int, str] = {}
         groups: dict[int, str] = {}
         skip: bytes | None = None
         attrs: bytes | None = None  # from a b'X' record, for the entry that follows it
         unpack, size = ENTRY.unpack_from, ENTRY.size
+        has_rules = bool(rules.exclude)
         while True:
+            buf, pos = r.buf, r.pos
+            end = pos + size
+            if end <= len(buf) and buf[pos] in _ENTRY_TAGS:
+                kind, mode, uid, gid, nlink, fsize, mtime, ctime, dev, ino, plen, tlen = unpack(buf, pos)
+                path_end = end + plen
+                record_end = path_end + tlen if kind == b"l" else path_end
+                if record_end <= len(buf):
+                    r.pos = record_end
+                    path = buf[end:path_end]
+                    target = buf[path_end:record_end] if kind == b"l" else None
+                else:
+                    r.pos = end
+                    path = r.take(plen)
+                    target = r.take(tlen) if kind == b"l" else None
+                entry_attrs, attrs = attrs, None
+                if skip is not None:
+                    if path.startswith(skip):
+                        continue
+                    skip = None
+                if has_rules and rules.excluded(path, kind == b"d"):
+                    skip = path + b"/"
+                    continue
+                yield ScanEntry(path, _KIND_NAMES[kind], mode, uid, gid, users.get(uid, ""), groups.get(gid, ""),
+                                fsize, mtime, ctime, nlink, dev, ino, target, entry_attrs)
+                continue
             if not r.need(1):
                 check_exit(r.proc, f"scanning {self.description}")
                 raise GuestError(f"scanning {self.description}: the listing ended early")
@@ -226,19 +256,7 @@ class SshGuest:
             if tag in (b"f", b"d", b"l"):
                 if not r.need(size):
                     raise GuestError(f"scanning {self.description}: the listing ended inside a record")
-                kind, mode, uid, gid, nlink, fsize, mtime, ctime, dev, ino, plen, tlen = unpack(r.buf, r.pos)
-                r.pos += size
-                path = r.take(plen)
-                target = r.take(tlen) if kind == b"l" else None
-                entry_attrs, attrs = attrs, None
-                if skip is not None and path.startswith(skip):
-                    continue
-                skip = None
-                if rules.excluded(path, kind == b"d"):
-                    skip = path + b"/"
-                    continue
-                yield ScanEntry(path, kind.decode(), mode, uid, gid, users.get(uid, ""), groups.get(gid, ""),
-                                fsize, mtime, ctime, nlink, dev, ino, target, entry_attrs)
+                continue  # now whole in the buffer: decoded above
             elif tag == b"X":
                 r.pos += 1
                 (length,) = U32.unpack(r.take(4))
