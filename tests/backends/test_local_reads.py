@@ -1,4 +1,4 @@
-"""The local guest's bulk reads: small files whole, read ahead by threads only when the page cache misses."""
+"""The local guest's bulk reads: small files whole, read ahead (by threads, or advised) only when the page cache misses."""
 
 from __future__ import annotations
 
@@ -61,10 +61,16 @@ def test_a_batch_comes_whole_and_in_order_whether_or_not_threads_read_ahead(
         assert "guest-read" in openers, "a cold cache is read ahead"
 
 
-def test_files_changed_after_the_scan_are_reported_by_readers_ahead_too(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("readers", [True, False])
+def test_files_changed_after_the_scan_are_reported_when_read_ahead_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers: bool) -> None:
     guest, entries, contents = _guest(tmp_path, 400)
     monkeypatch.setattr(local_reads.SmallReads, "_cached", lambda self, fd: False)
+    monkeypatch.setattr(guest._read_ahead, "readers", lambda: readers)
     home = Path(os.fsdecode(guest.home))
     (home / "f0300").write_bytes(b"grown" + contents[b"f0300"])
     (home / "f0301").unlink()
@@ -72,6 +78,20 @@ def test_files_changed_after_the_scan_are_reported_by_readers_ahead_too(
     assert out[b"f0300"] == "f0300: changed while it was read"
     assert out[b"f0301"] == "f0301: cannot open (No such file or directory)"
     assert sum(isinstance(v, bytes) for v in out.values()) == 398
+
+
+def test_a_batch_read_advised_stops_early_and_leaves_no_file_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer that stops taking (a failed backup) closes the batch: the files opened ahead are closed."""
+    guest, entries, contents = _guest(tmp_path, 400)
+    monkeypatch.setattr(local_reads.SmallReads, "_cached", lambda self, fd: False)
+    monkeypatch.setattr(guest._read_ahead, "readers", lambda: False)
+    before = _open_fds()
+    reads = guest.read_many(entries)
+    for _ in range(100):
+        next(reads)
+    assert _open_fds() >= before + local_reads.ADVISED, "files are open ahead of the one taken"
+    reads.close()
+    assert _open_fds() == before
 
 
 def test_the_choice_tries_both_ways_then_keeps_the_faster_and_now_and_then_the_other() -> None:
@@ -95,7 +115,14 @@ def test_a_guest_whose_disk_readers_do_not_speed_up_reads_a_cold_batch_alone(
     monkeypatch.setattr(local_reads.SmallReads, "_cached", lambda self, fd: False)
     guest._read_ahead.record(True, 10.0, 1000)
     guest._read_ahead.record(False, 1.0, 1000)
+    advised = []
+    monkeypatch.setattr(local_reads.os, "posix_fadvise", lambda fd, offset, length, advice: advised.append(advice))
+    before = _open_fds()
     out, openers = _read_all(guest, entries)
     assert out == [(e.path, contents[e.path]) for e in entries]
     assert openers == {threading.current_thread().name}, "read inline: readers were measured slower"
     assert guest._read_ahead.per_file(False) < 0.001, "and this batch's cold part was measured"
+    small = [e for e in entries if 0 < e.size <= local_reads.SMALL_READ]
+    assert set(advised) == {os.POSIX_FADV_WILLNEED} and len(small) - 16 <= len(advised) < len(small), \
+        "each small file after the batch turned cold was advised before it was read"
+    assert _open_fds() == before
