@@ -100,13 +100,27 @@ def test_the_choice_tries_both_ways_then_keeps_the_faster_and_now_and_then_the_o
     choice.record(True, 3.0, 1000)
     assert choice.readers() is False, "the second: without"
     choice.record(False, 1.0, 1000)
-    ways = [choice.readers() for _ in range(2 * local_reads.RETRY_EVERY)]
-    assert ways.count(True) == 2 and ways.count(False) == len(ways) - 2, "inline was faster; readers retried"
+    every = local_reads.RETRY_EVERY
+    ways = [choice.readers() for _ in range(every + 2 * every + 4 * every)]
+    retries = [i + 1 for i, way in enumerate(ways) if way]
+    assert retries == [every, 3 * every, 7 * every], "inline was faster; readers retried, less often each time"
     choice.record(True, 0.5, 1000)  # the retry found readers faster now
     assert choice.per_file(True) == 0.0005
-    assert [choice.readers() for _ in range(3)].count(True) >= 2
+    ways = [choice.readers() for _ in range(every)]
+    assert ways == [True] * (every - 1) + [False], "the new choice stands, the other way retried soon again"
     choice.record(False, 0.1, local_reads.MIN_SAMPLE - 1)
     assert choice.per_file(False) == 0.001, "a short cold part measures nothing"
+
+
+def test_retries_of_the_slower_way_become_rare_but_never_stop() -> None:
+    choice = local_reads.ReadAheadChoice()
+    choice.record(True, 3.0, 1000)
+    choice.record(False, 1.0, 1000)
+    ways = [choice.readers() for _ in range(10_000)]
+    retries = [i for i, way in enumerate(ways) if way]
+    gaps = [b - a for a, b in zip(retries, retries[1:])]
+    assert len(retries) < 100 and gaps == sorted(gaps) and gaps[-1] == local_reads.MAX_RETRY_EVERY
+    assert ways[-local_reads.MAX_RETRY_EVERY:].count(True) == 1, "at the longest interval, still retried"
 
 
 def test_a_guest_whose_disk_readers_do_not_speed_up_reads_a_cold_batch_alone(

@@ -48,7 +48,8 @@ READERS = 8  # a cold 50,000-file read: 2.2 s with 4, 1.7 s with 8, 1.5-1.8 s wi
 AHEAD, AHEAD_BYTES = 128, 32 << 20  # files read ahead of the consumer, and their bytes, at most
 ADVISED = 64  # files opened and advised ahead of the one read (32 to 128 did alike; 512 was slower)
 MISSES, RECENT = 4, (1 << 16) - 1  # this many misses among the last 16 probes make a batch cold
-RETRY_EVERY = 8  # cold batches between two read the way that was slower (a disk's speed changes with its load)
+RETRY_EVERY = 8  # cold batches before the way that was slower is tried again (a disk's speed changes with its load)
+MAX_RETRY_EVERY = 128  # the interval doubles at each retry while the choice stands, up to this
 MIN_SAMPLE = 256  # files read after a batch turned cold, at least, for its time to be a measure of either way
 _UNREAD = object()
 
@@ -57,8 +58,12 @@ class ReadAheadChoice:
     """Whether readers ahead pay on one guest's disk, or advised reads in turn, learnt from the cold part of each batch.
 
     The first cold batch is read with readers, the next advised; later ones
-    the way that took less time per file, and every :data:`RETRY_EVERY`-th the
-    other way, so that a choice made under a passing load is measured again.
+    the way that took less time per file, and now and then the other way, so
+    that a choice made under a passing load is measured again: after
+    :data:`RETRY_EVERY` batches, then after twice as many at each retry while
+    the choice stands (up to :data:`MAX_RETRY_EVERY`), since every retry of the
+    slower way costs a batch read slowly (on one virtual disk, readers cost
+    about 100 µs more per file). When the choice changes, retries are frequent again.
     A batch's cold part is timed from its first misses to its end, the
     backup's own work on each file included: that is what readers should
     make faster.
@@ -66,17 +71,24 @@ class ReadAheadChoice:
 
     def __init__(self) -> None:
         self._per_file: dict[bool, float] = {}  # seconds, the latest cold part read each way
-        self._cold_batches = 0
+        self._faster: bool | None = None  # the choice standing
+        self._every = RETRY_EVERY  # batches between retries of the other way, while the choice stands
+        self._since_retry = 0
 
     def readers(self) -> bool:
         """Whether the batch that just turned cold is read on with readers."""
-        self._cold_batches += 1
         if True not in self._per_file:
             return True
         if False not in self._per_file:
             return False
         faster = self._per_file[True] < self._per_file[False]
-        return faster != (self._cold_batches % RETRY_EVERY == 0)
+        if faster != self._faster:
+            self._faster, self._every, self._since_retry = faster, RETRY_EVERY, 0
+        self._since_retry += 1
+        if self._since_retry < self._every:
+            return faster
+        self._since_retry, self._every = 0, min(2 * self._every, MAX_RETRY_EVERY)
+        return not faster
 
     def record(self, readers: bool, seconds: float, files: int) -> None:
         if files >= MIN_SAMPLE:
