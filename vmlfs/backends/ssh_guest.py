@@ -253,7 +253,7 @@ class SshGuest:
                 check_exit(r.proc, f"scanning {self.description}")
                 raise GuestError(f"scanning {self.description}: the listing ended early")
             tag = r.buf[r.pos:r.pos + 1]
-            if tag in (b"f", b"d", b"l"):
+            if tag[0] in _ENTRY_TAGS:
                 if not r.need(size):
                     raise GuestError(f"scanning {self.description}: the listing ended inside a record")
                 continue  # now whole in the buffer: decoded above
